@@ -1,0 +1,85 @@
+package dev.headroom.attention;
+
+/**
+ * The shape of one multi-head attention layer.
+ *
+ * @param dModel   model width E: the last dimension of the inputs and the output
+ * @param heads    query heads H
+ * @param kvHeads  key/value heads G; G divides H. G = H is multi-head, G = 1 multi-query,
+ *                 otherwise grouped-query attention: query head h uses key/value head
+ *                 h / (H / G), as PyTorch's {@code enable_gqa} and Llama do
+ * @param headDim  d, the width of one head (E / H by default; may differ, then the Q/K/V
+ *                 projections have H·d or G·d rows and the output projection H·d columns)
+ * @param scale    the factor on Q·Kᵀ, 1/√d by default
+ */
+public record AttentionConfig(int dModel, int heads, int kvHeads, int headDim, float scale) {
+
+    public AttentionConfig {
+        if (dModel < 1) throw new IllegalArgumentException("d_model must be >= 1, got " + dModel);
+        if (heads < 1) throw new IllegalArgumentException("heads must be >= 1, got " + heads);
+        if (kvHeads < 1) throw new IllegalArgumentException("kv_heads must be >= 1, got " + kvHeads);
+        if (heads % kvHeads != 0) {
+            throw new IllegalArgumentException("kv_heads (" + kvHeads + ") must divide heads (" + heads + ")");
+        }
+        if (headDim < 1) throw new IllegalArgumentException("head_dim must be >= 1, got " + headDim);
+        if (!Float.isFinite(scale) || scale == 0f) {
+            throw new IllegalArgumentException("scale must be finite and non-zero, got " + scale);
+        }
+    }
+
+    /** E = dModel, H heads of width E / H (H must divide E), G = H, scale 1/√(E/H). */
+    public static AttentionConfig of(int dModel, int heads) {
+        if (heads < 1) throw new IllegalArgumentException("heads must be >= 1, got " + heads);
+        if (dModel % heads != 0) {
+            throw new IllegalArgumentException("heads (" + heads + ") must divide d_model (" + dModel
+                    + ") unless a head dimension is given");
+        }
+        int headDim = dModel / heads;
+        return new AttentionConfig(dModel, heads, heads, headDim, defaultScale(headDim));
+    }
+
+    /** The same layer with G key/value heads. */
+    public AttentionConfig withKvHeads(int g) {
+        return new AttentionConfig(dModel, heads, g, headDim, scale);
+    }
+
+    /** The same layer with heads of width d; the scale becomes 1/√d. */
+    public AttentionConfig withHeadDim(int d) {
+        return new AttentionConfig(dModel, heads, kvHeads, d, defaultScale(d));
+    }
+
+    public AttentionConfig withScale(float s) {
+        return new AttentionConfig(dModel, heads, kvHeads, headDim, s);
+    }
+
+    static float defaultScale(int headDim) {
+        return (float) (1.0 / Math.sqrt(headDim));
+    }
+
+    /** Rows of the query projection, H·d. */
+    public int queryWidth() {
+        return heads * headDim;
+    }
+
+    /** Rows of each of the key and value projections, G·d. */
+    public int kvWidth() {
+        return kvHeads * headDim;
+    }
+
+    /** Query heads per key/value head, H / G. */
+    public int groupSize() {
+        return heads / kvHeads;
+    }
+
+    /** The key/value head that query head h reads. */
+    public int kvHeadOf(int h) {
+        return h / groupSize();
+    }
+
+    /** Parameters in W_Q, W_K, W_V, W_O and (if present) their biases. */
+    public long parameterCount(boolean bias) {
+        long w = (long) dModel * (queryWidth() + 2L * kvWidth()) + (long) queryWidth() * dModel;
+        long b = bias ? queryWidth() + 2L * kvWidth() + dModel : 0;
+        return w + b;
+    }
+}

@@ -1,0 +1,34 @@
+package dev.headroom.attention;
+
+import dev.headroom.kernels.Softmax;
+import dev.headroom.tensor.Matrix;
+
+/**
+ * One unit of attention work: query rows [firstQuery, firstQuery + m) of batch element
+ * {@code batch} and query head {@code head}, against all keys of key/value head {@code kvHead}.
+ * Q, K and V arrive transposed (features × tokens) because they are row ranges of the projection
+ * buffer, which is laid out that way so that every head's Kᵀ and Vᵀ rows are contiguous.
+ *
+ * @param queryT  Q_hᵀ for these rows: (d, m), a view into the projection buffer
+ * @param keyT    K_gᵀ: (d, n_k), a view into the projection buffer
+ * @param valueT  V_gᵀ: (d, n_k), a view into the projection buffer
+ * @param out     O_h for these rows: (m, d), a view into the concatenated-heads buffer
+ *                (leading dimension H·d), written by the kernel
+ */
+public record HeadBlock(int batch, int head, int kvHead, int firstQuery,
+                        Matrix queryT, Matrix keyT, Matrix valueT, Matrix out,
+                        float scale, Mask.Bound mask, Softmax softmax) {
+    /** Query rows in this block. */
+    public int rows() {
+        return queryT.cols();
+    }
+
+    /** Keys n_k. */
+    public int keys() {
+        return keyT.cols();
+    }
+
+    public int headDim() {
+        return queryT.rows();
+    }
+}

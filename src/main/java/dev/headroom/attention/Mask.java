@@ -1,0 +1,227 @@
+package dev.headroom.attention;
+
+import dev.headroom.tensor.Tensor;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
+
+/**
+ * Which keys each query may attend to. A mask combines any of:
+ * <ul>
+ *   <li><b>causal</b>: query i sees key j iff j ≤ i + (n_k − n_q). With equal lengths that is
+ *       j ≤ i; with a longer key sequence (a cache of earlier tokens) the last query sees every
+ *       key. This is the bottom-right alignment of FlashAttention ≥ 2.1; PyTorch's
+ *       {@code is_causal} aligns top-left, which differs only when n_q ≠ n_k.</li>
+ *   <li><b>key lengths</b>: per batch element b, only keys j &lt; length[b] exist (padding).</li>
+ *   <li><b>an explicit mask</b> of shape (n_q, n_k), (B, n_q, n_k) or (B, H, n_q, n_k), either
+ *       boolean (one byte per element, non-zero = <em>allowed</em>, as in PyTorch's
+ *       {@code scaled_dot_product_attention}; note that {@code nn.MultiheadAttention}'s boolean
+ *       {@code attn_mask} means the opposite) or additive (float, added to the scaled scores;
+ *       −∞ forbids).</li>
+ * </ul>
+ * A query with no allowed key outputs zeros.
+ */
+public final class Mask {
+    private static final Mask NONE = new Mask(false, null, null, null, null);
+
+    private final boolean causal;
+    private final int[] keyLengths;
+    private final MemorySegment allowed;   // one byte per element, or null
+    private final Tensor additive;         // or null
+    private final int[] explicitShape;     // shape of allowed/additive
+
+    private Mask(boolean causal, int[] keyLengths, MemorySegment allowed, Tensor additive, int[] explicitShape) {
+        this.causal = causal;
+        this.keyLengths = keyLengths;
+        this.allowed = allowed;
+        this.additive = additive;
+        this.explicitShape = explicitShape;
+    }
+
+    /** Every query sees every key. */
+    public static Mask none() {
+        return NONE;
+    }
+
+    public static Mask causal() {
+        return NONE.withCausal();
+    }
+
+    /** Key padding: batch element b has {@code lengths[b]} real keys. */
+    public static Mask keyLengths(int... lengths) {
+        return NONE.withKeyLengths(lengths);
+    }
+
+    public Mask withCausal() {
+        return new Mask(true, keyLengths, allowed, additive, explicitShape);
+    }
+
+    public Mask withKeyLengths(int... lengths) {
+        for (int len : lengths) {
+            if (len < 0) throw new IllegalArgumentException("key lengths must be >= 0, got " + Arrays.toString(lengths));
+        }
+        return new Mask(causal, lengths.clone(), allowed, additive, explicitShape);
+    }
+
+    /**
+     * A boolean mask, one byte per element (non-zero = allowed), of shape (n_q, n_k), (B, n_q, n_k)
+     * or (B, H, n_q, n_k). Replaces any explicit mask set before.
+     */
+    public Mask withAllowed(MemorySegment bytes, int... shape) {
+        long n = checkExplicitShape(shape);
+        if (bytes.byteSize() != n) {
+            throw new IllegalArgumentException("boolean mask of shape " + Arrays.toString(shape) + " needs " + n
+                    + " bytes, got " + bytes.byteSize());
+        }
+        return new Mask(causal, keyLengths, bytes, null, shape.clone());
+    }
+
+    /** An additive float mask of shape (n_q, n_k), (B, n_q, n_k) or (B, H, n_q, n_k). */
+    public Mask withAdditive(Tensor mask) {
+        checkExplicitShape(mask.shape());
+        return new Mask(causal, keyLengths, null, mask, mask.shape());
+    }
+
+    private static long checkExplicitShape(int[] shape) {
+        if (shape.length < 2 || shape.length > 4) {
+            throw new IllegalArgumentException("an explicit mask must have shape (n_q, n_k), (B, n_q, n_k) or "
+                    + "(B, H, n_q, n_k), got " + Arrays.toString(shape));
+        }
+        long n = 1;
+        for (int d : shape) n *= d;
+        return n;
+    }
+
+    /** The memory of the explicit mask, or null. */
+    MemorySegment explicitSegment() {
+        return allowed != null ? allowed : additive != null ? additive.segment() : null;
+    }
+
+    public boolean isCausal() {
+        return causal;
+    }
+
+    public boolean hasExplicit() {
+        return allowed != null || additive != null;
+    }
+
+    /** True when nothing is masked. */
+    public boolean isNone() {
+        return !causal && keyLengths == null && !hasExplicit();
+    }
+
+    /**
+     * Checks the mask against the problem's shapes and returns the form the kernels query.
+     *
+     * @throws IllegalArgumentException naming the mismatch
+     */
+    public Bound bind(int batch, int heads, int queries, int keys) {
+        if (keyLengths != null) {
+            if (keyLengths.length != batch) {
+                throw new IllegalArgumentException("key lengths " + Arrays.toString(keyLengths) + " give "
+                        + keyLengths.length + " values for a batch of " + batch);
+            }
+            for (int len : keyLengths) {
+                if (len > keys) {
+                    throw new IllegalArgumentException("key length " + len + " exceeds the " + keys + " keys of the input "
+                            + "(key lengths " + Arrays.toString(keyLengths) + ")");
+                }
+            }
+        }
+        long batchStride = 0, headStride = 0;
+        if (hasExplicit()) {
+            int r = explicitShape.length;
+            if (explicitShape[r - 2] != queries || explicitShape[r - 1] != keys) {
+                throw new IllegalArgumentException("explicit mask of shape " + Arrays.toString(explicitShape)
+                        + " does not end in (n_q, n_k) = (" + queries + ", " + keys + ")");
+            }
+            long plane = (long) queries * keys;
+            if (r >= 3) {
+                if (explicitShape[0] != batch) {
+                    throw new IllegalArgumentException("explicit mask of shape " + Arrays.toString(explicitShape)
+                            + " has batch " + explicitShape[0] + ", input batch is " + batch);
+                }
+                batchStride = r == 4 ? plane * heads : plane;
+            }
+            if (r == 4) {
+                if (explicitShape[1] != heads) {
+                    throw new IllegalArgumentException("explicit mask of shape " + Arrays.toString(explicitShape)
+                            + " has " + explicitShape[1] + " heads, the layer has " + heads);
+                }
+                headStride = plane;
+            }
+        }
+        return new Bound(this, queries, keys, batchStride, headStride);
+    }
+
+    /** A mask checked against one problem's shapes; what the kernels ask. Immutable, thread-safe. */
+    public static final class Bound {
+        private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
+        private final Mask mask;
+        private final int queries, keys;
+        private final long batchStride, headStride;
+
+        Bound(Mask mask, int queries, int keys, long batchStride, long headStride) {
+            this.mask = mask;
+            this.queries = queries;
+            this.keys = keys;
+            this.batchStride = batchStride;
+            this.headStride = headStride;
+        }
+
+        public Mask mask() {
+            return mask;
+        }
+
+        /**
+         * The number of leading keys query i of batch b may see before any explicit mask: keys
+         * j ≥ keyEnd are never allowed (causal and padding limits). May be 0.
+         */
+        public int keyEnd(int b, int i) {
+            int end = keys;
+            if (mask.keyLengths != null) end = Math.min(end, mask.keyLengths[b]);
+            if (mask.causal) end = Math.min(end, Math.max(0, i + keys - queries + 1));
+            return end;
+        }
+
+        public boolean hasExplicit() {
+            return mask.hasExplicit();
+        }
+
+        /**
+         * Applies the explicit mask to keys [j0, j1) of query i (batch b, head h), whose scores are
+         * {@code row[offset .. offset + j1 − j0)}: adds the additive mask, or sets forbidden keys to −∞.
+         */
+        public void applyExplicit(int b, int h, int i, MemorySegment row, long offset, int j0, int j1) {
+            long base = b * batchStride + h * headStride + (long) i * keys;
+            if (mask.additive != null) {
+                MemorySegment m = mask.additive.segment();
+                for (int j = j0; j < j1; j++) {
+                    long at = offset + j - j0;
+                    row.setAtIndex(F, at, row.getAtIndex(F, at) + m.getAtIndex(F, base + j));
+                }
+            } else if (mask.allowed != null) {
+                MemorySegment m = mask.allowed;
+                for (int j = j0; j < j1; j++) {
+                    if (m.get(ValueLayout.JAVA_BYTE, base + j) == 0) row.setAtIndex(F, offset + j - j0, Float.NEGATIVE_INFINITY);
+                }
+            }
+        }
+
+        /** Whether key j is allowed for query i of batch b, head h (for references and tests). */
+        public boolean allowed(int b, int h, int i, int j) {
+            if (j >= keyEnd(b, i)) return false;
+            long at = b * batchStride + h * headStride + (long) i * keys + j;
+            if (mask.allowed != null) return mask.allowed.get(ValueLayout.JAVA_BYTE, at) != 0;
+            if (mask.additive != null) return mask.additive.segment().getAtIndex(F, at) != Float.NEGATIVE_INFINITY;
+            return true;
+        }
+
+        /** The additive term for (b, h, i, j): 0 without an additive mask. */
+        public float additive(int b, int h, int i, int j) {
+            if (mask.additive == null) return 0f;
+            return mask.additive.segment().getAtIndex(F, b * batchStride + h * headStride + (long) i * keys + j);
+        }
+    }
+}

@@ -1,0 +1,329 @@
+package dev.headroom.attention;
+
+import dev.headroom.blas.Blas;
+import dev.headroom.blas.OpenBlas;
+import dev.headroom.kernels.Finite;
+import dev.headroom.kernels.Softmax;
+import dev.headroom.runtime.WorkerPool;
+import dev.headroom.tensor.Matrix;
+import dev.headroom.tensor.Tensor;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Multi-head attention, PyTorch semantics, on off-heap memory:
+ * <pre>
+ *   Q = X W_Qᵀ + b_Q,  K = KV W_Kᵀ + b_K,  V = KV W_Vᵀ + b_V
+ *   O_h = softmax(scale · Q_h K_gᵀ + mask) V_g          g = h / (H / G)
+ *   Y = [O_1 … O_H] W_Oᵀ + b_O
+ * </pre>
+ * Inputs are (n, E) or (B, n, E); KV defaults to X (self-attention) and may be longer or
+ * shorter (cross-attention).
+ *
+ * <p><b>Threads.</b> Work is split in Java across {@code threads} workers (the calling thread
+ * and a pool this object owns): projection rows, then (batch, head, block of query rows) tasks,
+ * then output rows. Each sgemm runs on one OpenBLAS thread; constructing this object sets
+ * OpenBLAS's process-wide thread count to {@link Options#blasThreads()} (1 by default).
+ *
+ * <p><b>Concurrency.</b> One instance serves concurrent {@code forward} calls from any number
+ * of threads: the weights are only read, and every call has its own {@link Workspace} (the
+ * allocating overloads make a fresh one; callers of the workspace overload give each thread its
+ * own). Calls share the worker pool. {@link #close()} must not race with running calls.
+ *
+ * <p><b>Memory.</b> The weights stay where the caller's arena put them. Each call's scratch is
+ * in its workspace; outputs go to the caller's arena or tensor. Nothing here allocates on the
+ * Java heap in proportion to the sequence.
+ */
+public final class MultiHeadAttention implements AutoCloseable {
+
+    /**
+     * @param threads      worker threads (default: available processors)
+     * @param blasThreads  OpenBLAS threads per sgemm call, set process-wide at construction (default 1)
+     * @param queryBlock   query rows per task; the kernel keeps queryBlock × n_k scores per worker
+     * @param kernel       the attention kernel (default {@link DenseKernel})
+     * @param softmax      the softmax implementation (default {@link Softmax#VECTOR})
+     * @param checkFinite  reject inputs holding NaN or ±∞ (one pass over each input)
+     */
+    public record Options(int threads, int blasThreads, int queryBlock, AttentionKernel kernel, Softmax softmax,
+                          boolean checkFinite) {
+        public Options {
+            if (threads < 1) throw new IllegalArgumentException("threads must be >= 1, got " + threads);
+            if (blasThreads < 1) throw new IllegalArgumentException("blasThreads must be >= 1, got " + blasThreads);
+            if (queryBlock < 1) throw new IllegalArgumentException("queryBlock must be >= 1, got " + queryBlock);
+            if (kernel == null || softmax == null) throw new IllegalArgumentException("kernel and softmax must be given");
+        }
+
+        public static Options defaults() {
+            return new Options(Runtime.getRuntime().availableProcessors(), 1, 256, DenseKernel.INSTANCE,
+                    Softmax.VECTOR, false);
+        }
+
+        public Options withThreads(int t) {
+            return new Options(t, blasThreads, queryBlock, kernel, softmax, checkFinite);
+        }
+
+        public Options withBlasThreads(int t) {
+            return new Options(threads, t, queryBlock, kernel, softmax, checkFinite);
+        }
+
+        public Options withQueryBlock(int rows) {
+            return new Options(threads, blasThreads, rows, kernel, softmax, checkFinite);
+        }
+
+        public Options withKernel(AttentionKernel k) {
+            return new Options(threads, blasThreads, queryBlock, k, softmax, checkFinite);
+        }
+
+        public Options withSoftmax(Softmax s) {
+            return new Options(threads, blasThreads, queryBlock, kernel, s, checkFinite);
+        }
+
+        public Options withCheckFinite(boolean check) {
+            return new Options(threads, blasThreads, queryBlock, kernel, softmax, check);
+        }
+    }
+
+    private final AttentionConfig config;
+    private final AttentionWeights weights;
+    private final Options options;
+    private final WorkerPool pool;
+
+    public MultiHeadAttention(AttentionWeights weights, Options options) {
+        this.config = weights.config();
+        this.weights = weights;
+        this.options = options;
+        OpenBlas.setThreads(options.blasThreads());
+        if (options.threads() > 1) {
+            for (Matrix m : List.of(weights.wq, weights.wk, weights.wv, weights.wo)) {
+                if (!m.segment().isAccessibleBy(OTHER_THREAD)) {
+                    throw new IllegalArgumentException("weights live in a confined arena, which the " + options.threads()
+                            + " worker threads cannot read; load them into Arena.ofShared() or TrackedArena.ofShared(), "
+                            + "or use Options.withThreads(1)");
+                }
+            }
+        }
+        this.pool = new WorkerPool(options.threads());
+    }
+
+    public MultiHeadAttention(AttentionWeights weights) {
+        this(weights, Options.defaults());
+    }
+
+    public AttentionConfig config() {
+        return config;
+    }
+
+    public AttentionWeights weights() {
+        return weights;
+    }
+
+    public Options options() {
+        return options;
+    }
+
+    /** Self-attention without a mask; the output is allocated in {@code arena}. */
+    public Tensor forward(Tensor x, Arena arena) {
+        return forward(x, null, Mask.none(), arena);
+    }
+
+    /** Self-attention with a mask; the output is allocated in {@code arena}. */
+    public Tensor forward(Tensor x, Mask mask, Arena arena) {
+        return forward(x, null, mask, arena);
+    }
+
+    /**
+     * Attention of {@code query} over {@code keyValue} (null: self-attention); the output, shaped
+     * like {@code query}, is allocated in {@code arena}; scratch lives only for this call.
+     */
+    public Tensor forward(Tensor query, Tensor keyValue, Mask mask, Arena arena) {
+        Tensor out = Tensor.allocate(arena, query.shape());
+        try (Workspace ws = new Workspace()) {
+            forward(query, keyValue, mask, out, ws);
+        }
+        return out;
+    }
+
+    /** The allocation-free form: writes {@code out} (shaped like {@code query}), scratch in {@code ws}. */
+    public void forward(Tensor query, Tensor keyValue, Mask mask, Tensor out, Workspace ws) {
+        Shapes s = checkInputs(query, keyValue == null ? query : keyValue, out);
+        Mask.Bound bound = mask.bind(s.batch, config.heads(), s.queries, s.keys);
+        MemorySegment explicit = mask.explicitSegment();
+        if (explicit != null && pool.threads() > 1 && !explicit.isAccessibleBy(OTHER_THREAD)) {
+            throw new IllegalArgumentException("the explicit mask lives in a confined arena, which the worker threads "
+                    + "cannot read; allocate it in a shared arena or use Options.withThreads(1)");
+        }
+        int B = s.batch, nq = s.queries, nk = s.keys, d = config.headDim();
+        int qw = config.queryWidth(), kw = config.kvWidth();
+        int block = Math.min(options.queryBlock(), nq);
+        long qFloats = (long) qw * B * nq, kFloats = (long) kw * B * nk;
+
+        ws.acquire();
+        try {
+            ws.prepare(qFloats + 2 * kFloats, (long) B * nq * qw, pool.threads(),
+                    options.kernel().scratchFloats(block, nk, d));
+            MemorySegment P = ws.projection();
+            /* Qᵀ: (H·d, B·n_q), columns are tokens; head h is rows [h·d, (h+1)·d). */
+            Matrix qT = new Matrix(P, 0, qw, B * nq, B * nq);
+            /* Kᵀ, Vᵀ: (G·d, B·n_k) each, after Qᵀ in the same buffer. */
+            Matrix kT = new Matrix(P, qFloats, kw, B * nk, B * nk);
+            Matrix vT = new Matrix(P, qFloats + kFloats, kw, B * nk, B * nk);
+            /* concat: (B·n_q, H·d), head h's output in columns [h·d, (h+1)·d). */
+            Matrix concat = Matrix.of(ws.concat(), 0, B * nq, qw);
+            Matrix x = query.matrix(), kv = (keyValue == null ? query : keyValue).matrix();
+
+            // 1. project: Qᵀ = W_Q Xᵀ + b_Q, Kᵀ = W_K KVᵀ + b_K, Vᵀ = W_V KVᵀ + b_V
+            project(List.of(
+                    new Projection(weights.wq, weights.bq, x, qT),
+                    new Projection(weights.wk, weights.bk, kv, kT),
+                    new Projection(weights.wv, weights.bv, kv, vT)));
+
+            // 2. O_h = softmax(scale · Q_h K_gᵀ + mask) V_g, per batch element, head and block of query rows
+            int blocks = (nq + block - 1) / block;
+            pool.run(B * config.heads() * blocks, (task, worker) -> {
+                int b = task / (config.heads() * blocks), h = task / blocks % config.heads();
+                int q0 = task % blocks * block, q1 = Math.min(nq, q0 + block), g = config.kvHeadOf(h);
+                HeadBlock hb = new HeadBlock(b, h, g, q0,
+                        qT.rowRange(h * d, (h + 1) * d).colRange(b * nq + q0, b * nq + q1),
+                        kT.rowRange(g * d, (g + 1) * d).colRange(b * nk, (b + 1) * nk),
+                        vT.rowRange(g * d, (g + 1) * d).colRange(b * nk, (b + 1) * nk),
+                        concat.rowRange(b * nq + q0, b * nq + q1).colRange(h * d, (h + 1) * d),
+                        config.scale(), bound, options.softmax());
+                options.kernel().attend(hb, ws.scratch(worker));
+            });
+
+            // 3. Y = concat(O_1 … O_H) W_Oᵀ + b_O
+            Matrix y = out.matrix();
+            int chunk = rowChunk(y.rows());
+            pool.run((y.rows() + chunk - 1) / chunk, (task, worker) -> {
+                int r0 = task * chunk, r1 = Math.min(y.rows(), r0 + chunk);
+                Matrix yRows = y.rowRange(r0, r1);
+                if (weights.bo != null) fillRows(yRows, weights.bo);
+                Blas.sgemm(1f, concat.rowRange(r0, r1), false, weights.wo, true, weights.bo != null ? 1f : 0f, yRows);
+            });
+        } finally {
+            ws.releaseUse();
+        }
+    }
+
+    /** out = W · inputᵀ + bias (bias broadcast along each row of out): (rows, tokens). */
+    private record Projection(Matrix weight, Tensor bias, Matrix input, Matrix out) {}
+
+    /**
+     * Runs the projections as row chunks of about (total rows / threads), so every worker has a
+     * share and each packs the input once per chunk.
+     */
+    private void project(List<Projection> projections) {
+        int totalRows = 0;
+        for (Projection p : projections) totalRows += p.weight.rows();
+        int chunk = rowChunk(totalRows);
+        record Piece(Projection p, int r0, int r1) {}
+        List<Piece> pieces = new ArrayList<>();
+        for (Projection p : projections) {
+            for (int r0 = 0; r0 < p.weight.rows(); r0 += chunk) pieces.add(new Piece(p, r0, Math.min(p.weight.rows(), r0 + chunk)));
+        }
+        pool.run(pieces.size(), (task, worker) -> {
+            Piece piece = pieces.get(task);
+            Projection p = piece.p;
+            Matrix outRows = p.out.rowRange(piece.r0, piece.r1);
+            if (p.bias != null) {
+                for (int r = piece.r0; r < piece.r1; r++) {
+                    MemorySegment row = outRows.segment().asSlice(outRows.index(r - piece.r0, 0) * Float.BYTES,
+                            (long) outRows.cols() * Float.BYTES);
+                    fill(row, p.bias.get(r));
+                }
+            }
+            Blas.sgemm(1f, p.weight.rowRange(piece.r0, piece.r1), false, p.input, true, p.bias != null ? 1f : 0f, outRows);
+        });
+    }
+
+    /** Rows per task so that each of the threads gets about one task, in multiples of 16. */
+    private int rowChunk(int rows) {
+        int perThread = (rows + pool.threads() - 1) / pool.threads();
+        return Math.max(16, (perThread + 15) / 16 * 16);
+    }
+
+    private static void fill(MemorySegment floats, float value) {
+        if (value == 0f) {
+            floats.fill((byte) 0);
+            return;
+        }
+        long n = floats.byteSize() / Float.BYTES;
+        for (long i = 0; i < n; i++) floats.setAtIndex(Matrix.FLOAT, i, value);
+    }
+
+    private static void fillRows(Matrix rows, Tensor vector) {
+        long bytes = (long) rows.cols() * Float.BYTES;
+        for (int i = 0; i < rows.rows(); i++) {
+            MemorySegment.copy(vector.segment(), 0, rows.segment(), rows.index(i, 0) * Float.BYTES, bytes);
+        }
+    }
+
+    private record Shapes(int batch, int queries, int keys) {}
+
+    private Shapes checkInputs(Tensor query, Tensor keyValue, Tensor out) {
+        int E = config.dModel();
+        checkTensor("query", query, E);
+        checkTensor("key/value", keyValue, E);
+        if (keyValue.rank() != query.rank() || (query.rank() == 3 && keyValue.dim(0) != query.dim(0))) {
+            throw new IllegalArgumentException("key/value shape " + keyValue.shapeString()
+                    + " does not match the batch of query shape " + query.shapeString());
+        }
+        if (!java.util.Arrays.equals(out.shape(), query.shape())) {
+            throw new IllegalArgumentException("output shape " + out.shapeString() + " must equal query shape "
+                    + query.shapeString());
+        }
+        if (!out.segment().scope().isAlive()) throw new IllegalStateException("the output tensor's arena is closed");
+        checkShareable("output", out);
+        int batch = query.rank() == 3 ? query.dim(0) : 1;
+        int nq = query.dim(-2), nk = keyValue.dim(-2);
+        if ((long) batch * Math.max(nq, nk) * Math.max(config.queryWidth(), E) > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("problem too large for 32-bit BLAS sizes: batch=" + batch
+                    + ", n_q=" + nq + ", n_k=" + nk + ", width=" + Math.max(config.queryWidth(), E));
+        }
+        return new Shapes(batch, nq, nk);
+    }
+
+    private void checkTensor(String name, Tensor t, int E) {
+        if (t.rank() != 2 && t.rank() != 3) {
+            throw new IllegalArgumentException(name + " must have shape (n, E) or (B, n, E), got " + t.shapeString());
+        }
+        if (t.dim(-1) != E) {
+            throw new IllegalArgumentException(name + " has shape " + t.shapeString() + " but d_model is " + E);
+        }
+        if (t.dim(-2) < 1 || (t.rank() == 3 && t.dim(0) < 1)) {
+            throw new IllegalArgumentException(name + " must have at least one token and one batch element, got "
+                    + t.shapeString());
+        }
+        if (!t.segment().scope().isAlive()) {
+            throw new IllegalStateException(name + " tensor " + t.shapeString() + " belongs to an arena that is closed");
+        }
+        checkShareable(name, t);
+        if (options.checkFinite()) {
+            long bad = Finite.firstNonFinite(t.segment(), t.size());
+            if (bad >= 0) {
+                throw new IllegalArgumentException(name + " " + t.shapeString() + " holds " + t.get(bad)
+                        + " at flat index " + bad + " (checkFinite is on)");
+            }
+        }
+    }
+
+    /** A thread that is not the caller's: what a segment must be accessible from for the workers. */
+    private static final Thread OTHER_THREAD = new Thread(() -> {});
+
+    /** Worker threads can only touch segments of shared (or global/automatic) arenas. */
+    private void checkShareable(String name, Tensor t) {
+        if (pool.threads() > 1 && !t.segment().isAccessibleBy(OTHER_THREAD)) {
+            throw new IllegalArgumentException(name + " tensor " + t.shapeString() + " lives in a confined arena, "
+                    + "which Headroom's " + pool.threads() + " worker threads cannot read; allocate it in "
+                    + "Arena.ofShared() or TrackedArena.ofShared(), or use Options.withThreads(1)");
+        }
+    }
+
+    @Override
+    public void close() {
+        pool.close();
+    }
+}

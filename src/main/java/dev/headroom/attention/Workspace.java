@@ -1,0 +1,94 @@
+package dev.headroom.attention;
+
+import dev.headroom.memory.TrackedArena;
+
+import java.lang.foreign.MemorySegment;
+import java.util.concurrent.atomic.AtomicBoolean;
+
+/**
+ * The scratch memory of one forward call: the projection buffer, the concatenated head outputs,
+ * and one score scratch per worker. It grows to the largest problem it has served and keeps its
+ * memory until {@link #close()}, so a caller that reuses it pays for allocation once. A
+ * workspace serves one forward call at a time; concurrent calls need one each (using one from
+ * two calls at once is refused, not corrupted).
+ */
+public final class Workspace implements AutoCloseable {
+    private TrackedArena arena;
+    /** Qᵀ, Kᵀ, Vᵀ: (H·d, B·n_q), then (G·d, B·n_k) twice; row-major, features × tokens. */
+    private MemorySegment projection = MemorySegment.NULL;
+    /** Concatenated head outputs: (B·n_q, H·d), row-major. */
+    private MemorySegment concat = MemorySegment.NULL;
+    /** Per-worker kernel scratch: (workers, scratchFloats) floats. */
+    private MemorySegment scratch = MemorySegment.NULL;
+    private long scratchPerWorker;
+    private final AtomicBoolean inUse = new AtomicBoolean();
+    private boolean closed;
+
+    public Workspace() {}
+
+    /** Sizes the buffers for a problem, reallocating only when something is too small. */
+    void prepare(long projectionFloats, long concatFloats, int workers, long scratchFloatsPerWorker) {
+        if (closed) throw new IllegalStateException("workspace is closed");
+        long projBytes = projectionFloats * Float.BYTES, concatBytes = concatFloats * Float.BYTES;
+        long scratchBytes = (long) workers * scratchFloatsPerWorker * Float.BYTES;
+        if (arena != null && projection.byteSize() >= projBytes && concat.byteSize() >= concatBytes
+                && scratch.byteSize() >= scratchBytes && scratchPerWorker >= scratchFloatsPerWorker) {
+            return;
+        }
+        long keepProj = Math.max(projBytes, projection.byteSize());
+        long keepConcat = Math.max(concatBytes, concat.byteSize());
+        long perWorker = Math.max(scratchFloatsPerWorker, scratchPerWorker);
+        long keepScratch = Math.max((long) workers * perWorker * Float.BYTES, scratch.byteSize());
+        release();
+        arena = TrackedArena.ofShared();
+        projection = arena.allocate(Math.max(keepProj, 4), TrackedArena.ALIGNMENT);
+        concat = arena.allocate(Math.max(keepConcat, 4), TrackedArena.ALIGNMENT);
+        scratch = arena.allocate(Math.max(keepScratch, 4), TrackedArena.ALIGNMENT);
+        scratchPerWorker = perWorker;
+    }
+
+    MemorySegment projection() {
+        return projection;
+    }
+
+    MemorySegment concat() {
+        return concat;
+    }
+
+    /** Worker w's scratch: at least the floats asked for in {@link #prepare}. */
+    MemorySegment scratch(int worker) {
+        long bytes = scratchPerWorker * Float.BYTES;
+        return scratch.asSlice(worker * bytes, bytes);
+    }
+
+    void acquire() {
+        if (closed) throw new IllegalStateException("workspace is closed");
+        if (!inUse.compareAndSet(false, true)) {
+            throw new IllegalStateException("this workspace is already in use by another forward call; "
+                    + "give each concurrent call its own Workspace");
+        }
+    }
+
+    void releaseUse() {
+        inUse.set(false);
+    }
+
+    /** Bytes this workspace holds. */
+    public long byteSize() {
+        return arena == null ? 0 : arena.allocatedBytes();
+    }
+
+    private void release() {
+        if (arena != null) arena.close();
+        arena = null;
+        projection = concat = scratch = MemorySegment.NULL;
+        scratchPerWorker = 0;
+    }
+
+    @Override
+    public void close() {
+        if (inUse.get()) throw new IllegalStateException("cannot close a workspace while a forward call uses it");
+        release();
+        closed = true;
+    }
+}

@@ -1,0 +1,73 @@
+package dev.headroom.blas;
+
+import dev.headroom.blas.generated.cblas_h;
+import dev.headroom.tensor.Matrix;
+
+import java.lang.foreign.MemorySegment;
+
+/**
+ * The only door to native BLAS. Native code does no bounds checking, so every call here checks
+ * shapes, leading dimensions, extents and liveness first and throws an exception that names
+ * them; a wrong size becomes an {@link IllegalArgumentException}, never a crashed JVM.
+ */
+public final class Blas {
+    private Blas() {}
+
+    /**
+     * {@code C = alpha · op(A) · op(B) + beta · C}, row-major, where op(X) is X or Xᵀ.
+     * op(A) is m×k, op(B) is k×n and C is m×n.
+     */
+    public static void sgemm(float alpha, Matrix a, boolean transA, Matrix b, boolean transB, float beta, Matrix c) {
+        int m = transA ? a.cols() : a.rows();
+        int k = transA ? a.rows() : a.cols();
+        int kb = transB ? b.cols() : b.rows();
+        int n = transB ? b.rows() : b.cols();
+        if (k != kb || c.rows() != m || c.cols() != n) {
+            throw new IllegalArgumentException("sgemm shapes do not match: op(A) is " + m + "×" + k
+                    + (transA ? " (A transposed: " : " (A: ") + a + "), op(B) is " + kb + "×" + n
+                    + (transB ? " (B transposed: " : " (B: ") + b + "), C is " + c.rows() + "×" + c.cols());
+        }
+        checkNative("A", a.segment());
+        checkNative("B", b.segment());
+        checkNative("C", c.segment());
+        if (m == 0 || n == 0) return;
+        OpenBlas.load();
+        cblas_h.cblas_sgemm(cblas_h.CblasRowMajor(),
+                transA ? cblas_h.CblasTrans() : cblas_h.CblasNoTrans(),
+                transB ? cblas_h.CblasTrans() : cblas_h.CblasNoTrans(),
+                m, n, k, alpha,
+                slice(a), a.ld(),
+                slice(b), b.ld(),
+                beta, slice(c), c.ld());
+    }
+
+    /**
+     * The same product in raw CBLAS form, for callers that hold segments and offsets (in floats)
+     * rather than {@link Matrix} views. Stored A is m×k (k×m when transposed), B is k×n (n×k), C is m×n.
+     */
+    public static void sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
+                             MemorySegment a, long aOffset, int lda,
+                             MemorySegment b, long bOffset, int ldb,
+                             float beta, MemorySegment c, long cOffset, int ldc) {
+        if (m < 0 || n < 0 || k < 0) {
+            throw new IllegalArgumentException("sgemm sizes must be non-negative: m=" + m + ", n=" + n + ", k=" + k);
+        }
+        Matrix A = transA ? new Matrix(a, aOffset, k, m, lda) : new Matrix(a, aOffset, m, k, lda);
+        Matrix B = transB ? new Matrix(b, bOffset, n, k, ldb) : new Matrix(b, bOffset, k, n, ldb);
+        Matrix C = new Matrix(c, cOffset, m, n, ldc);
+        sgemm(alpha, A, transA, B, transB, beta, C);
+    }
+
+    private static void checkNative(String name, MemorySegment s) {
+        if (!s.isNative()) {
+            throw new IllegalArgumentException("sgemm operand " + name + " must be an off-heap segment, got a heap segment " + s);
+        }
+        if (!s.scope().isAlive()) {
+            throw new IllegalStateException("sgemm operand " + name + " belongs to an arena that is already closed");
+        }
+    }
+
+    private static MemorySegment slice(Matrix m) {
+        return m.segment().asSlice(m.offset() * Float.BYTES);
+    }
+}

@@ -1,0 +1,37 @@
+package dev.headroom.kernels;
+
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorSpecies;
+
+import java.nio.ByteOrder;
+
+/** The float vector species every vector kernel uses. */
+public final class Vectors {
+    /**
+     * The preferred species of this CPU (512 bits with AVX-512), or the width in bits given by the
+     * system property {@code headroom.vector.bits} (128, 256 or 512), which tests and benchmarks
+     * use to run the kernels at other widths.
+     */
+    public static final VectorSpecies<Float> SPECIES = chooseSpecies();
+    public static final ByteOrder ORDER = ByteOrder.nativeOrder();
+
+    private Vectors() {}
+
+    private static VectorSpecies<Float> chooseSpecies() {
+        String bits = System.getProperty("headroom.vector.bits");
+        if (bits == null || bits.isBlank()) return FloatVector.SPECIES_PREFERRED;
+        return switch (bits.trim()) {
+            case "64" -> FloatVector.SPECIES_64;
+            case "128" -> FloatVector.SPECIES_128;
+            case "256" -> FloatVector.SPECIES_256;
+            case "512" -> FloatVector.SPECIES_512;
+            default -> throw new IllegalArgumentException("headroom.vector.bits must be 64, 128, 256 or 512, got " + bits);
+        };
+    }
+
+    /** Lanes of {@link #SPECIES}, e.g. 16 floats for 512 bits. */
+    public static int lanes() {
+        return SPECIES.length();
+    }
+
+}
