@@ -93,6 +93,26 @@ public final class Mask {
         return n;
     }
 
+    /** Per-batch key lengths, or null. */
+    int[] keyLengthsOrNull() {
+        return keyLengths == null ? null : keyLengths.clone();
+    }
+
+    /** The boolean mask bytes, or null. */
+    MemorySegment allowedOrNull() {
+        return allowed;
+    }
+
+    /** The additive mask, or null. */
+    Tensor additiveOrNull() {
+        return additive;
+    }
+
+    /** The shape of the explicit mask, or null. */
+    int[] explicitShapeOrNull() {
+        return explicitShape == null ? null : explicitShape.clone();
+    }
+
     /** The memory of the explicit mask, or null. */
     MemorySegment explicitSegment() {
         return allowed != null ? allowed : additive != null ? additive.segment() : null;

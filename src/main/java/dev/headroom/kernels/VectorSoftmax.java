@@ -45,7 +45,7 @@ final class VectorSoftmax implements Softmax {
             e.intoMemorySegment(x, byteOffset, ORDER);
             acc = acc.add(e);
         }
-        float sum = acc.reduceLanes(VectorOperators.ADD);
+        float sum = Vectors.sumLanes(acc);
         for (; j < length; j++) {
             float e = VectorMath.expScalar(x.getAtIndex(F, offset + j) - shift);
             x.setAtIndex(F, offset + j, e);

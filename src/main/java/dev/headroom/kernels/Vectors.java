@@ -29,6 +29,17 @@ public final class Vectors {
         };
     }
 
+    /**
+     * The sum of the lanes, added in lane order. {@code reduceLanes(ADD)} leaves the order
+     * unspecified, and the JIT-compiled and interpreted forms do differ in the last bit; a fixed
+     * order makes every result bitwise reproducible, whatever thread or compilation tier runs it.
+     */
+    public static float sumLanes(FloatVector v) {
+        float s = 0f;
+        for (int l = 0; l < v.length(); l++) s += v.lane(l);
+        return s;
+    }
+
     /** Lanes of {@link #SPECIES}, e.g. 16 floats for 512 bits. */
     public static int lanes() {
         return SPECIES.length();

@@ -26,7 +26,7 @@ class MultiHeadAttentionTest {
      * Max |y − ref| over max |ref|. The tolerance: float sums of K terms carry a relative error of
      * about √K·2⁻²⁴ when signs are random; the longest reductions here are the projections
      * (K = E or H·d) and the weighted sum over n_k keys, so tol = 8·(√E + √(H·d) + √n_k)·2⁻²⁴, with
-     * a factor 8 for the softmax's own rounding and the exp polynomial (≤ 1 ulp).
+     * a factor 8 for the softmax's own rounding and the exp polynomial (≤ 1.5 ulp).
      */
     static void assertClose(double[][][] ref, Tensor y, int nk, AttentionConfig c, String what) {
         double maxRef = 0, maxErr = 0;

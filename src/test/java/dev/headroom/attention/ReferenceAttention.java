@@ -6,7 +6,8 @@ import dev.headroom.tensor.Tensor;
 /**
  * Multi-head attention written the plainest way, in double precision, straight from the
  * formulas: the independent reference the runtime is tested against. It shares nothing with
- * the runtime but the weight views and the mask's element query {@link Mask.Bound#allowed}.
+ * the runtime but the weight views and the raw mask data; the mask rules (causal alignment,
+ * padding, broadcasting of explicit masks) are written again here.
  */
 final class ReferenceAttention {
     private ReferenceAttention() {}
@@ -17,7 +18,7 @@ final class ReferenceAttention {
         Tensor kvT = keyValue == null ? query : keyValue;
         int B = query.rank() == 3 ? query.dim(0) : 1, nq = query.dim(-2), nk = kvT.dim(-2);
         int E = c.dModel(), H = c.heads(), d = c.headDim();
-        Mask.Bound m = mask.bind(B, H, nq, nk);
+        mask.bind(B, H, nq, nk); // the same shape checks the runtime applies
         double[][][] y = new double[B][nq][E];
         for (int b = 0; b < B; b++) {
             double[][] x = rows(query, b, nq, E), kv = rows(kvT, b, nk, E);
@@ -29,13 +30,14 @@ final class ReferenceAttention {
                     double[] s = new double[nk];
                     double max = Double.NEGATIVE_INFINITY;
                     for (int j = 0; j < nk; j++) {
-                        if (!m.allowed(b, h, i, j)) {
+                        double add = explicit(mask, b, h, i, j, H, nq, nk);
+                        if (!allowed(mask, b, i, j, nq, nk) || add == Double.NEGATIVE_INFINITY) {
                             s[j] = Double.NEGATIVE_INFINITY;
                             continue;
                         }
                         double dot = 0;
                         for (int t = 0; t < d; t++) dot += q[i][h * d + t] * k[j][g * d + t];
-                        s[j] = dot * c.scale() + m.additive(b, h, i, j);
+                        s[j] = dot * c.scale() + add;
                         max = Math.max(max, s[j]);
                     }
                     if (max == Double.NEGATIVE_INFINITY) continue; // no allowed key: zeros
@@ -55,6 +57,28 @@ final class ReferenceAttention {
             for (int i = 0; i < nq; i++) y[b][i] = out[i];
         }
         return y;
+    }
+
+    /** Causal (bottom-right aligned: j ≤ i + n_k − n_q) and padding rules. */
+    static boolean allowed(Mask mask, int b, int i, int j, int nq, int nk) {
+        if (mask.isCausal() && j > i + nk - nq) return false;
+        int[] lengths = mask.keyLengthsOrNull();
+        return lengths == null || j < lengths[b];
+    }
+
+    /** The explicit mask's term: 0 or −∞ for boolean masks, the value for additive ones, 0 without. */
+    static double explicit(Mask mask, int b, int h, int i, int j, int H, int nq, int nk) {
+        int[] shape = mask.explicitShapeOrNull();
+        if (shape == null) return 0;
+        long index = switch (shape.length) {
+            case 2 -> (long) i * nk + j;
+            case 3 -> ((long) b * nq + i) * nk + j;
+            default -> (((long) b * H + h) * nq + i) * nk + j;
+        };
+        if (mask.allowedOrNull() != null) {
+            return mask.allowedOrNull().get(java.lang.foreign.ValueLayout.JAVA_BYTE, index) != 0 ? 0 : Double.NEGATIVE_INFINITY;
+        }
+        return mask.additiveOrNull().get(index);
     }
 
     static double[][] rows(Tensor t, int b, int n, int E) {
