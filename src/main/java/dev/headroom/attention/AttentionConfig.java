@@ -38,6 +38,12 @@ public record AttentionConfig(int dModel, int heads, int kvHeads, int headDim, f
         return new AttentionConfig(dModel, heads, heads, headDim, defaultScale(headDim));
     }
 
+    /** E = dModel, H heads and G key/value heads of width d, scale 1/√d. */
+    public static AttentionConfig of(int dModel, int heads, int kvHeads, int headDim) {
+        if (headDim < 1) throw new IllegalArgumentException("head_dim must be >= 1, got " + headDim);
+        return new AttentionConfig(dModel, heads, kvHeads, headDim, defaultScale(headDim));
+    }
+
     /** The same layer with G key/value heads. */
     public AttentionConfig withKvHeads(int g) {
         return new AttentionConfig(dModel, heads, g, headDim, scale);

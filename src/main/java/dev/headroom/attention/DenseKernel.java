@@ -51,8 +51,11 @@ public final class DenseKernel implements AttentionKernel {
         /* rowSum: (m) softmax denominators, after S in the scratch. */
         long rowSum = (long) m * keyEnd;
 
+        long t = blk.start();
         // S = scale · Q_h K_gᵀ
         Blas.sgemm(blk.scale(), blk.queryT(), true, blk.keyT().colRange(0, keyEnd), false, 0f, S);
+
+        t = blk.lap(Profile.Phase.SCORES, t);
 
         // mask, then P = exp(S − rowmax) with the row sums kept for later
         for (int i = 0; i < m; i++) {
@@ -64,6 +67,8 @@ public final class DenseKernel implements AttentionKernel {
             if (end < keyEnd) scratch.asSlice((row + end) * Float.BYTES, (long) (keyEnd - end) * Float.BYTES).fill((byte) 0);
         }
 
+        t = blk.lap(Profile.Phase.SOFTMAX, t);
+
         // O_h = P · V_g
         Blas.sgemm(1f, S, false, blk.valueT().colRange(0, keyEnd), true, 0f, blk.out());
 
@@ -73,6 +78,7 @@ public final class DenseKernel implements AttentionKernel {
             float sum = scratch.getAtIndex(F, rowSum + i);
             softmax.scale(out.segment(), out.index(i, 0), out.cols(), sum > 0f ? 1f / sum : 0f);
         }
+        blk.lap(Profile.Phase.WEIGHTED_SUM, t);
     }
 
     static void zero(Matrix out) {

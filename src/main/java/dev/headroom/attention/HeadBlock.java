@@ -14,10 +14,11 @@ import dev.headroom.tensor.Matrix;
  * @param valueT  V_gᵀ: (d, n_k), a view into the projection buffer
  * @param out     O_h for these rows: (m, d), a view into the concatenated-heads buffer
  *                (leading dimension H·d), written by the kernel
+ * @param profile where the kernel adds its time per phase, or null
  */
 public record HeadBlock(int batch, int head, int kvHead, int firstQuery,
                         Matrix queryT, Matrix keyT, Matrix valueT, Matrix out,
-                        float scale, Mask.Bound mask, Softmax softmax) {
+                        float scale, Mask.Bound mask, Softmax softmax, Profile profile) {
     /** Query rows in this block. */
     public int rows() {
         return queryT.cols();
@@ -30,5 +31,18 @@ public record HeadBlock(int batch, int head, int kvHead, int firstQuery,
 
     public int headDim() {
         return queryT.rows();
+    }
+
+    /** Adds the time since {@code since} to a phase when profiling; returns the current time. */
+    long lap(Profile.Phase phase, long since) {
+        if (profile == null) return 0;
+        long now = System.nanoTime();
+        profile.add(phase, now - since);
+        return now;
+    }
+
+    /** The current time when profiling, else 0. */
+    long start() {
+        return profile == null ? 0 : System.nanoTime();
     }
 }

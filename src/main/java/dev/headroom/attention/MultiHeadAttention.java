@@ -46,9 +46,10 @@ public final class MultiHeadAttention implements AutoCloseable {
      * @param kernel       the attention kernel (default {@link DenseKernel})
      * @param softmax      the softmax implementation (default {@link Softmax#VECTOR})
      * @param checkFinite  reject inputs holding NaN or ±∞ (one pass over each input)
+     * @param profile      if not null, time per phase is added to it
      */
     public record Options(int threads, int blasThreads, int queryBlock, AttentionKernel kernel, Softmax softmax,
-                          boolean checkFinite) {
+                          boolean checkFinite, Profile profile) {
         public Options {
             if (threads < 1) throw new IllegalArgumentException("threads must be >= 1, got " + threads);
             if (blasThreads < 1) throw new IllegalArgumentException("blasThreads must be >= 1, got " + blasThreads);
@@ -58,31 +59,35 @@ public final class MultiHeadAttention implements AutoCloseable {
 
         public static Options defaults() {
             return new Options(Runtime.getRuntime().availableProcessors(), 1, 256, DenseKernel.INSTANCE,
-                    Softmax.VECTOR, false);
+                    Softmax.VECTOR, false, null);
         }
 
         public Options withThreads(int t) {
-            return new Options(t, blasThreads, queryBlock, kernel, softmax, checkFinite);
+            return new Options(t, blasThreads, queryBlock, kernel, softmax, checkFinite, profile);
         }
 
         public Options withBlasThreads(int t) {
-            return new Options(threads, t, queryBlock, kernel, softmax, checkFinite);
+            return new Options(threads, t, queryBlock, kernel, softmax, checkFinite, profile);
         }
 
         public Options withQueryBlock(int rows) {
-            return new Options(threads, blasThreads, rows, kernel, softmax, checkFinite);
+            return new Options(threads, blasThreads, rows, kernel, softmax, checkFinite, profile);
         }
 
         public Options withKernel(AttentionKernel k) {
-            return new Options(threads, blasThreads, queryBlock, k, softmax, checkFinite);
+            return new Options(threads, blasThreads, queryBlock, k, softmax, checkFinite, profile);
         }
 
         public Options withSoftmax(Softmax s) {
-            return new Options(threads, blasThreads, queryBlock, kernel, s, checkFinite);
+            return new Options(threads, blasThreads, queryBlock, kernel, s, checkFinite, profile);
         }
 
         public Options withCheckFinite(boolean check) {
-            return new Options(threads, blasThreads, queryBlock, kernel, softmax, check);
+            return new Options(threads, blasThreads, queryBlock, kernel, softmax, check, profile);
+        }
+
+        public Options withProfile(Profile p) {
+            return new Options(threads, blasThreads, queryBlock, kernel, softmax, checkFinite, p);
         }
     }
 
@@ -190,7 +195,7 @@ public final class MultiHeadAttention implements AutoCloseable {
                         kT.rowRange(g * d, (g + 1) * d).colRange(b * nk, (b + 1) * nk),
                         vT.rowRange(g * d, (g + 1) * d).colRange(b * nk, (b + 1) * nk),
                         concat.rowRange(b * nq + q0, b * nq + q1).colRange(h * d, (h + 1) * d),
-                        config.scale(), bound, options.softmax());
+                        config.scale(), bound, options.softmax(), options.profile());
                 options.kernel().attend(hb, ws.scratch(worker));
             });
 
@@ -198,10 +203,12 @@ public final class MultiHeadAttention implements AutoCloseable {
             Matrix y = out.matrix();
             int chunk = rowChunk(y.rows());
             pool.run((y.rows() + chunk - 1) / chunk, (task, worker) -> {
+                long t = startTimer();
                 int r0 = task * chunk, r1 = Math.min(y.rows(), r0 + chunk);
                 Matrix yRows = y.rowRange(r0, r1);
                 if (weights.bo != null) fillRows(yRows, weights.bo);
                 Blas.sgemm(1f, concat.rowRange(r0, r1), false, weights.wo, true, weights.bo != null ? 1f : 0f, yRows);
+                stopTimer(Profile.Phase.OUTPUT_PROJECTION, t);
             });
         } finally {
             ws.releaseUse();
@@ -212,30 +219,47 @@ public final class MultiHeadAttention implements AutoCloseable {
     private record Projection(Matrix weight, Tensor bias, Matrix input, Matrix out) {}
 
     /**
-     * Runs the projections as row chunks of about (total rows / threads), so every worker has a
-     * share and each packs the input once per chunk.
+     * Runs the projections as one stacked row space [W_Q; W_K; W_V] cut into about one chunk per
+     * thread, so every worker gets an equal share; a chunk that crosses from one matrix into the
+     * next is two sgemm calls.
      */
     private void project(List<Projection> projections) {
         int totalRows = 0;
         for (Projection p : projections) totalRows += p.weight.rows();
         int chunk = rowChunk(totalRows);
         record Piece(Projection p, int r0, int r1) {}
-        List<Piece> pieces = new ArrayList<>();
+        List<List<Piece>> tasks = new ArrayList<>();
+        List<Piece> current = new ArrayList<>();
+        int room = chunk;
         for (Projection p : projections) {
-            for (int r0 = 0; r0 < p.weight.rows(); r0 += chunk) pieces.add(new Piece(p, r0, Math.min(p.weight.rows(), r0 + chunk)));
-        }
-        pool.run(pieces.size(), (task, worker) -> {
-            Piece piece = pieces.get(task);
-            Projection p = piece.p;
-            Matrix outRows = p.out.rowRange(piece.r0, piece.r1);
-            if (p.bias != null) {
-                for (int r = piece.r0; r < piece.r1; r++) {
-                    MemorySegment row = outRows.segment().asSlice(outRows.index(r - piece.r0, 0) * Float.BYTES,
-                            (long) outRows.cols() * Float.BYTES);
-                    fill(row, p.bias.get(r));
+            for (int r0 = 0; r0 < p.weight.rows(); ) {
+                int r1 = Math.min(p.weight.rows(), r0 + room);
+                current.add(new Piece(p, r0, r1));
+                room -= r1 - r0;
+                r0 = r1;
+                if (room == 0) {
+                    tasks.add(current);
+                    current = new ArrayList<>();
+                    room = chunk;
                 }
             }
-            Blas.sgemm(1f, p.weight.rowRange(piece.r0, piece.r1), false, p.input, true, p.bias != null ? 1f : 0f, outRows);
+        }
+        if (!current.isEmpty()) tasks.add(current);
+        pool.run(tasks.size(), (task, worker) -> {
+            long t = startTimer();
+            for (Piece piece : tasks.get(task)) {
+                Projection p = piece.p;
+                Matrix outRows = p.out.rowRange(piece.r0, piece.r1);
+                if (p.bias != null) {
+                    for (int r = piece.r0; r < piece.r1; r++) {
+                        MemorySegment row = outRows.segment().asSlice(outRows.index(r - piece.r0, 0) * Float.BYTES,
+                                (long) outRows.cols() * Float.BYTES);
+                        fill(row, p.bias.get(r));
+                    }
+                }
+                Blas.sgemm(1f, p.weight.rowRange(piece.r0, piece.r1), false, p.input, true, p.bias != null ? 1f : 0f, outRows);
+            }
+            stopTimer(Profile.Phase.PROJECTIONS, t);
         });
     }
 
@@ -260,6 +284,15 @@ public final class MultiHeadAttention implements AutoCloseable {
             MemorySegment.copy(vector.segment(), 0, rows.segment(), rows.index(i, 0) * Float.BYTES, bytes);
         }
     }
+
+    private long startTimer() {
+        return options.profile() == null ? 0 : System.nanoTime();
+    }
+
+    private void stopTimer(Profile.Phase phase, long start) {
+        if (options.profile() != null) options.profile().add(phase, System.nanoTime() - start);
+    }
+
 
     private record Shapes(int batch, int queries, int keys) {}
 

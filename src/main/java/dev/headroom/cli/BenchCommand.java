@@ -1,0 +1,151 @@
+package dev.headroom.cli;
+
+import dev.headroom.attention.AttentionConfig;
+import dev.headroom.attention.AttentionWeights;
+import dev.headroom.attention.Mask;
+import dev.headroom.attention.MultiHeadAttention;
+import dev.headroom.attention.Profile;
+import dev.headroom.attention.Workspace;
+import dev.headroom.memory.OffHeap;
+import dev.headroom.memory.TrackedArena;
+import dev.headroom.tensor.Tensor;
+import me.tongfei.progressbar.ProgressBar;
+import me.tongfei.progressbar.ProgressBarBuilder;
+import me.tongfei.progressbar.ProgressBarStyle;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.SplittableRandom;
+import java.util.concurrent.Callable;
+
+/**
+ * {@code headroom bench}: forward time over sequence lengths, set against OpenBLAS's own sgemm
+ * rate measured in the same run.
+ */
+@Command(name = "bench", mixinStandardHelpOptions = true,
+        description = "Time the forward pass over a range of sequence lengths (random weights).")
+final class BenchCommand implements Callable<Integer> {
+    @Option(names = "--d-model", defaultValue = "768", description = "Model width E (default ${DEFAULT-VALUE}).")
+    int dModel;
+
+    @Option(names = "--heads", defaultValue = "12", description = "Heads (default ${DEFAULT-VALUE}).")
+    int heads;
+
+    @Option(names = "--kv-heads", description = "Key/value heads (default: heads).")
+    Integer kvHeads;
+
+    @Option(names = "--lengths", split = ",", defaultValue = "512,1024,2048,4096",
+            description = "Sequence lengths (default ${DEFAULT-VALUE}).")
+    int[] lengths;
+
+    @Option(names = "--batch", defaultValue = "1", description = "Batch size (default ${DEFAULT-VALUE}).")
+    int batch;
+
+    @Option(names = "--threads", description = "Threads (default: all processors).")
+    Integer threads;
+
+    @Option(names = "--repeats", defaultValue = "5", description = "Timed runs per length; the median is reported (default ${DEFAULT-VALUE}).")
+    int repeats;
+
+    @Option(names = "--causal", description = "Causal mask (FLOPs are still counted as dense).")
+    boolean causal;
+
+    @Option(names = "--query-block", defaultValue = "256", description = "Query rows per task (default ${DEFAULT-VALUE}).")
+    int queryBlock;
+
+    @Option(names = "--breakdown", description = "Also report where the time goes (projections, scores, softmax, weighted sum, output).")
+    boolean breakdown;
+
+    @Option(names = "--csv", description = "Also write the results as CSV here.")
+    Path csv;
+
+    /** One measured length. */
+    record Result(int n, double medianMs, double minMs, double gflops, double shareOfSgemm, double boundMs,
+                  long peakBytes, String breakdown) {}
+
+    @Override
+    public Integer call() throws IOException {
+        int t = threads == null ? Runtime.getRuntime().availableProcessors() : threads;
+        AttentionConfig config = AttentionConfig.of(dModel, heads);
+        if (kvHeads != null) config = config.withKvHeads(kvHeads);
+        PrintStream out = System.out;
+        out.printf("Headroom bench: %s, batch %d, %d threads, %s, query block %d%n", RunCommand.describe(config),
+                batch, t, causal ? "causal" : "no mask", queryBlock);
+        double sgemm = SgemmRate.measure(t, 2048, 5);
+        out.printf("OpenBLAS sgemm 2048×2048×2048 on %d threads: %.1f GFLOP/s (the limit the figures below are set against)%n",
+                t, sgemm);
+        List<Result> results = new ArrayList<>();
+        try (TrackedArena arena = TrackedArena.ofShared()) {
+            AttentionWeights w = AttentionWeights.random(config, true, 42, arena);
+            Profile profile = breakdown ? new Profile() : null;
+            MultiHeadAttention.Options options = MultiHeadAttention.Options.defaults().withThreads(t)
+                    .withQueryBlock(queryBlock).withProfile(profile);
+            try (MultiHeadAttention mha = new MultiHeadAttention(w, options);
+                 ProgressBar bar = new ProgressBarBuilder().setTaskName("bench").setInitialMax((long) lengths.length * (repeats + 1))
+                         .setStyle(ProgressBarStyle.ASCII).setConsumer(new me.tongfei.progressbar.ConsoleProgressBarConsumer(System.err))
+                         .build()) {
+                for (int n : lengths) {
+                    results.add(measure(mha, config, n, t, sgemm, profile, bar));
+                }
+            }
+        }
+        out.printf("%8s %11s %10s %9s %11s %10s %8s %14s%n", "n", "median ms", "min ms", "GFLOP/s", "% of sgemm",
+                "bound ms", "× bound", "peak off-heap");
+        for (Result r : results) {
+            out.printf("%8d %11.2f %10.2f %9.1f %10.1f%% %10.2f %8.2f %14s%n", r.n, r.medianMs, r.minMs, r.gflops,
+                    100 * r.shareOfSgemm, r.boundMs, r.medianMs / r.boundMs, OffHeap.format(r.peakBytes));
+            if (r.breakdown != null) out.printf("%8s time per phase: %s%n", "", r.breakdown);
+        }
+        out.println("FLOPs counted as batch·(8·n·E² + 4·n²·E); bound = FLOPs ÷ sgemm rate; peak off-heap includes weights, input, output and scratch.");
+        if (csv != null) writeCsv(results, t, sgemm);
+        return 0;
+    }
+
+    private Result measure(MultiHeadAttention mha, AttentionConfig config, int n, int t, double sgemm, Profile profile,
+                           ProgressBar bar) {
+        try (TrackedArena arena = TrackedArena.ofShared(); Workspace ws = new Workspace()) {
+            Tensor x = Tensor.allocate(arena, batch, n, config.dModel());
+            SplittableRandom rnd = new SplittableRandom(n);
+            for (long i = 0; i < x.size(); i++) x.set(i, (float) rnd.nextDouble(-1, 1));
+            Tensor y = Tensor.allocate(arena, batch, n, config.dModel());
+            Mask mask = causal ? Mask.causal() : Mask.none();
+            mha.forward(x, null, mask, y, ws); // warm-up: JIT, page faults, workspace allocation
+            bar.step();
+            if (profile != null) profile.reset();
+            OffHeap.resetPeak();
+            double[] ms = new double[repeats];
+            for (int r = 0; r < repeats; r++) {
+                long t0 = System.nanoTime();
+                mha.forward(x, null, mask, y, ws);
+                ms[r] = (System.nanoTime() - t0) / 1e6;
+                bar.step();
+            }
+            Arrays.sort(ms);
+            double median = ms[repeats / 2];
+            double flops = batch * (8.0 * n * config.dModel() * (double) config.dModel() + 4.0 * n * (double) n * config.dModel());
+            double gflops = flops / (median * 1e6);
+            double boundMs = flops / (sgemm * 1e6);
+            return new Result(n, median, ms[0], gflops, gflops / sgemm, boundMs, OffHeap.peakBytes(),
+                    profile == null ? null : profile.shares());
+        }
+    }
+
+    private void writeCsv(List<Result> results, int t, double sgemm) throws IOException {
+        StringBuilder s = new StringBuilder("n,batch,d_model,heads,threads,median_ms,min_ms,gflops,sgemm_gflops,share_of_sgemm,bound_ms,peak_offheap_bytes\n");
+        for (Result r : results) {
+            s.append(String.format("%d,%d,%d,%d,%d,%.3f,%.3f,%.2f,%.2f,%.4f,%.3f,%d%n", r.n, batch, dModel, heads, t,
+                    r.medianMs, r.minMs, r.gflops, sgemm, r.shareOfSgemm, r.boundMs, r.peakBytes));
+        }
+        Path parent = csv.toAbsolutePath().getParent();
+        if (parent != null) Files.createDirectories(parent);
+        Files.writeString(csv, s.toString());
+        System.out.println("wrote " + csv);
+    }
+}

@@ -1,0 +1,103 @@
+package dev.headroom.cli;
+
+import dev.headroom.attention.AttentionConfig;
+import dev.headroom.attention.AttentionWeights;
+import dev.headroom.attention.Mask;
+import dev.headroom.attention.MultiHeadAttention;
+import dev.headroom.io.Npy;
+import dev.headroom.memory.OffHeap;
+import dev.headroom.memory.TrackedArena;
+import dev.headroom.tensor.Tensor;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.lang.foreign.MemorySegment;
+import java.nio.file.Path;
+import java.util.concurrent.Callable;
+
+/** {@code headroom run}: one forward pass over .npy input with given weights. */
+@Command(name = "run", mixinStandardHelpOptions = true,
+        description = "Run multi-head attention on an .npy input and write the output as .npy.")
+final class RunCommand implements Callable<Integer> {
+    @Option(names = "--weights", required = true,
+            description = "A directory of .npy files or a .safetensors file with PyTorch keys "
+                    + "(in_proj_weight/in_proj_bias/out_proj.*, or q_proj/k_proj/v_proj/o_proj .weight/.bias).")
+    Path weights;
+
+    @Option(names = "--prefix", defaultValue = "", description = "Key prefix in the weights, e.g. 'layers.0.self_attn.'.")
+    String prefix;
+
+    @Option(names = "--input", required = true, description = "Query input X, float32 .npy of shape (n, E) or (B, n, E).")
+    Path input;
+
+    @Option(names = "--key-value", description = "Key/value input for cross-attention, (n_k, E) or (B, n_k, E).")
+    Path keyValue;
+
+    @Option(names = "--output", required = true, description = "Where to write Y (same shape as the input).")
+    Path output;
+
+    @Option(names = "--heads", required = true, description = "Query heads H.")
+    int heads;
+
+    @Option(names = "--kv-heads", description = "Key/value heads G (divides H; default H).")
+    Integer kvHeads;
+
+    @Option(names = "--head-dim", description = "Head width d (default E / H).")
+    Integer headDim;
+
+    @Option(names = "--causal", description = "Causal mask: query i sees keys j <= i + n_k - n_q.")
+    boolean causal;
+
+    @Option(names = "--key-lengths", split = ",", description = "Real keys per batch element (padding), e.g. 5,7.")
+    int[] keyLengths;
+
+    @Option(names = "--mask", description = "Boolean .npy mask (true = allowed) of shape (n_q, n_k), (B, n_q, n_k) or (B, H, n_q, n_k).")
+    Path maskFile;
+
+    @Option(names = "--threads", description = "Worker threads (default: all processors).")
+    Integer threads;
+
+    @Option(names = "--check-finite", description = "Refuse inputs that hold NaN or infinities.")
+    boolean checkFinite;
+
+    @Override
+    public Integer call() throws Exception {
+        try (TrackedArena arena = TrackedArena.ofShared()) {
+            Tensor x = Npy.read(input, arena);
+            Tensor kv = keyValue == null ? null : Npy.read(keyValue, arena);
+            int E = x.dim(-1);
+            AttentionConfig config = headDim == null ? AttentionConfig.of(E, heads)
+                    : new AttentionConfig(E, heads, heads, headDim, 1f).withHeadDim(headDim);
+            if (kvHeads != null) config = config.withKvHeads(kvHeads);
+            AttentionWeights w = AttentionWeights.load(weights, config, prefix, arena);
+            Mask mask = causal ? Mask.causal() : Mask.none();
+            if (keyLengths != null) mask = mask.withKeyLengths(keyLengths);
+            if (maskFile != null) {
+                int[][] shape = new int[1][];
+                MemorySegment bytes = Npy.readBooleans(maskFile, arena, shape);
+                mask = mask.withAllowed(bytes, shape[0]);
+            }
+            MultiHeadAttention.Options options = MultiHeadAttention.Options.defaults().withCheckFinite(checkFinite);
+            if (threads != null) options = options.withThreads(threads);
+            try (MultiHeadAttention mha = new MultiHeadAttention(w, options)) {
+                OffHeap.resetPeak();
+                long t0 = System.nanoTime();
+                Tensor y = mha.forward(x, kv, mask, arena);
+                double ms = (System.nanoTime() - t0) / 1e6;
+                Npy.write(output, y);
+                System.out.printf("input %s%s -> output %s written to %s%n", x.shapeString(),
+                        kv == null ? "" : " over key/value " + kv.shapeString(), y.shapeString(), output);
+                System.out.printf("%s, bias=%s, %s%s%n", describe(config), w.hasBias(), mask.isNone() ? "no mask" : "masked",
+                        mask.isCausal() ? " (causal)" : "");
+                System.out.printf("forward %.2f ms on %d threads; off-heap now %s, peak %s, mapped %s%n", ms,
+                        options.threads(), OffHeap.format(OffHeap.currentBytes()), OffHeap.format(OffHeap.peakBytes()),
+                        OffHeap.format(OffHeap.mappedBytes()));
+            }
+        }
+        return 0;
+    }
+
+    static String describe(AttentionConfig c) {
+        return "d_model " + c.dModel() + ", " + c.heads() + " heads, " + c.kvHeads() + " kv heads, head dim " + c.headDim();
+    }
+}
