@@ -85,13 +85,16 @@ public final class Npy {
 
     /** Reads and validates the header; the channel is left positioned after it. */
     public static Header header(FileChannel ch, Path file) throws IOException {
-        ByteBuffer pre = ByteBuffer.allocate(12).order(ByteOrder.LITTLE_ENDIAN);
+        ByteBuffer pre = ByteBuffer.allocate((int) Math.min(12, ch.size())).order(ByteOrder.LITTLE_ENDIAN);
         readFully(ch, pre, 0, file, "the magic string");
-        byte[] magic = new byte[6];
+        byte[] magic = new byte[Math.min(6, pre.limit())];
         pre.get(0, magic);
         if (!Arrays.equals(magic, MAGIC)) {
             throw new TensorFormatException(file + ": not an .npy file (bad magic " + hex(magic)
                     + ", expected \\x93NUMPY)");
+        }
+        if (pre.limit() < 10) {
+            throw new TensorFormatException(file + ": truncated .npy file (" + ch.size() + " bytes, no room for a header)");
         }
         int major = pre.get(6) & 0xff;
         long headerLen;
@@ -100,6 +103,7 @@ public final class Npy {
             headerLen = pre.getShort(8) & 0xffff;
             prefix = 10;
         } else if (major == 2 || major == 3) {
+            if (pre.limit() < 12) throw new TensorFormatException(file + ": truncated .npy file (" + ch.size() + " bytes)");
             headerLen = pre.getInt(8) & 0xffffffffL;
             prefix = 12;
         } else {

@@ -1,0 +1,88 @@
+package dev.headroom.cli;
+
+import dev.headroom.attention.AttentionConfig;
+import dev.headroom.attention.AttentionWeights;
+import dev.headroom.attention.Mask;
+import dev.headroom.attention.MultiHeadAttention;
+import dev.headroom.io.Npy;
+import dev.headroom.io.SafeTensors;
+import dev.headroom.tensor.Tensor;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.lang.foreign.Arena;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+class CliTest {
+    @TempDir
+    Path dir;
+
+    /** Runs the CLI in this JVM and returns {exit code, stdout, stderr}. */
+    static Object[] run(String... args) {
+        PrintStream out = System.out, err = System.err;
+        ByteArrayOutputStream o = new ByteArrayOutputStream(), e = new ByteArrayOutputStream();
+        System.setOut(new PrintStream(o, true, StandardCharsets.UTF_8));
+        System.setErr(new PrintStream(e, true, StandardCharsets.UTF_8));
+        try {
+            int code = Main.execute(args);
+            return new Object[]{code, o.toString(StandardCharsets.UTF_8), e.toString(StandardCharsets.UTF_8)};
+        } finally {
+            System.setOut(out);
+            System.setErr(err);
+        }
+    }
+
+    @Test
+    void runWritesWhatTheApiComputes() throws Exception {
+        AttentionConfig c = AttentionConfig.of(24, 6).withKvHeads(2);
+        try (Arena arena = Arena.ofShared()) {
+            AttentionWeights w = AttentionWeights.random(c, true, 3, arena);
+            Path weights = dir.resolve("w.safetensors");
+            SafeTensors.write(weights, w.stateDict());
+            Tensor x = Tensor.allocate(arena, 2, 9, 24);
+            SplittableRandom r = new SplittableRandom(1);
+            for (long i = 0; i < x.size(); i++) x.set(i, (float) r.nextGaussian());
+            Path in = dir.resolve("x.npy"), outFile = dir.resolve("y.npy");
+            Npy.write(in, x);
+            Object[] res = run("run", "--weights", weights.toString(), "--input", in.toString(), "--output",
+                    outFile.toString(), "--heads", "6", "--kv-heads", "2", "--causal", "--key-lengths", "9,4", "--threads", "2");
+            assertEquals(0, res[0], String.valueOf(res[2]));
+            assertTrue(((String) res[1]).contains("output (2, 9, 24)"), (String) res[1]);
+            assertTrue(((String) res[1]).contains("peak"), (String) res[1]);
+            try (MultiHeadAttention mha = new MultiHeadAttention(w)) {
+                Tensor expect = mha.forward(x, Mask.causal().withKeyLengths(9, 4), arena);
+                assertArrayEquals(expect.toArray(), Npy.read(outFile, arena).toArray());
+            }
+        }
+    }
+
+    @Test
+    void badInputIsAMessageNotAStackTrace() throws Exception {
+        Path bad = dir.resolve("bad.npy");
+        Files.writeString(bad, "not numpy");
+        Path weights = Files.createDirectories(dir.resolve("w"));
+        Object[] res = run("run", "--weights", weights.toString(), "--input", bad.toString(), "--output",
+                dir.resolve("y.npy").toString(), "--heads", "2");
+        assertEquals(2, res[0]);
+        String err = (String) res[2];
+        assertTrue(err.startsWith("headroom: ") && err.contains("not an .npy file"), err);
+        assertTrue(!err.contains("\tat "), "no stack trace: " + err);
+    }
+
+    @Test
+    void infoNamesTheLibraryAndVectorWidth() {
+        Object[] res = run("info");
+        assertEquals(0, res[0]);
+        String out = (String) res[1];
+        assertTrue(out.contains("OpenBLAS") && out.contains("libopenblas") && out.contains("floats per vector"), out);
+    }
+}
