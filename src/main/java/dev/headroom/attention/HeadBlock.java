@@ -1,6 +1,7 @@
 package dev.headroom.attention;
 
 import dev.headroom.kernels.Softmax;
+import dev.headroom.sparse.BlockLayout;
 import dev.headroom.tensor.Matrix;
 
 /**
@@ -14,11 +15,12 @@ import dev.headroom.tensor.Matrix;
  * @param valueT  V_gᵀ: (d, n_k), a view into the projection buffer
  * @param out     O_h for these rows: (m, d), a view into the concatenated-heads buffer
  *                (leading dimension H·d), written by the kernel
+ * @param layout  the compiled sparse layout when the mask has a pattern and the sparse kernel runs, else null
  * @param profile where the kernel adds its time per phase, or null
  */
 public record HeadBlock(int batch, int head, int kvHead, int firstQuery,
                         Matrix queryT, Matrix keyT, Matrix valueT, Matrix out,
-                        float scale, Mask.Bound mask, Softmax softmax, Profile profile) {
+                        float scale, Mask.Bound mask, Softmax softmax, BlockLayout layout, Profile profile) {
     /** Query rows in this block. */
     public int rows() {
         return queryT.cols();

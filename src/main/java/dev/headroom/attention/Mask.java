@@ -1,5 +1,6 @@
 package dev.headroom.attention;
 
+import dev.headroom.sparse.AttentionPattern;
 import dev.headroom.tensor.Tensor;
 
 import java.lang.foreign.MemorySegment;
@@ -19,24 +20,30 @@ import java.util.Arrays;
  *       {@code scaled_dot_product_attention}; note that {@code nn.MultiheadAttention}'s boolean
  *       {@code attn_mask} means the opposite) or additive (float, added to the scaled scores;
  *       −∞ forbids).</li>
+ *   <li><b>a sparse pattern</b> ({@link AttentionPattern}: windows, global tokens, BigBird, …):
+ *       with it, the sparse kernel skips the tiles the pattern leaves empty instead of masking
+ *       them; other kernels apply it element by element.</li>
  * </ul>
  * A query with no allowed key outputs zeros.
  */
 public final class Mask {
-    private static final Mask NONE = new Mask(false, null, null, null, null);
+    private static final Mask NONE = new Mask(false, null, null, null, null, null);
 
     private final boolean causal;
     private final int[] keyLengths;
     private final MemorySegment allowed;   // one byte per element, or null
     private final Tensor additive;         // or null
     private final int[] explicitShape;     // shape of allowed/additive
+    private final AttentionPattern pattern; // or null
 
-    private Mask(boolean causal, int[] keyLengths, MemorySegment allowed, Tensor additive, int[] explicitShape) {
+    private Mask(boolean causal, int[] keyLengths, MemorySegment allowed, Tensor additive, int[] explicitShape,
+                 AttentionPattern pattern) {
         this.causal = causal;
         this.keyLengths = keyLengths;
         this.allowed = allowed;
         this.additive = additive;
         this.explicitShape = explicitShape;
+        this.pattern = pattern;
     }
 
     /** Every query sees every key. */
@@ -53,15 +60,31 @@ public final class Mask {
         return NONE.withKeyLengths(lengths);
     }
 
+    /** Only pairs the pattern allows (in addition to everything else in this mask). */
+    public static Mask pattern(AttentionPattern pattern) {
+        return NONE.withPattern(pattern);
+    }
+
     public Mask withCausal() {
-        return new Mask(true, keyLengths, allowed, additive, explicitShape);
+        return new Mask(true, keyLengths, allowed, additive, explicitShape, pattern);
+    }
+
+    /** Adds a sparse pattern; replaces any pattern set before (combine patterns with or/and). */
+    public Mask withPattern(AttentionPattern p) {
+        if (p == null) throw new IllegalArgumentException("pattern must not be null");
+        return new Mask(causal, keyLengths, allowed, additive, explicitShape, p);
+    }
+
+    /** The sparse pattern, or null. */
+    public AttentionPattern pattern() {
+        return pattern;
     }
 
     public Mask withKeyLengths(int... lengths) {
         for (int len : lengths) {
             if (len < 0) throw new IllegalArgumentException("key lengths must be >= 0, got " + Arrays.toString(lengths));
         }
-        return new Mask(causal, lengths.clone(), allowed, additive, explicitShape);
+        return new Mask(causal, lengths.clone(), allowed, additive, explicitShape, pattern);
     }
 
     /**
@@ -74,13 +97,13 @@ public final class Mask {
             throw new IllegalArgumentException("boolean mask of shape " + Arrays.toString(shape) + " needs " + n
                     + " bytes, got " + bytes.byteSize());
         }
-        return new Mask(causal, keyLengths, bytes, null, shape.clone());
+        return new Mask(causal, keyLengths, bytes, null, shape.clone(), pattern);
     }
 
     /** An additive float mask of shape (n_q, n_k), (B, n_q, n_k) or (B, H, n_q, n_k). */
     public Mask withAdditive(Tensor mask) {
         checkExplicitShape(mask.shape());
-        return new Mask(causal, keyLengths, null, mask, mask.shape());
+        return new Mask(causal, keyLengths, null, mask, mask.shape(), pattern);
     }
 
     private static long checkExplicitShape(int[] shape) {
@@ -128,7 +151,7 @@ public final class Mask {
 
     /** True when nothing is masked. */
     public boolean isNone() {
-        return !causal && keyLengths == null && !hasExplicit();
+        return !causal && keyLengths == null && !hasExplicit() && pattern == null;
     }
 
     /**
@@ -229,19 +252,17 @@ public final class Mask {
             }
         }
 
-        /** Whether key j is allowed for query i of batch b, head h (for references and tests). */
-        public boolean allowed(int b, int h, int i, int j) {
-            if (j >= keyEnd(b, i)) return false;
-            long at = b * batchStride + h * headStride + (long) i * keys + j;
-            if (mask.allowed != null) return mask.allowed.get(ValueLayout.JAVA_BYTE, at) != 0;
-            if (mask.additive != null) return mask.additive.segment().getAtIndex(F, at) != Float.NEGATIVE_INFINITY;
-            return true;
+        /** The sparse pattern, or null. */
+        public AttentionPattern pattern() {
+            return mask.pattern;
         }
 
-        /** The additive term for (b, h, i, j): 0 without an additive mask. */
-        public float additive(int b, int h, int i, int j) {
-            if (mask.additive == null) return 0f;
-            return mask.additive.segment().getAtIndex(F, b * batchStride + h * headStride + (long) i * keys + j);
+        /** Sets keys [j0, j1) of query i (head h) that the pattern forbids to −∞ in {@code row[offset ..]}. */
+        public void applyPattern(int h, int i, MemorySegment row, long offset, int j0, int j1) {
+            AttentionPattern p = mask.pattern;
+            for (int j = j0; j < j1; j++) {
+                if (!p.allowed(h, i, j, queries, keys)) row.setAtIndex(F, offset + j - j0, Float.NEGATIVE_INFINITY);
+            }
         }
     }
 }

@@ -10,8 +10,13 @@ import dev.headroom.tensor.Tensor;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import dev.headroom.sparse.AttentionPattern;
+import dev.headroom.sparse.BlockLayout;
+
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
 
 /**
  * Multi-head attention, PyTorch semantics, on off-heap memory:
@@ -43,7 +48,7 @@ public final class MultiHeadAttention implements AutoCloseable {
      * @param threads      worker threads (default: available processors)
      * @param blasThreads  OpenBLAS threads per sgemm call, set process-wide at construction (default 1)
      * @param queryBlock   query rows per task; the kernel keeps queryBlock × n_k scores per worker
-     * @param kernel       the attention kernel (default {@link DenseKernel})
+     * @param kernel       the attention kernel, or null to choose per call (see {@link #kernelFor})
      * @param softmax      the softmax implementation (default {@link Softmax#VECTOR})
      * @param checkFinite  reject inputs holding NaN or ±∞ (one pass over each input)
      * @param profile      if not null, time per phase is added to it
@@ -54,12 +59,11 @@ public final class MultiHeadAttention implements AutoCloseable {
             if (threads < 1) throw new IllegalArgumentException("threads must be >= 1, got " + threads);
             if (blasThreads < 1) throw new IllegalArgumentException("blasThreads must be >= 1, got " + blasThreads);
             if (queryBlock < 1) throw new IllegalArgumentException("queryBlock must be >= 1, got " + queryBlock);
-            if (kernel == null || softmax == null) throw new IllegalArgumentException("kernel and softmax must be given");
+            if (softmax == null) throw new IllegalArgumentException("softmax must be given");
         }
 
         public static Options defaults() {
-            return new Options(Runtime.getRuntime().availableProcessors(), 1, 256, DenseKernel.INSTANCE,
-                    Softmax.VECTOR, false, null);
+            return new Options(Runtime.getRuntime().availableProcessors(), 1, 256, null, Softmax.VECTOR, false, null);
         }
 
         public Options withThreads(int t) {
@@ -91,10 +95,19 @@ public final class MultiHeadAttention implements AutoCloseable {
         }
     }
 
+    /** Up to this many keys the dense kernel keeps whole score rows (queryBlock × n_k floats per worker). */
+    static final int DENSE_MAX_KEYS = 4096;
+    /** Key tile of the tiled kernel chosen for longer sequences. */
+    static final int TILE_KEYS = 1024;
+    /** Layout tile width of the sparse kernel, and the most keys one of its spans covers. */
+    static final int SPARSE_KEY_BLOCK = 64, SPARSE_MAX_SPAN = 1024;
+
     private final AttentionConfig config;
     private final AttentionWeights weights;
     private final Options options;
     private final WorkerPool pool;
+    /** Compiled sparse layouts by (pattern, sizes): compiling is O(tiles), reuse is free. */
+    private final Map<List<Object>, BlockLayout> layouts = new ConcurrentHashMap<>();
 
     public MultiHeadAttention(AttentionWeights weights, Options options) {
         this.config = weights.config();
@@ -164,11 +177,13 @@ public final class MultiHeadAttention implements AutoCloseable {
         int qw = config.queryWidth(), kw = config.kvWidth();
         int block = Math.min(options.queryBlock(), nq);
         long qFloats = (long) qw * B * nq, kFloats = (long) kw * B * nk;
+        AttentionKernel kernel = kernelFor(mask, nk);
+        BlockLayout layout = kernel instanceof SparseKernel sparse ? layout(mask.pattern(), nq, nk, block, sparse.keyBlock()) : null;
 
         ws.acquire();
         try {
             ws.prepare(qFloats + 2 * kFloats, (long) B * nq * qw, pool.threads(),
-                    options.kernel().scratchFloats(block, nk, d));
+                    kernel.scratchFloats(block, nk, d));
             MemorySegment P = ws.projection();
             /* Qᵀ: (H·d, B·n_q), columns are tokens; head h is rows [h·d, (h+1)·d). */
             Matrix qT = new Matrix(P, 0, qw, B * nq, B * nq);
@@ -195,8 +210,8 @@ public final class MultiHeadAttention implements AutoCloseable {
                         kT.rowRange(g * d, (g + 1) * d).colRange(b * nk, (b + 1) * nk),
                         vT.rowRange(g * d, (g + 1) * d).colRange(b * nk, (b + 1) * nk),
                         concat.rowRange(b * nq + q0, b * nq + q1).colRange(h * d, (h + 1) * d),
-                        config.scale(), bound, options.softmax(), options.profile());
-                options.kernel().attend(hb, ws.scratch(worker));
+                        config.scale(), bound, options.softmax(), layout, options.profile());
+                kernel.attend(hb, ws.scratch(worker));
             });
 
             // 3. Y = concat(O_1 … O_H) W_Oᵀ + b_O
@@ -213,6 +228,27 @@ public final class MultiHeadAttention implements AutoCloseable {
         } finally {
             ws.releaseUse();
         }
+    }
+
+    /**
+     * The kernel for a call: the one given in the options, else the sparse kernel when the mask
+     * has a pattern, the dense kernel up to {@value #DENSE_MAX_KEYS} keys, the tiled kernel beyond.
+     */
+    public AttentionKernel kernelFor(Mask mask, int keys) {
+        if (options.kernel() != null) return options.kernel();
+        if (mask.pattern() != null) return new SparseKernel(SPARSE_KEY_BLOCK, SPARSE_MAX_SPAN);
+        return keys <= DENSE_MAX_KEYS ? DenseKernel.INSTANCE : new TiledKernel(TILE_KEYS);
+    }
+
+    /** The compiled layout of {@code pattern} for these sizes, from the cache when it is there. */
+    BlockLayout layout(AttentionPattern pattern, int nq, int nk, int queryBlock, int keyBlock) {
+        List<Object> key = List.of(pattern, nq, nk, queryBlock, keyBlock);
+        BlockLayout l = layouts.get(key);
+        if (l != null) return l;
+        if (layouts.size() >= 16) layouts.clear(); // a handful of shapes per instance is the normal case
+        l = BlockLayout.compile(pattern, config.heads(), nq, nk, queryBlock, keyBlock);
+        layouts.put(key, l);
+        return l;
     }
 
     /** out = W · inputᵀ + bias (bias broadcast along each row of out): (rows, tokens). */

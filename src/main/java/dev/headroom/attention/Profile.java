@@ -25,6 +25,7 @@ public final class Profile {
     }
 
     private final Map<Phase, LongAdder> nanos = new EnumMap<>(Phase.class);
+    private final LongAdder tiles = new LongAdder();
 
     public Profile() {
         for (Phase p : Phase.values()) nanos.put(p, new LongAdder());
@@ -45,8 +46,18 @@ public final class Profile {
         return t;
     }
 
+    /** Sparse kernel: tiles computed (the layout's non-empty tiles that were visited). */
+    public void addTiles(long n) {
+        tiles.add(n);
+    }
+
+    public long tilesComputed() {
+        return tiles.sum();
+    }
+
     public void reset() {
         for (LongAdder a : nanos.values()) a.reset();
+        tiles.reset();
     }
 
     /** e.g. "projections 18% · scores 31% · softmax 15% · weighted sum 30% · output 6%". */

@@ -162,8 +162,8 @@ class RuntimeContractTest {
                 long held = OffHeap.currentBytes();
                 OffHeap.resetPeak();
                 mha.forward(x, null, Mask.none(), y, ws);
-                // projection (3·64·200) + concat (200·64) + 2 workers × (32·100 + 32) scores, in floats
-                long expected = 4L * (3 * 64 * 200 + 200 * 64 + 2 * (32 * 100 + 32));
+                // projection (3·64·200) + concat (200·64) + 2 workers × (32·100 scores + 2·32 running max/sum), in floats
+                long expected = 4L * (3 * 64 * 200 + 200 * 64 + 2 * (32 * 100 + 2 * 32));
                 assertEquals(expected, ws.byteSize());
                 assertEquals(held + expected, OffHeap.peakBytes());
                 mha.forward(x, null, Mask.none(), y, ws);

@@ -1,0 +1,143 @@
+package dev.headroom.attention;
+
+import dev.headroom.blas.Blas;
+import dev.headroom.kernels.Softmax;
+import dev.headroom.tensor.Matrix;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
+/**
+ * The one attention loop every kernel runs: for a block of m query rows, go through spans of
+ * keys; per span, scores by sgemm, mask, an online softmax step, and the weighted sum by sgemm
+ * into the output. Kernels differ only in which spans they visit: the dense kernel one span of
+ * all keys, the tiled kernel fixed-width tiles, the sparse kernel the non-empty tiles of a
+ * compiled layout.
+ *
+ * <p>The online softmax (Milakov and Gimelshein 2018, as in FlashAttention) keeps per row the
+ * running maximum M and the running sum L of e^(s − M). When a span raises the maximum, the
+ * partial output and L are rescaled by e^(M_old − M_new). After the last span O /= L. With one
+ * span this is exactly the ordinary softmax. Rows with no allowed key keep M = −∞, L = 0 and
+ * output zeros.
+ */
+final class SpanAttention {
+    private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
+
+    private SpanAttention() {}
+
+    /** Keys [from, to) to visit, and how to mask them beyond the regular mask. */
+    interface Spans {
+        /** Number of spans. */
+        int count();
+
+        int from(int s);
+
+        int to(int s);
+
+        /** Whether span s needs the sparse pattern applied element by element. */
+        boolean needsPattern(int s);
+    }
+
+    /** Scratch floats for m rows and spans of at most {@code maxSpan} keys. */
+    static long scratchFloats(int m, int maxSpan) {
+        return (long) m * maxSpan + 2L * m;
+    }
+
+    /**
+     * Attends {@code blk} over {@code spans}, which must be ascending, disjoint and each at most
+     * {@code maxSpan} keys long.
+     */
+    static void attend(HeadBlock blk, MemorySegment scratch, Spans spans, int maxSpan) {
+        int m = blk.rows(), b = blk.batch(), h = blk.head(), q0 = blk.firstQuery();
+        Mask.Bound mask = blk.mask();
+        Softmax softmax = blk.softmax();
+        Matrix out = blk.out();
+        /* runningMax M, runningSum L: (m) each, after the scores in the scratch. */
+        long runningMax = (long) m * maxSpan, runningSum = runningMax + m;
+        for (int i = 0; i < m; i++) {
+            scratch.setAtIndex(F, runningMax + i, Float.NEGATIVE_INFINITY);
+            scratch.setAtIndex(F, runningSum + i, 0f);
+        }
+        if (spans.count() == 0) {
+            zero(out);
+            return;
+        }
+        for (int s = 0; s < spans.count(); s++) {
+            int k0 = spans.from(s), k1 = spans.to(s), kn = k1 - k0;
+            assert kn > 0 && kn <= maxSpan : "span [" + k0 + ", " + k1 + ") vs max " + maxSpan;
+            boolean first = s == 0;
+            /* S: (m, kn) scores of this span, then unnormalised probabilities. */
+            Matrix S = Matrix.of(scratch, 0, m, kn);
+            long t = blk.start();
+
+            // S = scale · Q_h K_gᵀ   for keys [k0, k1)
+            Blas.sgemm(blk.scale(), blk.queryT(), true, blk.keyT().colRange(k0, k1), false, 0f, S);
+            t = blk.lap(Profile.Phase.SCORES, t);
+
+            // mask; P = e^(S − M_new); L = L·e^(M_old − M_new) + Σ P; O rows rescaled alike
+            for (int i = 0; i < m; i++) {
+                long row = S.index(i, 0);
+                int len = Math.clamp((long) mask.keyEnd(b, q0 + i) - k0, 0, kn); // keys of the span this row may see
+                if (mask.hasExplicit()) mask.applyExplicit(b, h, q0 + i, scratch, row, k0, k0 + len);
+                if (spans.needsPattern(s)) mask.applyPattern(h, q0 + i, scratch, row, k0, k0 + len);
+                float oldMax = scratch.getAtIndex(F, runningMax + i);
+                float newMax = Math.max(oldMax, softmax.max(scratch, row, len));
+                float spanSum = softmax.expInPlace(scratch, row, len, newMax);
+                if (len < kn) scratch.asSlice((row + len) * Float.BYTES, (long) (kn - len) * Float.BYTES).fill((byte) 0);
+                if (newMax == Float.NEGATIVE_INFINITY) continue;        // nothing allowed yet
+                float correction = oldMax == newMax ? 1f : (float) Math.exp(oldMax - newMax); // 0 when oldMax = −∞
+                scratch.setAtIndex(F, runningMax + i, newMax);
+                scratch.setAtIndex(F, runningSum + i, scratch.getAtIndex(F, runningSum + i) * correction + spanSum);
+                if (!first && correction != 1f) softmax.scale(out.segment(), out.index(i, 0), out.cols(), correction);
+            }
+            t = blk.lap(Profile.Phase.SOFTMAX, t);
+
+            // O_h (+)= P · V_g   for keys [k0, k1)
+            Blas.sgemm(1f, S, false, blk.valueT().colRange(k0, k1), true, first ? 0f : 1f, out);
+            blk.lap(Profile.Phase.WEIGHTED_SUM, t);
+        }
+
+        // O_h /= L; a row with no allowed key has L = 0 and outputs zeros
+        long t = blk.start();
+        for (int i = 0; i < m; i++) {
+            float sum = scratch.getAtIndex(F, runningSum + i);
+            softmax.scale(out.segment(), out.index(i, 0), out.cols(), sum > 0f ? 1f / sum : 0f);
+        }
+        blk.lap(Profile.Phase.WEIGHTED_SUM, t);
+    }
+
+    /** The largest key end any row of the block may see (0: the block sees nothing). */
+    static int blockKeyEnd(HeadBlock blk) {
+        int end = 0;
+        for (int i = 0; i < blk.rows(); i++) end = Math.max(end, blk.mask().keyEnd(blk.batch(), blk.firstQuery() + i));
+        return end;
+    }
+
+    static void zero(Matrix out) {
+        for (int i = 0; i < out.rows(); i++) {
+            out.segment().asSlice(out.index(i, 0) * Float.BYTES, (long) out.cols() * Float.BYTES).fill((byte) 0);
+        }
+    }
+
+    /** Consecutive spans of at most {@code width} keys covering [0, end), all masked alike. */
+    static Spans tiles(int end, int width, boolean needsPattern) {
+        int count = (end + width - 1) / width;
+        return new Spans() {
+            public int count() {
+                return count;
+            }
+
+            public int from(int s) {
+                return s * width;
+            }
+
+            public int to(int s) {
+                return Math.min(end, (s + 1) * width);
+            }
+
+            public boolean needsPattern(int s) {
+                return needsPattern;
+            }
+        };
+    }
+}
