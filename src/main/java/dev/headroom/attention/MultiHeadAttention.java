@@ -2,7 +2,9 @@ package dev.headroom.attention;
 
 import dev.headroom.blas.Blas;
 import dev.headroom.blas.OpenBlas;
+import dev.headroom.jfr.ForwardEvent;
 import dev.headroom.kernels.Finite;
+import dev.headroom.memory.OffHeap;
 import dev.headroom.kernels.Softmax;
 import dev.headroom.runtime.WorkerPool;
 import dev.headroom.tensor.Matrix;
@@ -52,46 +54,53 @@ public final class MultiHeadAttention implements AutoCloseable {
      * @param softmax      the softmax implementation (default {@link Softmax#VECTOR})
      * @param checkFinite  reject inputs holding NaN or ±∞ (one pass over each input)
      * @param profile      if not null, time per phase is added to it
+     * @param memoryBudget bytes a call may hold off-heap (weights, activations, scratch: {@link #estimate});
+     *                     a call whose estimate exceeds it is refused before anything is allocated; 0 = no limit
      */
     public record Options(int threads, int blasThreads, int queryBlock, AttentionKernel kernel, Softmax softmax,
-                          boolean checkFinite, Profile profile) {
+                          boolean checkFinite, Profile profile, long memoryBudget) {
         public Options {
             if (threads < 1) throw new IllegalArgumentException("threads must be >= 1, got " + threads);
             if (blasThreads < 1) throw new IllegalArgumentException("blasThreads must be >= 1, got " + blasThreads);
             if (queryBlock < 1) throw new IllegalArgumentException("queryBlock must be >= 1, got " + queryBlock);
             if (softmax == null) throw new IllegalArgumentException("softmax must be given");
+            if (memoryBudget < 0) throw new IllegalArgumentException("memory budget must be >= 0, got " + memoryBudget);
         }
 
         public static Options defaults() {
-            return new Options(Runtime.getRuntime().availableProcessors(), 1, 256, null, Softmax.VECTOR, false, null);
+            return new Options(Runtime.getRuntime().availableProcessors(), 1, 256, null, Softmax.VECTOR, false, null, 0);
         }
 
         public Options withThreads(int t) {
-            return new Options(t, blasThreads, queryBlock, kernel, softmax, checkFinite, profile);
+            return new Options(t, blasThreads, queryBlock, kernel, softmax, checkFinite, profile, memoryBudget);
         }
 
         public Options withBlasThreads(int t) {
-            return new Options(threads, t, queryBlock, kernel, softmax, checkFinite, profile);
+            return new Options(threads, t, queryBlock, kernel, softmax, checkFinite, profile, memoryBudget);
         }
 
         public Options withQueryBlock(int rows) {
-            return new Options(threads, blasThreads, rows, kernel, softmax, checkFinite, profile);
+            return new Options(threads, blasThreads, rows, kernel, softmax, checkFinite, profile, memoryBudget);
         }
 
         public Options withKernel(AttentionKernel k) {
-            return new Options(threads, blasThreads, queryBlock, k, softmax, checkFinite, profile);
+            return new Options(threads, blasThreads, queryBlock, k, softmax, checkFinite, profile, memoryBudget);
         }
 
         public Options withSoftmax(Softmax s) {
-            return new Options(threads, blasThreads, queryBlock, kernel, s, checkFinite, profile);
+            return new Options(threads, blasThreads, queryBlock, kernel, s, checkFinite, profile, memoryBudget);
         }
 
         public Options withCheckFinite(boolean check) {
-            return new Options(threads, blasThreads, queryBlock, kernel, softmax, check, profile);
+            return new Options(threads, blasThreads, queryBlock, kernel, softmax, check, profile, memoryBudget);
         }
 
         public Options withProfile(Profile p) {
-            return new Options(threads, blasThreads, queryBlock, kernel, softmax, checkFinite, p);
+            return new Options(threads, blasThreads, queryBlock, kernel, softmax, checkFinite, p, memoryBudget);
+        }
+
+        public Options withMemoryBudget(long bytes) {
+            return new Options(threads, blasThreads, queryBlock, kernel, softmax, checkFinite, profile, bytes);
         }
     }
 
@@ -166,6 +175,8 @@ public final class MultiHeadAttention implements AutoCloseable {
 
     /** The allocation-free form: writes {@code out} (shaped like {@code query}), scratch in {@code ws}. */
     public void forward(Tensor query, Tensor keyValue, Mask mask, Tensor out, Workspace ws) {
+        ForwardEvent event = new ForwardEvent();
+        event.begin();
         Shapes s = checkInputs(query, keyValue == null ? query : keyValue, out);
         Mask.Bound bound = mask.bind(s.batch, config.heads(), s.queries, s.keys);
         MemorySegment explicit = mask.explicitSegment();
@@ -178,11 +189,20 @@ public final class MultiHeadAttention implements AutoCloseable {
         int block = Math.min(options.queryBlock(), nq);
         long qFloats = (long) qw * B * nq, kFloats = (long) kw * B * nk;
         AttentionKernel kernel = kernelFor(mask, nk);
+        if (options.memoryBudget() > 0) {
+            MemoryEstimate e = estimate(B, nq, nk, keyValue != null, mask);
+            if (e.total() > options.memoryBudget()) {
+                throw new MemoryBudgetExceededException("forward of batch " + B + ", n_q=" + nq + ", n_k=" + nk + " with the "
+                        + kernel.name() + " kernel needs an estimated " + e + ", over the memory budget of "
+                        + OffHeap.format(options.memoryBudget()), e, options.memoryBudget());
+            }
+        }
         BlockLayout layout = kernel instanceof SparseKernel sparse ? layout(mask.pattern(), nq, nk, block, sparse.keyBlock()) : null;
 
         ws.acquire();
+        long allocated;
         try {
-            ws.prepare(qFloats + 2 * kFloats, (long) B * nq * qw, pool.threads(),
+            allocated = ws.prepare(qFloats + 2 * kFloats, (long) B * nq * qw, pool.threads(),
                     kernel.scratchFloats(block, nk, d));
             MemorySegment P = ws.projection();
             /* Qᵀ: (H·d, B·n_q), columns are tokens; head h is rows [h·d, (h+1)·d). */
@@ -228,6 +248,65 @@ public final class MultiHeadAttention implements AutoCloseable {
         } finally {
             ws.releaseUse();
         }
+        if (event.shouldCommit()) {
+            event.kernel = kernel.name();
+            event.batch = B;
+            event.queries = nq;
+            event.keys = nk;
+            event.heads = config.heads();
+            event.dModel = config.dModel();
+            event.threads = pool.threads();
+            event.mask = describe(mask);
+            event.bytesAllocated = allocated;
+            event.workspaceBytes = ws.byteSize();
+            event.offHeapBytes = OffHeap.currentBytes();
+            event.offHeapPeakBytes = OffHeap.peakBytes();
+            event.commit();
+        }
+    }
+
+    private static String describe(Mask mask) {
+        if (mask.isNone()) return "none";
+        StringBuilder s = new StringBuilder();
+        if (mask.isCausal()) s.append("causal ");
+        if (mask.keyLengthsOrNull() != null) s.append("padding ");
+        if (mask.hasExplicit()) s.append("explicit ");
+        if (mask.pattern() != null) s.append(mask.pattern().describe());
+        return s.toString().trim();
+    }
+
+    /**
+     * What a call with these shapes would hold off-heap with this instance's options: the weights,
+     * the inputs (a key/value input only when {@code cross}), the output, the projections, the
+     * concatenated heads, and every worker's kernel scratch.
+     */
+    public MemoryEstimate estimate(int batch, int nq, int nk, boolean cross, Mask mask) {
+        return estimate(config, weights.hasBias(), options.threads(), Math.min(options.queryBlock(), nq),
+                kernelFor(mask, nk), batch, nq, nk, cross);
+    }
+
+    /**
+     * What self-attention over n tokens (batch 1) would hold off-heap with default options, the
+     * given layer and pattern (null: none), before anything exists: weights with biases,
+     * activations and scratch.
+     */
+    public static MemoryEstimate estimate(AttentionConfig config, int n, AttentionPattern pattern) {
+        Options o = Options.defaults();
+        AttentionKernel k = pattern != null ? new SparseKernel(SPARSE_KEY_BLOCK, SPARSE_MAX_SPAN)
+                : n <= DENSE_MAX_KEYS ? DenseKernel.INSTANCE : new TiledKernel(TILE_KEYS);
+        return estimate(config, true, o.threads(), Math.min(o.queryBlock(), n), k, 1, n, n, false);
+    }
+
+    private static MemoryEstimate estimate(AttentionConfig c, boolean bias, int threads, int block, AttentionKernel kernel,
+                                           int batch, int nq, int nk, boolean cross) {
+        long f = Float.BYTES, E = c.dModel();
+        long weights = f * c.parameterCount(bias);
+        long inputs = f * batch * (nq + (cross ? nk : 0)) * E;
+        long output = f * batch * nq * E;
+        long projections = f * ((long) c.queryWidth() * batch * nq + 2L * c.kvWidth() * batch * nk);
+        long concat = f * batch * nq * c.queryWidth();
+        long scratch = f * threads * kernel.scratchFloats(block, nk, c.headDim());
+        return new MemoryEstimate(weights, inputs + output + projections + concat, scratch);
     }
 
     /**

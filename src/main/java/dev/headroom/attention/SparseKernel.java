@@ -71,6 +71,7 @@ public final class SparseKernel implements AttentionKernel {
         }
         if (blk.profile() != null) blk.profile().addTiles(visited);
         int spans = count;
+        int width = Math.min(maxSpan, blk.keys()); // the scratch was sized for this (see scratchFloats)
         SpanAttention.attend(blk, scratch, new SpanAttention.Spans() {
             public int count() {
                 return spans;
@@ -87,6 +88,6 @@ public final class SparseKernel implements AttentionKernel {
             public boolean needsPattern(int s) {
                 return partial[s];
             }
-        }, maxSpan);
+        }, width);
     }
 }

@@ -26,14 +26,14 @@ public final class Workspace implements AutoCloseable {
 
     public Workspace() {}
 
-    /** Sizes the buffers for a problem, reallocating only when something is too small. */
-    void prepare(long projectionFloats, long concatFloats, int workers, long scratchFloatsPerWorker) {
+    /** Sizes the buffers for a problem, reallocating only when something is too small; returns the bytes newly allocated. */
+    long prepare(long projectionFloats, long concatFloats, int workers, long scratchFloatsPerWorker) {
         if (closed) throw new IllegalStateException("workspace is closed");
         long projBytes = projectionFloats * Float.BYTES, concatBytes = concatFloats * Float.BYTES;
         long scratchBytes = (long) workers * scratchFloatsPerWorker * Float.BYTES;
         if (arena != null && projection.byteSize() >= projBytes && concat.byteSize() >= concatBytes
                 && scratch.byteSize() >= scratchBytes && scratchPerWorker >= scratchFloatsPerWorker) {
-            return;
+            return 0;
         }
         long keepProj = Math.max(projBytes, projection.byteSize());
         long keepConcat = Math.max(concatBytes, concat.byteSize());
@@ -45,6 +45,7 @@ public final class Workspace implements AutoCloseable {
         concat = arena.allocate(Math.max(keepConcat, 4), TrackedArena.ALIGNMENT);
         scratch = arena.allocate(Math.max(keepScratch, 4), TrackedArena.ALIGNMENT);
         scratchPerWorker = perWorker;
+        return arena.allocatedBytes();
     }
 
     MemorySegment projection() {
