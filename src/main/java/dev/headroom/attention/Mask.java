@@ -257,11 +257,20 @@ public final class Mask {
             return mask.pattern;
         }
 
-        /** Sets keys [j0, j1) of query i (head h) that the pattern forbids to −∞ in {@code row[offset ..]}. */
-        public void applyPattern(int h, int i, MemorySegment row, long offset, int j0, int j1) {
-            AttentionPattern p = mask.pattern;
+        /** Row buffers for {@link #applyPattern}, per thread (kernels run on several). */
+        private static final ThreadLocal<boolean[]> ROW = ThreadLocal.withInitial(() -> new boolean[1024]);
+
+        /**
+         * Sets keys [j0, j1) of query i (head h) that the pattern forbids to −∞; key j's score is at
+         * {@code row[offset + j − rowStart]}.
+         */
+        public void applyPattern(int h, int i, MemorySegment row, long offset, int rowStart, int j0, int j1) {
+            if (j1 <= j0) return;
+            boolean[] ok = ROW.get();
+            if (ok.length < j1 - j0) ROW.set(ok = new boolean[j1 - j0]);
+            mask.pattern.fillRow(h, i, j0, j1, queries, keys, ok);
             for (int j = j0; j < j1; j++) {
-                if (!p.allowed(h, i, j, queries, keys)) row.setAtIndex(F, offset + j - j0, Float.NEGATIVE_INFINITY);
+                if (!ok[j - j0]) row.setAtIndex(F, offset + j - rowStart, Float.NEGATIVE_INFINITY);
             }
         }
     }

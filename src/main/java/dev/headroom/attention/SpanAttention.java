@@ -34,8 +34,11 @@ final class SpanAttention {
 
         int to(int s);
 
-        /** Whether span s needs the sparse pattern applied element by element. */
-        boolean needsPattern(int s);
+        /**
+         * Key ranges of span s where the sparse pattern must be applied element by element (its
+         * partial tiles), as flattened pairs {from, to, from, to, …}; empty when none.
+         */
+        int[] patternRanges(int s);
     }
 
     /** Scratch floats for m rows and spans of at most {@code maxSpan} keys. */
@@ -79,7 +82,10 @@ final class SpanAttention {
                 long row = S.index(i, 0);
                 int len = Math.clamp((long) mask.keyEnd(b, q0 + i) - k0, 0, kn); // keys of the span this row may see
                 if (mask.hasExplicit()) mask.applyExplicit(b, h, q0 + i, scratch, row, k0, k0 + len);
-                if (spans.needsPattern(s)) mask.applyPattern(h, q0 + i, scratch, row, k0, k0 + len);
+                int[] ranges = spans.patternRanges(s);
+                for (int r = 0; r < ranges.length; r += 2) {
+                    mask.applyPattern(h, q0 + i, scratch, row, k0, ranges[r], Math.min(ranges[r + 1], k0 + len));
+                }
                 float oldMax = scratch.getAtIndex(F, runningMax + i);
                 float newMax = Math.max(oldMax, softmax.max(scratch, row, len));
                 float spanSum = softmax.expInPlace(scratch, row, len, newMax);
@@ -119,7 +125,9 @@ final class SpanAttention {
         }
     }
 
-    /** Consecutive spans of at most {@code width} keys covering [0, end), all masked alike. */
+    private static final int[] NO_RANGES = {};
+
+    /** Consecutive spans of at most {@code width} keys covering [0, end); the pattern, if any, applied to all. */
     static Spans tiles(int end, int width, boolean needsPattern) {
         int count = (end + width - 1) / width;
         return new Spans() {
@@ -135,8 +143,8 @@ final class SpanAttention {
                 return Math.min(end, (s + 1) * width);
             }
 
-            public boolean needsPattern(int s) {
-                return needsPattern;
+            public int[] patternRanges(int s) {
+                return needsPattern ? new int[]{from(s), to(s)} : NO_RANGES;
             }
         };
     }

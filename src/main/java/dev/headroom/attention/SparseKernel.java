@@ -49,26 +49,35 @@ public final class SparseKernel implements AttentionKernel {
                     + " and query blocks aligned to the task's, got " + layout);
         }
         int h = blk.head(), qb = blk.firstQuery() / layout.queryBlock(), keyEnd = SpanAttention.blockKeyEnd(blk);
-        // Merge runs of adjacent tiles into spans of at most maxSpan keys, cut at keyEnd.
+        // Merge runs of adjacent tiles into spans of at most maxSpan keys, cut at keyEnd; remember
+        // the partial tiles of each span (adjacent ones merged) for element masking.
         int tiles = layout.tileCount(h, qb);
         int[] from = new int[tiles], to = new int[tiles];
-        boolean[] partial = new boolean[tiles];
+        int[][] partial = new int[tiles][];
         int count = 0, visited = 0;
+        int[] ranges = new int[2 * tiles];
+        int rangeCount = 0;
         for (int t = 0; t < tiles; t++) {
             int k0 = layout.tileKeyBlock(h, qb, t) * keyBlock, k1 = Math.min(keyEnd, k0 + keyBlock);
             if (k0 >= keyEnd) break;
             visited++;
-            boolean isPartial = layout.tileKind(h, qb, t) == TileKind.PARTIAL;
-            if (count > 0 && to[count - 1] == k0 && k1 - from[count - 1] <= maxSpan) {
-                to[count - 1] = k1;
-                partial[count - 1] |= isPartial;
-            } else {
+            boolean extend = count > 0 && to[count - 1] == k0 && k1 - from[count - 1] <= maxSpan;
+            if (!extend) {
+                if (count > 0) partial[count - 1] = java.util.Arrays.copyOf(ranges, rangeCount);
+                rangeCount = 0;
                 from[count] = k0;
-                to[count] = k1;
-                partial[count] = isPartial;
                 count++;
             }
+            to[count - 1] = k1;
+            if (layout.tileKind(h, qb, t) == TileKind.PARTIAL) {
+                if (rangeCount > 0 && ranges[rangeCount - 1] == k0) ranges[rangeCount - 1] = k1;
+                else {
+                    ranges[rangeCount++] = k0;
+                    ranges[rangeCount++] = k1;
+                }
+            }
         }
+        if (count > 0) partial[count - 1] = java.util.Arrays.copyOf(ranges, rangeCount);
         if (blk.profile() != null) blk.profile().addTiles(visited);
         int spans = count;
         int width = Math.min(maxSpan, blk.keys()); // the scratch was sized for this (see scratchFloats)
@@ -85,7 +94,7 @@ public final class SparseKernel implements AttentionKernel {
                 return to[s];
             }
 
-            public boolean needsPattern(int s) {
+            public int[] patternRanges(int s) {
                 return partial[s];
             }
         }, width);

@@ -66,6 +66,26 @@ final class BenchCommand implements Callable<Integer> {
     @Option(names = "--csv", description = "Also write the results as CSV here.")
     Path csv;
 
+    @Option(names = "--long", description = "Long-sequence sweep: n = 1,024 … 131,072 (doubling) for dense, tiled exact, "
+            + "sliding window 512 and BigBird; writes long.csv and long.png to --out.")
+    boolean longSweep;
+
+    @Option(names = "--max-length", defaultValue = "131072", description = "Longest n of the --long sweep (default ${DEFAULT-VALUE}).")
+    int maxLength;
+
+    @Option(names = "--budget", defaultValue = "8g", converter = ByteSizeConverter.class,
+            description = "Memory budget of the --long sweep: a configuration stops at the first n whose estimate exceeds it (default ${DEFAULT-VALUE}).")
+    long budget;
+
+    @Option(names = "--max-seconds", defaultValue = "120", description = "In --long, stop a configuration when its next run is predicted to take longer (default ${DEFAULT-VALUE}).")
+    double maxSeconds;
+
+    @Option(names = "--configs", split = ",", description = "In --long, only these configurations (dense, tiled, window, bigbird).")
+    List<String> configs;
+
+    @Option(names = "--out", defaultValue = "results", description = "Directory for --long outputs (default ${DEFAULT-VALUE}).")
+    Path outDir;
+
     /** One measured length. */
     record Result(int n, double medianMs, double minMs, double gflops, double shareOfSgemm, double boundMs,
                   long peakBytes, String breakdown) {}
@@ -76,6 +96,20 @@ final class BenchCommand implements Callable<Integer> {
         AttentionConfig config = AttentionConfig.of(dModel, heads);
         if (kvHeads != null) config = config.withKvHeads(kvHeads);
         PrintStream out = System.out;
+        if (longSweep) {
+            double rate = SgemmRate.measure(t, 2048, 5);
+            out.printf("Headroom long-sequence bench: %s, %d threads, budget %s, time limit %.0f s per run; "
+                    + "OpenBLAS sgemm on %d threads: %.1f GFLOP/s%n", RunCommand.describe(config), t,
+                    OffHeap.format(budget), maxSeconds, t, rate);
+            List<Integer> ns = new ArrayList<>();
+            for (int n = 1024; n <= maxLength; n *= 2) ns.add(n);
+            List<LongBench.Config> chosen = LongBench.configs().stream()
+                    .filter(c -> configs == null || configs.stream().anyMatch(f -> c.name().startsWith(f.trim())))
+                    .toList();
+            new LongBench(config, t, budget, maxSeconds).run(ns.stream().mapToInt(Integer::intValue).toArray(), chosen,
+                    outDir.resolve("long.csv"), outDir.resolve("long.png"), rate);
+            return 0;
+        }
         out.printf("Headroom bench: %s, batch %d, %d threads, %s, query block %d%n", RunCommand.describe(config),
                 batch, t, causal ? "causal" : "no mask", queryBlock);
         double sgemm = SgemmRate.measure(t, 2048, 5);
@@ -88,9 +122,7 @@ final class BenchCommand implements Callable<Integer> {
             MultiHeadAttention.Options options = MultiHeadAttention.Options.defaults().withThreads(t)
                     .withQueryBlock(queryBlock).withProfile(profile);
             try (MultiHeadAttention mha = new MultiHeadAttention(w, options);
-                 ProgressBar bar = new ProgressBarBuilder().setTaskName("bench").setInitialMax((long) lengths.length * (repeats + 1))
-                         .setStyle(ProgressBarStyle.ASCII).setConsumer(new me.tongfei.progressbar.ConsoleProgressBarConsumer(System.err))
-                         .build()) {
+                 ProgressBar bar = progressBar("bench", (long) lengths.length * (repeats + 1))) {
                 for (int n : lengths) {
                     results.add(measure(mha, config, n, t, sgemm, profile, bar));
                 }
@@ -106,6 +138,29 @@ final class BenchCommand implements Callable<Integer> {
         out.println("FLOPs counted as batch·(8·n·E² + 4·n²·E); bound = FLOPs ÷ sgemm rate; peak off-heap includes weights, input, output and scratch.");
         if (csv != null) writeCsv(results, t, sgemm);
         return 0;
+    }
+
+    /** A progress bar on stderr, so stdout stays a clean table. */
+    static ProgressBar progressBar(String task, long steps) {
+        return new ProgressBarBuilder().setTaskName(task).setInitialMax(steps).setStyle(ProgressBarStyle.ASCII)
+                .setConsumer(new me.tongfei.progressbar.ConsoleProgressBarConsumer(System.err)).build();
+    }
+
+    /** Parses sizes like 512m, 8g, 1048576. */
+    static final class ByteSizeConverter implements picocli.CommandLine.ITypeConverter<Long> {
+        @Override
+        public Long convert(String v) {
+            String t = v.trim().toLowerCase();
+            long unit = switch (t.isEmpty() ? ' ' : t.charAt(t.length() - 1)) {
+                case 'k' -> 1L << 10;
+                case 'm' -> 1L << 20;
+                case 'g' -> 1L << 30;
+                case 't' -> 1L << 40;
+                default -> 1;
+            };
+            String digits = unit == 1 ? t : t.substring(0, t.length() - 1);
+            return Math.round(Double.parseDouble(digits) * unit);
+        }
     }
 
     private Result measure(MultiHeadAttention mha, AttentionConfig config, int n, int t, double sgemm, Profile profile,

@@ -20,6 +20,7 @@ public final class Main implements Runnable {
     }
 
     public static void main(String[] args) {
+        System.setProperty("java.awt.headless", "true"); // charts and heatmaps render without a display
         System.exit(execute(args));
     }
 

@@ -35,6 +35,15 @@ public interface AttentionPattern {
         return any ? TileKind.FULL : TileKind.EMPTY;
     }
 
+    /**
+     * Writes into {@code allowed[0 .. j1 − j0)} whether query i may attend to each key of
+     * [j0, j1) in head h. The kernel calls this for the partial tiles, one query row at a time;
+     * built-in patterns fill whole runs instead of testing pair by pair.
+     */
+    default void fillRow(int head, int i, int j0, int j1, int nq, int nk, boolean[] allowed) {
+        for (int j = j0; j < j1; j++) allowed[j - j0] = allowed(head, i, j, nq, nk);
+    }
+
     /** True when every head has the same pattern (then one layout serves all heads). */
     default boolean sameForAllHeads() {
         return true;
@@ -196,6 +205,14 @@ public interface AttentionPattern {
         }
 
         @Override
+        public void fillRow(int head, int i, int j0, int j1, int nq, int nk, boolean[] allowed) {
+            long p = (long) i + nk - nq;
+            int from = (int) Math.clamp(p - before, j0, j1), to = (int) Math.clamp(p + after + 1, j0, j1);
+            Arrays.fill(allowed, 0, j1 - j0, false);
+            if (from < to) Arrays.fill(allowed, from - j0, to - j0, true);
+        }
+
+        @Override
         public String describe() {
             return name;
         }
@@ -268,6 +285,15 @@ public interface AttentionPattern {
         }
 
         @Override
+        public void fillRow(int head, int i, int j0, int j1, int nq, int nk, boolean[] allowed) {
+            boolean all = isGlobal((long) i + nk - nq);
+            Arrays.fill(allowed, 0, j1 - j0, all);
+            if (all) return;
+            int at = Arrays.binarySearch(positions, j0);
+            for (int t = at >= 0 ? at : -at - 1; t < positions.length && positions[t] < j1; t++) allowed[positions[t] - j0] = true;
+        }
+
+        @Override
         public String describe() {
             return "global(" + positions.length + " tokens)";
         }
@@ -277,8 +303,10 @@ public interface AttentionPattern {
     final class RandomBlocks implements AttentionPattern {
         private final int r, b;
         private final long seed;
-        /** chosen(head, query block, n_k), memoised: the kernel asks per element of partial tiles. */
-        private final java.util.concurrent.ConcurrentHashMap<java.util.List<Long>, int[]> memo = new java.util.concurrent.ConcurrentHashMap<>();
+        /** chosen(head, query block, n_k), memoised: layouts and kernels ask for the same blocks often. */
+        private final java.util.concurrent.ConcurrentHashMap<Key, int[]> memo = new java.util.concurrent.ConcurrentHashMap<>();
+
+        private record Key(int head, long queryBlock, int nk) {}
 
         RandomBlocks(int r, int b, long seed) {
             if (r < 0 || b < 1) throw new IllegalArgumentException("random blocks need r >= 0 and block size >= 1, got " + r + ", " + b);
@@ -289,7 +317,8 @@ public interface AttentionPattern {
 
         /** The r key blocks chosen for query block qb of head h (may repeat when there are few blocks). */
         int[] chosen(int head, long qb, int nk) {
-            return memo.computeIfAbsent(java.util.List.of((long) head, qb, (long) nk), k -> draw(head, qb, nk));
+            if (memo.size() > 1 << 20) memo.clear();
+            return memo.computeIfAbsent(new Key(head, qb, nk), k -> draw(head, qb, nk));
         }
 
         private int[] draw(int head, long qb, int nk) {
@@ -329,6 +358,17 @@ public interface AttentionPattern {
         @Override
         public boolean sameForAllHeads() {
             return false;
+        }
+
+        @Override
+        public void fillRow(int head, int i, int j0, int j1, int nq, int nk, boolean[] allowed) {
+            Arrays.fill(allowed, 0, j1 - j0, false);
+            long p = (long) i + nk - nq;
+            if (p < 0) return;
+            for (int kb : chosen(head, p / b, nk)) {
+                int from = Math.max(j0, kb * b), to = Math.min(j1, (kb + 1) * b);
+                if (from < to) Arrays.fill(allowed, from - j0, to - j0, true);
+            }
         }
 
         @Override
@@ -440,6 +480,18 @@ public interface AttentionPattern {
         }
 
         @Override
+        public void fillRow(int head, int i, int j0, int j1, int nq, int nk, boolean[] allowed) {
+            Arrays.fill(allowed, 0, j1 - j0, false);
+            long p = (long) i + nk - nq;
+            if (p < 0) return;
+            int s = seg(p);
+            if (s >= ends.length) return;
+            long start = s == 0 ? 0 : ends[s - 1];
+            int from = (int) Math.clamp(start, j0, j1), to = (int) Math.clamp(ends[s], j0, j1);
+            if (from < to) Arrays.fill(allowed, from - j0, to - j0, true);
+        }
+
+        @Override
         public String describe() {
             return "block-diagonal(" + ends.length + " segments)";
         }
@@ -473,6 +525,35 @@ public interface AttentionPattern {
                     ? AttentionPattern.super.classify(head, q0, q1, k0, k1, nq, nk) : k;
         }
 
+        /** Row buffers for right-hand patterns, one per nesting depth, per thread. */
+        private static final ThreadLocal<RowBuffers> BUFFERS = ThreadLocal.withInitial(RowBuffers::new);
+
+        private static final class RowBuffers {
+            boolean[][] stack = new boolean[4][0];
+            int depth;
+
+            boolean[] borrow(int n) {
+                if (depth == stack.length) stack = Arrays.copyOf(stack, depth * 2);
+                if (stack[depth] == null || stack[depth].length < n) stack[depth] = new boolean[Math.max(n, 1024)];
+                return stack[depth++];
+            }
+        }
+
+        @Override
+        public void fillRow(int head, int i, int j0, int j1, int nq, int nk, boolean[] allowed) {
+            int n = j1 - j0;
+            a.fillRow(head, i, j0, j1, nq, nk, allowed);
+            RowBuffers buffers = BUFFERS.get();
+            boolean[] other = buffers.borrow(n);
+            try {
+                b.fillRow(head, i, j0, j1, nq, nk, other);
+            } finally {
+                buffers.depth--;
+            }
+            if (union) for (int t = 0; t < n; t++) allowed[t] |= other[t];
+            else for (int t = 0; t < n; t++) allowed[t] &= other[t];
+        }
+
         @Override
         public boolean sameForAllHeads() {
             return a.sameForAllHeads() && b.sameForAllHeads();
@@ -500,6 +581,11 @@ public interface AttentionPattern {
         @Override
         public TileKind classify(int head, int q0, int q1, int k0, int k1, int nq, int nk) {
             return of(head).classify(head, q0, q1, k0, k1, nq, nk);
+        }
+
+        @Override
+        public void fillRow(int head, int i, int j0, int j1, int nq, int nk, boolean[] allowed) {
+            of(head).fillRow(head, i, j0, j1, nq, nk, allowed);
         }
 
         @Override

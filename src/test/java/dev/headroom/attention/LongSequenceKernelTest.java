@@ -141,6 +141,23 @@ class LongSequenceKernelTest {
     }
 
     @Test
+    void fillRowAgreesWithTheElements() {
+        SplittableRandom r = new SplittableRandom(2);
+        boolean[] row = new boolean[200];
+        for (AttentionPattern p : patterns()) {
+            for (int trial = 0; trial < 300; trial++) {
+                int nq = 1 + r.nextInt(150), nk = 1 + r.nextInt(150), h = r.nextInt(4), i = r.nextInt(nq);
+                int j0 = r.nextInt(nk), j1 = j0 + 1 + r.nextInt(nk - j0);
+                java.util.Arrays.fill(row, true);
+                p.fillRow(h, i, j0, j1, nq, nk, row);
+                for (int j = j0; j < j1; j++) {
+                    assertEquals(p.allowed(h, i, j, nq, nk), row[j - j0], p.describe() + " row " + i + " key " + j + " of " + nq + "×" + nk);
+                }
+            }
+        }
+    }
+
+    @Test
     void theSparseKernelComputesExactlyTheNonEmptyTiles() {
         int n = 1000, block = 100, keyBlock = 64;
         AttentionPattern window = AttentionPattern.slidingWindow(128);
