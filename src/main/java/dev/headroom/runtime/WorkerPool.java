@@ -1,22 +1,24 @@
 package dev.headroom.runtime;
 
-import java.util.ArrayList;
-import java.util.List;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
-import java.util.concurrent.ThreadFactory;
+import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.locks.LockSupport;
 
 /**
  * A fixed set of threads that run numbered tasks. {@link #run} hands tasks 0..count−1 out one
  * at a time (so uneven tasks, like causal blocks, balance themselves) to up to {@code threads}
  * workers: the calling thread and {@code threads − 1} pool threads. Each worker has an index
  * in [0, threads) that selects its own scratch memory. {@code run} returns only when every
- * worker has stopped, so the caller may free the memory the tasks used.
+ * worker of the call has stopped, so the caller may free the memory the tasks used.
  *
- * <p>Several threads may call {@code run} at once; their tasks share the pool threads.
+ * <p>Why not an {@code ExecutorService}: a forward pass calls {@code run} three times and each
+ * call lasts milliseconds, while waking a parked thread on this kind of virtual machine takes
+ * ~10 µs typically, ~90 µs at p90 and now and then milliseconds. Pool threads here spin for
+ * {@value #SPIN_NANOS} ns looking for work before they park, as OpenMP runtimes do, so
+ * back-to-back calls find them awake. A helper that has not started when the caller has run out
+ * of tasks is withdrawn instead of waited for.
+ *
+ * <p>Several threads may call {@code run} at once; their helpers share the pool threads.
  */
 public final class WorkerPool implements AutoCloseable {
     /** A task body: does task {@code task} on worker {@code worker}. */
@@ -25,19 +27,22 @@ public final class WorkerPool implements AutoCloseable {
         void run(int task, int worker);
     }
 
+    /** How long an idle pool thread (or a caller waiting for helpers) spins before it parks. */
+    static final long SPIN_NANOS = 200_000;
+
     private final int threads;
-    private final ExecutorService executor;
+    private final Worker[] workers;
+    private final ConcurrentLinkedQueue<Helper> queue = new ConcurrentLinkedQueue<>();
+    private volatile boolean closed;
 
     public WorkerPool(int threads) {
         if (threads < 1) throw new IllegalArgumentException("threads must be >= 1, got " + threads);
         this.threads = threads;
-        AtomicInteger id = new AtomicInteger();
-        ThreadFactory factory = r -> {
-            Thread t = new WorkerThread(r, "headroom-worker-" + id.incrementAndGet());
-            t.setDaemon(true);
-            return t;
-        };
-        this.executor = threads > 1 ? Executors.newFixedThreadPool(threads - 1, factory) : null;
+        this.workers = new Worker[threads - 1];
+        for (int i = 0; i < workers.length; i++) {
+            workers[i] = new Worker("headroom-worker-" + (i + 1));
+            workers[i].start();
+        }
     }
 
     public int threads() {
@@ -46,95 +51,126 @@ public final class WorkerPool implements AutoCloseable {
 
     /** Runs tasks [0, count) and rethrows the first failure after all workers have stopped. */
     public void run(int count, Body body) {
-        int workers = Math.min(threads, count);
-        if (workers <= 1 || executor == null || isPoolThread()) {
+        int helpers = Math.min(threads, count) - 1;
+        if (helpers <= 0 || closed || Thread.currentThread() instanceof Worker) {
+            // One worker, or a task that itself runs tasks (nested): inline, never wait on the pool.
             for (int t = 0; t < count; t++) body.run(t, 0);
             return;
         }
-        AtomicInteger next = new AtomicInteger();
-        Failure failure = new Failure();
-        List<Future<?>> helpers = new ArrayList<>(workers - 1);
-        for (int w = 1; w < workers; w++) {
-            int worker = w;
-            helpers.add(executor.submit(() -> work(count, body, worker, next, failure)));
-        }
-        work(count, body, 0, next, failure);
-        for (Future<?> f : helpers) {
-            try {
-                f.get();
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                // Workers still touch the caller's memory: wait for them without interruption.
-                awaitUninterruptibly(helpers);
-                throw new IllegalStateException("interrupted while attention workers ran", e);
-            } catch (ExecutionException e) {
-                failure.record(e.getCause());
-            }
-        }
-        failure.rethrow();
-    }
-
-    private static void work(int count, Body body, int worker, AtomicInteger next, Failure failure) {
-        int t;
-        while (!failure.happened() && (t = next.getAndIncrement()) < count) {
-            try {
-                body.run(t, worker);
-            } catch (RuntimeException | Error e) {
-                failure.record(e);
-                return;
-            }
-        }
-    }
-
-    private static void awaitUninterruptibly(List<Future<?>> futures) {
-        for (Future<?> f : futures) {
-            while (true) {
-                try {
-                    f.get();
-                    break;
-                } catch (InterruptedException ignored) {
-                    // keep waiting; the interrupt flag is restored by the caller
-                } catch (ExecutionException ignored) {
-                    break;
-                }
-            }
-        }
-    }
-
-    /** A task that itself calls {@code run} (nested attention) runs its tasks inline, never waits on the pool. */
-    private static boolean isPoolThread() {
-        return Thread.currentThread() instanceof WorkerThread;
-    }
-
-    private static final class WorkerThread extends Thread {
-        WorkerThread(Runnable r, String name) {
-            super(r, name);
-        }
+        Call call = new Call(count, body, helpers);
+        for (int w = 1; w <= helpers; w++) queue.add(new Helper(call, w));
+        for (Worker w : workers) if (w.parked) LockSupport.unpark(w);
+        call.work(0);
+        call.finishAndAwait();
+        call.rethrow();
     }
 
     @Override
     public void close() {
-        if (executor != null) executor.shutdown();
+        closed = true;
+        for (Worker w : workers) LockSupport.unpark(w);
     }
 
-    private static final class Failure {
-        private volatile Throwable first;
+    private record Helper(Call call, int worker) {}
 
-        synchronized void record(Throwable t) {
-            if (first == null) first = t;
-            else if (first != t) first.addSuppressed(t);
+    /** The state of one {@link #run}. */
+    private static final class Call {
+        final int count;
+        final Body body;
+        final int helpers;
+        final Thread caller = Thread.currentThread();
+        final AtomicInteger next = new AtomicInteger();
+        /** Helpers not yet started; a helper or the caller (withdrawing) takes each one exactly once. */
+        final AtomicInteger unstarted;
+        final AtomicInteger finished = new AtomicInteger();
+        volatile boolean callerParked;
+        volatile Throwable failure;
+
+        Call(int count, Body body, int helpers) {
+            this.count = count;
+            this.body = body;
+            this.helpers = helpers;
+            this.unstarted = new AtomicInteger(helpers);
         }
 
-        boolean happened() {
-            return first != null;
+        void work(int worker) {
+            int t;
+            while (failure == null && (t = next.getAndIncrement()) < count) {
+                try {
+                    body.run(t, worker);
+                } catch (RuntimeException | Error e) {
+                    fail(e);
+                    return;
+                }
+            }
+        }
+
+        synchronized void fail(Throwable t) {
+            if (failure == null) failure = t;
+            else if (failure != t) failure.addSuppressed(t);
+        }
+
+        /** Called by a pool thread: runs the helper unless the caller withdrew it. */
+        void help(int worker) {
+            if (unstarted.getAndDecrement() <= 0) return;
+            try {
+                work(worker);
+            } finally {
+                finished.incrementAndGet();
+                if (callerParked) LockSupport.unpark(caller);
+            }
+        }
+
+        /** Withdraws helpers that have not started, then waits for the ones that did. */
+        void finishAndAwait() {
+            int started = helpers - Math.max(0, unstarted.getAndSet(0));
+            long deadline = System.nanoTime() + SPIN_NANOS;
+            while (finished.get() < started) {
+                if (System.nanoTime() < deadline) {
+                    Thread.onSpinWait();
+                    continue;
+                }
+                callerParked = true;
+                if (finished.get() < started) LockSupport.parkNanos(this, 1_000_000);
+                callerParked = false;
+                // Interrupts are not honoured here: the helpers still use the caller's memory.
+            }
         }
 
         void rethrow() {
-            Throwable t = first;
+            Throwable t = failure;
             if (t == null) return;
             if (t instanceof RuntimeException r) throw r;
             if (t instanceof Error e) throw e;
             throw new IllegalStateException(t);
+        }
+    }
+
+    private final class Worker extends Thread {
+        volatile boolean parked;
+
+        Worker(String name) {
+            super(name);
+            setDaemon(true);
+        }
+
+        @Override
+        public void run() {
+            while (!closed) {
+                Helper h = queue.poll();
+                if (h == null) {
+                    long deadline = System.nanoTime() + SPIN_NANOS;
+                    while ((h = queue.poll()) == null && !closed && System.nanoTime() < deadline) Thread.onSpinWait();
+                }
+                if (h == null) {
+                    parked = true;
+                    h = queue.poll(); // re-check after announcing, so a wake-up is never lost
+                    if (h == null && !closed) LockSupport.park(this);
+                    parked = false;
+                    if (h == null) continue;
+                }
+                h.call.help(h.worker);
+            }
         }
     }
 }
