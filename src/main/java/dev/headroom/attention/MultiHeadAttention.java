@@ -310,6 +310,27 @@ public final class MultiHeadAttention implements AutoCloseable {
     }
 
     /**
+     * Does everything a call with these inputs would do before computing: checks the shapes,
+     * sizes {@code ws} and compiles (and caches) the sparse layout of the mask's pattern. A server
+     * calls this once per shape so that the first real call costs no more than the next ones.
+     */
+    public void prepare(Tensor query, Tensor keyValue, Mask mask, Workspace ws) {
+        Shapes s = checkInputs(query, keyValue == null ? query : keyValue, query);
+        mask.bind(s.batch, config.heads(), s.queries, s.keys);
+        int block = Math.min(options.queryBlock(), s.queries);
+        AttentionKernel kernel = kernelFor(mask, s.keys);
+        if (kernel instanceof SparseKernel sparse) layout(mask.pattern(), s.queries, s.keys, block, sparse.keyBlock());
+        long qFloats = (long) config.queryWidth() * s.batch * s.queries, kFloats = (long) config.kvWidth() * s.batch * s.keys;
+        ws.acquire();
+        try {
+            ws.prepare(qFloats + 2 * kFloats, (long) s.batch * s.queries * config.queryWidth(), pool.threads(),
+                    kernel.scratchFloats(block, s.keys, config.headDim()));
+        } finally {
+            ws.releaseUse();
+        }
+    }
+
+    /**
      * The kernel for a call: the one given in the options, else the sparse kernel when the mask
      * has a pattern, the dense kernel up to {@value #DENSE_MAX_KEYS} keys, the tiled kernel beyond.
      */

@@ -95,6 +95,8 @@ public final class Charts {
         LogAxis a = new LogAxis(label);
         a.setBase(base);
         a.setSmallestValue(1e-9);
+        a.setTickUnit(new org.jfree.chart.axis.NumberTickUnit(1.0)); // one tick per power of the base
+        a.setNumberFormatOverride(new java.text.DecimalFormat("#,##0.###")); // 1,024 and 0.05, not 2^10 and 10^-1.3
         a.setMinorTickMarksVisible(true);
         return a;
     }

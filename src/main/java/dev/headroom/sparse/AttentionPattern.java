@@ -340,24 +340,25 @@ public interface AttentionPattern {
         @Override
         public TileKind classify(int head, int q0, int q1, int k0, int k1, int nq, int nk) {
             long shift = (long) nk - nq;
-            long pFirst = Math.max(0, q0 + shift), pLast = q1 - 1 + shift;
+            long pFirst = q0 + shift, pLast = q1 - 1 + shift;
             if (pLast < 0) return TileKind.EMPTY;
-            boolean any = false;
-            for (long qb = pFirst / b; qb <= pLast / b && !any; qb++) {
-                for (int kb : chosen(head, qb, nk)) {
-                    if ((long) kb * b < k1 && (long) (kb + 1) * b > k0) {
-                        any = true;
-                        break;
-                    }
+            // Rows are grouped by pattern block p / b; each group sees the union of its chosen key
+            // blocks. The tile is FULL if every group's union covers [k0, k1), EMPTY if none touches it.
+            boolean any = false, all = pFirst >= 0;
+            for (long qb = Math.max(0, pFirst) / b; qb <= pLast / b; qb++) {
+                int[] chosen = chosen(head, qb, nk).clone();
+                Arrays.sort(chosen);
+                long covered = k0;                      // [k0, covered) is covered so far
+                for (int kb : chosen) {
+                    long from = (long) kb * b, to = from + b;
+                    if (to <= k0 || from >= k1) continue;
+                    any = true;
+                    if (from <= covered) covered = Math.max(covered, to);
                 }
+                if (covered < k1) all = false;
+                if (any && !all) return TileKind.PARTIAL;
             }
-            if (!any) return TileKind.EMPTY;
-            return AttentionPattern.super.classify(head, q0, q1, k0, k1, nq, nk) == TileKind.FULL ? TileKind.FULL : TileKind.PARTIAL;
-        }
-
-        @Override
-        public boolean sameForAllHeads() {
-            return false;
+            return !any ? TileKind.EMPTY : all ? TileKind.FULL : TileKind.PARTIAL;
         }
 
         @Override
@@ -369,6 +370,11 @@ public interface AttentionPattern {
                 int from = Math.max(j0, kb * b), to = Math.min(j1, (kb + 1) * b);
                 if (from < to) Arrays.fill(allowed, from - j0, to - j0, true);
             }
+        }
+
+        @Override
+        public boolean sameForAllHeads() {
+            return false;
         }
 
         @Override
@@ -520,9 +526,19 @@ public interface AttentionPattern {
             if (!union && x == TileKind.EMPTY) return x;
             TileKind y = b.classify(head, q0, q1, k0, k1, nq, nk);
             TileKind k = union ? x.or(y) : x.and(y);
-            // Two partial tiles may still cover every pair together (or share none); decide exactly.
-            return k == TileKind.PARTIAL && x == TileKind.PARTIAL && y == TileKind.PARTIAL
-                    ? AttentionPattern.super.classify(head, q0, q1, k0, k1, nq, nk) : k;
+            // Two partial tiles may still cover every pair together (or share none); decide exactly,
+            // a row at a time.
+            if (k != TileKind.PARTIAL || x != TileKind.PARTIAL || y != TileKind.PARTIAL) return k;
+            boolean[] row = new boolean[k1 - k0];
+            boolean any = false, all = true;
+            for (int i = q0; i < q1 && !(any && !all); i++) {
+                fillRow(head, i, k0, k1, nq, nk, row);
+                for (boolean v : row) {
+                    any |= v;
+                    all &= v;
+                }
+            }
+            return !any ? TileKind.EMPTY : all ? TileKind.FULL : TileKind.PARTIAL;
         }
 
         /** Row buffers for right-hand patterns, one per nesting depth, per thread. */

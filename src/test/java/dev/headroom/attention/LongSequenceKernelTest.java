@@ -141,6 +141,30 @@ class LongSequenceKernelTest {
     }
 
     @Test
+    void compiledLayoutsAgreeWithTheElementsInEveryHead() {
+        int n = 61, qb = 16, kb = 8;
+        for (AttentionPattern p : patterns()) {
+            BlockLayout layout = BlockLayout.compile(p, 4, n, n, qb, kb);
+            for (int h = 0; h < 4; h++) {
+                for (int q = 0; q < layout.queryBlocks(); q++) {
+                    java.util.Map<Integer, TileKind> listed = new java.util.HashMap<>();
+                    for (int t = 0; t < layout.tileCount(h, q); t++) listed.put(layout.tileKeyBlock(h, q, t), layout.tileKind(h, q, t));
+                    for (int k = 0; k < layout.keyBlocks(); k++) {
+                        boolean any = false, all = true;
+                        for (int i = q * qb; i < Math.min(n, (q + 1) * qb); i++) for (int j = k * kb; j < Math.min(n, (k + 1) * kb); j++) {
+                            boolean a = p.allowed(h, i, j, n, n);
+                            any |= a;
+                            all &= a;
+                        }
+                        TileKind truth = !any ? TileKind.EMPTY : all ? TileKind.FULL : TileKind.PARTIAL;
+                        assertEquals(truth, listed.getOrDefault(k, TileKind.EMPTY), p.describe() + " head " + h + " tile " + q + "×" + k);
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
     void fillRowAgreesWithTheElements() {
         SplittableRandom r = new SplittableRandom(2);
         boolean[] row = new boolean[200];
