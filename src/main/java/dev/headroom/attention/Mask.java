@@ -217,6 +217,16 @@ public final class Mask {
             return mask;
         }
 
+        /** n_q. */
+        public int queries() {
+            return queries;
+        }
+
+        /** n_k. */
+        public int keys() {
+            return keys;
+        }
+
         /**
          * The number of leading keys query i of batch b may see before any explicit mask: keys
          * j ≥ keyEnd are never allowed (causal and padding limits). May be 0.

@@ -2,6 +2,7 @@ package dev.headroom.attention;
 
 import dev.headroom.blas.Blas;
 import dev.headroom.blas.OpenBlas;
+import dev.headroom.inspect.Inspection;
 import dev.headroom.jfr.ForwardEvent;
 import dev.headroom.kernels.Finite;
 import dev.headroom.memory.OffHeap;
@@ -175,10 +176,20 @@ public final class MultiHeadAttention implements AutoCloseable {
 
     /** The allocation-free form: writes {@code out} (shaped like {@code query}), scratch in {@code ws}. */
     public void forward(Tensor query, Tensor keyValue, Mask mask, Tensor out, Workspace ws) {
+        forward(query, keyValue, mask, out, ws, null);
+    }
+
+    /**
+     * As {@link #forward(Tensor, Tensor, Mask, Tensor, Workspace)}, and also captures attention
+     * probabilities, accumulates per-head statistics or zeroes chosen heads, as {@code inspection}
+     * says (null: none of it).
+     */
+    public void forward(Tensor query, Tensor keyValue, Mask mask, Tensor out, Workspace ws, Inspection inspection) {
         ForwardEvent event = new ForwardEvent();
         event.begin();
         Shapes s = checkInputs(query, keyValue == null ? query : keyValue, out);
         Mask.Bound bound = mask.bind(s.batch, config.heads(), s.queries, s.keys);
+        checkInspection(inspection, s);
         MemorySegment explicit = mask.explicitSegment();
         if (explicit != null && pool.threads() > 1 && !explicit.isAccessibleBy(OTHER_THREAD)) {
             throw new IllegalArgumentException("the explicit mask lives in a confined arena, which the worker threads "
@@ -225,12 +236,16 @@ public final class MultiHeadAttention implements AutoCloseable {
             pool.run(B * config.heads() * blocks, (task, worker) -> {
                 int b = task / (config.heads() * blocks), h = task / blocks % config.heads();
                 int q0 = task % blocks * block, q1 = Math.min(nq, q0 + block), g = config.kvHeadOf(h);
+                if (inspection != null && !inspection.keeps(h)) { // ablation: the head contributes nothing
+                    SpanAttention.zero(concat.rowRange(b * nq + q0, b * nq + q1).colRange(h * d, (h + 1) * d));
+                    return;
+                }
                 HeadBlock hb = new HeadBlock(b, h, g, q0,
                         qT.rowRange(h * d, (h + 1) * d).colRange(b * nq + q0, b * nq + q1),
                         kT.rowRange(g * d, (g + 1) * d).colRange(b * nk, (b + 1) * nk),
                         vT.rowRange(g * d, (g + 1) * d).colRange(b * nk, (b + 1) * nk),
                         concat.rowRange(b * nq + q0, b * nq + q1).colRange(h * d, (h + 1) * d),
-                        config.scale(), bound, options.softmax(), layout, options.profile());
+                        config.scale(), bound, options.softmax(), layout, options.profile(), inspection);
                 kernel.attend(hb, ws.scratch(worker));
             });
 
@@ -262,6 +277,19 @@ public final class MultiHeadAttention implements AutoCloseable {
             event.offHeapBytes = OffHeap.currentBytes();
             event.offHeapPeakBytes = OffHeap.peakBytes();
             event.commit();
+        }
+    }
+
+    private void checkInspection(Inspection inspection, Shapes s) {
+        if (inspection == null) return;
+        if (inspection.capture() != null) inspection.capture().check(s.batch, config.heads(), s.queries, s.keys);
+        if (inspection.statistics() != null && inspection.statistics().heads() != config.heads()) {
+            throw new IllegalArgumentException("statistics were made for " + inspection.statistics().heads()
+                    + " heads, the layer has " + config.heads());
+        }
+        if (inspection.keepHead() != null && inspection.keepHead().length != config.heads()) {
+            throw new IllegalArgumentException("head mask has " + inspection.keepHead().length + " entries, the layer has "
+                    + config.heads() + " heads");
         }
     }
 
@@ -307,6 +335,81 @@ public final class MultiHeadAttention implements AutoCloseable {
         long concat = f * batch * nq * c.queryWidth();
         long scratch = f * threads * kernel.scratchFloats(block, nk, c.headDim());
         return new MemoryEstimate(weights, inputs + output + projections + concat, scratch);
+    }
+
+    /**
+     * A smaller layer without the given query heads: W_Q, W_K, W_V lose those heads' rows and W_O
+     * their columns (new tensors in {@code arena}; this layer is unchanged). Its output equals this
+     * layer's with those heads masked ({@link Inspection#ablate}). With grouped-query attention, a
+     * key/value head stays shared while every group keeps the same number of query heads; when
+     * pruning makes groups uneven, each remaining query head gets its own copy of its key/value
+     * head (G' = H'). The new layer has its own worker pool: close it.
+     */
+    public MultiHeadAttention prune(Arena arena, int... heads) {
+        int H = config.heads(), G = config.kvHeads(), d = config.headDim(), E = config.dModel();
+        boolean[] drop = new boolean[H];
+        for (int h : heads) {
+            if (h < 0 || h >= H) throw new IllegalArgumentException("head " + h + " outside [0, " + H + ")");
+            drop[h] = true;
+        }
+        int[] kept = java.util.stream.IntStream.range(0, H).filter(h -> !drop[h]).toArray();
+        if (kept.length == 0) throw new IllegalArgumentException("cannot prune all " + H + " heads");
+        // Keep GQA when every group that survives keeps the same number of query heads.
+        int[] perGroup = new int[G];
+        for (int h : kept) perGroup[config.kvHeadOf(h)]++;
+        int groupSize = 0;
+        boolean even = true;
+        for (int c : perGroup) {
+            if (c == 0) continue;
+            if (groupSize == 0) groupSize = c;
+            even &= c == groupSize;
+        }
+        int[] kvKept = even ? java.util.stream.IntStream.range(0, G).filter(g -> perGroup[g] > 0).toArray()
+                : java.util.Arrays.stream(kept).map(config::kvHeadOf).toArray();
+        AttentionConfig c = new AttentionConfig(E, kept.length, kvKept.length, d, config.scale());
+        Tensor wq = Tensor.allocate(arena, kept.length * d, E), wo = Tensor.allocate(arena, E, kept.length * d);
+        Tensor wk = Tensor.allocate(arena, kvKept.length * d, E), wv = Tensor.allocate(arena, kvKept.length * d, E);
+        for (int a = 0; a < kept.length; a++) copyRows(weights.wq, kept[a] * d, wq.matrix(), a * d, d);
+        for (int a = 0; a < kvKept.length; a++) {
+            copyRows(weights.wk, kvKept[a] * d, wk.matrix(), a * d, d);
+            copyRows(weights.wv, kvKept[a] * d, wv.matrix(), a * d, d);
+        }
+        for (int e = 0; e < E; e++) {
+            for (int a = 0; a < kept.length; a++) {
+                MemorySegment.copy(weights.wo.segment(), weights.wo.index(e, kept[a] * d) * Float.BYTES,
+                        wo.segment(), wo.matrix().index(e, a * d) * Float.BYTES, (long) d * Float.BYTES);
+            }
+        }
+        java.util.Map<String, Tensor> sd = new java.util.LinkedHashMap<>();
+        sd.put("q_proj.weight", wq);
+        sd.put("k_proj.weight", wk);
+        sd.put("v_proj.weight", wv);
+        sd.put("o_proj.weight", wo);
+        if (weights.hasBias()) {
+            sd.put("q_proj.bias", gather(arena, weights.bq, kept, d));
+            sd.put("k_proj.bias", gather(arena, weights.bk, kvKept, d));
+            sd.put("v_proj.bias", gather(arena, weights.bv, kvKept, d));
+            Tensor bo = Tensor.allocate(arena, E);
+            MemorySegment.copy(weights.bo.segment(), 0, bo.segment(), 0, (long) E * Float.BYTES);
+            sd.put("o_proj.bias", bo);
+        }
+        return new MultiHeadAttention(AttentionWeights.fromStateDict(c, sd, ""), options.withProfile(null));
+    }
+
+    private static void copyRows(Matrix from, int fromRow, Matrix to, int toRow, int rows) {
+        for (int r = 0; r < rows; r++) {
+            MemorySegment.copy(from.segment(), from.index(fromRow + r, 0) * Float.BYTES, to.segment(),
+                    to.index(toRow + r, 0) * Float.BYTES, (long) from.cols() * Float.BYTES);
+        }
+    }
+
+    private static Tensor gather(Arena arena, Tensor bias, int[] heads, int d) {
+        Tensor t = Tensor.allocate(arena, heads.length * d);
+        for (int a = 0; a < heads.length; a++) {
+            MemorySegment.copy(bias.segment(), (long) heads[a] * d * Float.BYTES, t.segment(), (long) a * d * Float.BYTES,
+                    (long) d * Float.BYTES);
+        }
+        return t;
     }
 
     /**

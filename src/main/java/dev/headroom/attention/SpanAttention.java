@@ -63,6 +63,7 @@ final class SpanAttention {
         }
         if (spans.count() == 0) {
             zero(out);
+            if (blk.inspection() != null && blk.inspection().sweeps(h)) InspectionSweep.run(blk, scratch, spans, maxSpan);
             return;
         }
         for (int s = 0; s < spans.count(); s++) {
@@ -110,6 +111,9 @@ final class SpanAttention {
             softmax.scale(out.segment(), out.index(i, 0), out.cols(), sum > 0f ? 1f / sum : 0f);
         }
         blk.lap(Profile.Phase.WEIGHTED_SUM, t);
+
+        // Inspection only: a second sweep with the final M and L (see InspectionSweep)
+        if (blk.inspection() != null && blk.inspection().sweeps(h)) InspectionSweep.run(blk, scratch, spans, maxSpan);
     }
 
     /** The largest key end any row of the block may see (0: the block sees nothing). */

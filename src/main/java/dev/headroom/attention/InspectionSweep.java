@@ -1,0 +1,186 @@
+package dev.headroom.attention;
+
+import dev.headroom.blas.Blas;
+import dev.headroom.inspect.AttentionCapture;
+import dev.headroom.inspect.HeadStatistics;
+import dev.headroom.inspect.Inspection;
+import dev.headroom.kernels.VectorMath;
+import dev.headroom.tensor.Matrix;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
+
+/**
+ * The second sweep a kernel makes over a block when it is inspected: with every row's final
+ * maximum M and sum L known from the first sweep, it forms the scores of each span again, turns
+ * them into exact probabilities p = e^(s − M) / L, and from them captures rows and accumulates
+ * {@link HeadStatistics}. It visits the same spans as the kernel (so sparse tiles stay skipped)
+ * and keeps nothing larger than the kernel's own scratch.
+ *
+ * <p>Why a second sweep rather than sums carried through the online softmax: row statistics could
+ * be rescaled like the output (entropy as logsumexp − Σ p·s), but the column masses (Σ over rows
+ * of p_ij) cannot, because each row's final normaliser is unknown while a span is in cache. One
+ * sweep with final probabilities gives every statistic exactly, for every kernel, and costs
+ * nothing when inspection is off.
+ */
+final class InspectionSweep {
+    private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
+
+    private InspectionSweep() {}
+
+    static void run(HeadBlock blk, MemorySegment scratch, SpanAttention.Spans spans, int maxSpan) {
+        Inspection insp = blk.inspection();
+        int m = blk.rows(), b = blk.batch(), h = blk.head(), q0 = blk.firstQuery(), nk = blk.keys();
+        int nq = blk.mask().queries();
+        Mask.Bound mask = blk.mask();
+        long runningMax = (long) m * maxSpan, runningSum = runningMax + m;
+        AttentionCapture capture = insp.capture() != null && insp.capture().hasHead(h) ? insp.capture() : null;
+        HeadStatistics stats = insp.statistics();
+        boolean anyCaptured = false;
+        if (capture != null) for (int i = 0; i < m && !anyCaptured; i++) anyCaptured = capture.hasRow(q0 + i);
+        if (!anyCaptured) capture = null;
+        if (capture == null && stats == null) return;
+
+        if (capture != null) {
+            for (int i = 0; i < m; i++) {
+                if (!capture.hasRow(q0 + i)) continue;
+                capture.probabilities().segment().asSlice(capture.index(b, h, q0 + i) * Float.BYTES, (long) nk * Float.BYTES).fill((byte) 0);
+            }
+        }
+        HeadStatistics.Acc acc = stats == null ? null : stats.newBlock();
+        RowTargets targets = stats == null ? null : RowTargets.of(stats.options(), b, nk, m);
+        int maxOffset = stats == null ? 0 : stats.options().maxOffset(), band = stats == null ? 0 : stats.options().band();
+        double[] sumPs = new double[m];       // Σ p·s per row, across spans
+        int[] allowed = new int[m];           // allowed keys per row
+        float[] bestP = new float[m];         // argmax per row
+        int[] bestJ = new int[m];
+        Arrays.fill(bestJ, -1);
+        double[] columns = stats == null ? null : new double[maxSpan];
+
+        for (int s = 0; s < spans.count(); s++) {
+            int k0 = spans.from(s), k1 = spans.to(s), kn = k1 - k0;
+            Matrix S = Matrix.of(scratch, 0, m, kn);
+            Blas.sgemm(blk.scale(), blk.queryT(), true, blk.keyT().colRange(k0, k1), false, 0f, S);
+            if (columns != null) Arrays.fill(columns, 0, kn, 0);
+            for (int i = 0; i < m; i++) {
+                int qi = q0 + i;
+                long row = S.index(i, 0);
+                float M = scratch.getAtIndex(F, runningMax + i), L = scratch.getAtIndex(F, runningSum + i);
+                int len = Math.clamp((long) mask.keyEnd(b, qi) - k0, 0, kn);
+                if (mask.hasExplicit()) mask.applyExplicit(b, h, qi, scratch, row, k0, k0 + len);
+                int[] ranges = spans.patternRanges(s);
+                for (int r = 0; r < ranges.length; r += 2) mask.applyPattern(h, qi, scratch, row, k0, ranges[r], Math.min(ranges[r + 1], k0 + len));
+                if (L <= 0f) continue; // no allowed key in the row: it attends to nothing
+                long pos = (long) qi + nk - nq;
+                boolean capturing = capture != null && capture.hasRow(qi);
+                long capRow = capturing ? capture.index(b, h, qi) : 0;
+                for (int t = 0; t < len; t++) {
+                    float sv = scratch.getAtIndex(F, row + t);
+                    if (sv == Float.NEGATIVE_INFINITY) continue;
+                    float p = VectorMath.expScalar(sv - M) / L;
+                    int j = k0 + t;
+                    if (capturing) capture.probabilities().set(capRow + j, p);
+                    if (acc == null) continue;
+                    allowed[i]++;
+                    sumPs[i] += (double) p * sv;
+                    if (p > bestP[i]) {
+                        bestP[i] = p;
+                        bestJ[i] = j;
+                    }
+                    long off = j - pos;
+                    acc.distance += p * (double) Math.abs(off);
+                    if (off == 0) acc.self += p;
+                    else if (off == -1) acc.previous += p;
+                    else if (off == 1) acc.next += p;
+                    if (j == 0) acc.first += p;
+                    if (Math.abs(off) <= band) acc.band += p;
+                    if (Math.abs(off) <= maxOffset) acc.offsets[(int) off + maxOffset] += p;
+                    if (targets != null) targets.add(acc, i, pos, j, p);
+                    columns[t] += p;
+                }
+            }
+            if (stats != null) stats.addColumns(h, b, nk, k0, columns, kn);
+        }
+        if (acc == null) return;
+        for (int i = 0; i < m; i++) {
+            float M = scratch.getAtIndex(F, runningMax + i), L = scratch.getAtIndex(F, runningSum + i);
+            if (L <= 0f || allowed[i] == 0) continue;
+            double entropy = Math.max(0, M + Math.log(L) - sumPs[i]); // logsumexp(s) − Σ p·s
+            acc.rows++;
+            acc.entropy += entropy;
+            if (allowed[i] > 1) {
+                acc.entropyRows++;
+                acc.normalizedEntropy += entropy / Math.log(allowed[i]);
+            }
+            acc.confidence += bestP[i];
+            long pos = (long) (q0 + i) + nk - nq;
+            acc.argmaxOffsets.merge((int) (bestJ[i] - pos), 1L, Long::sum);
+            if (targets != null) targets.finishRow(acc, i, pos);
+        }
+        stats.add(h, acc);
+    }
+
+    /** Delimiter positions and duplicate/induction targets of one batch element. */
+    static final class RowTargets {
+        private final boolean[] delimiter;        // or null
+        private final int[] tokens;               // or null
+        private final boolean[] hasDuplicate, hasInduction;
+        /** Per row of the block: mass on earlier occurrences, and on the tokens after them. */
+        private final double[] rowDuplicate, rowInduction;
+
+        private RowTargets(boolean[] delimiter, int[] tokens, int rows) {
+            this.delimiter = delimiter;
+            this.tokens = tokens;
+            this.rowDuplicate = new double[rows];
+            this.rowInduction = new double[rows];
+            if (tokens == null) {
+                hasDuplicate = hasInduction = null;
+                return;
+            }
+            hasDuplicate = new boolean[tokens.length];
+            hasInduction = new boolean[tokens.length];
+            java.util.Map<Integer, Integer> firstSeen = new java.util.HashMap<>();
+            for (int p = 0; p < tokens.length; p++) {
+                Integer first = firstSeen.get(tokens[p]);
+                hasDuplicate[p] = first != null;
+                hasInduction[p] = first != null && first + 1 < p;
+                firstSeen.putIfAbsent(tokens[p], p);
+            }
+        }
+
+        static RowTargets of(HeadStatistics.Options o, int b, int keys, int rows) {
+            boolean[] delim = null;
+            if (o.delimiters() != null) {
+                delim = new boolean[keys];
+                for (int p : o.delimiters()[b]) if (p >= 0 && p < keys) delim[p] = true;
+            }
+            int[] tokens = o.tokens() == null ? null : o.tokens()[b];
+            if (tokens != null && tokens.length != keys) {
+                throw new IllegalArgumentException("token ids of batch element " + b + " give " + tokens.length
+                        + " positions, the keys are " + keys);
+            }
+            return delim == null && tokens == null ? null : new RowTargets(delim, tokens, rows);
+        }
+
+        void add(HeadStatistics.Acc acc, int row, long pos, int j, float p) {
+            if (delimiter != null && delimiter[j]) acc.delimiter += p;
+            if (tokens == null || pos < 0 || pos >= tokens.length || j >= pos) return;
+            int t = tokens[(int) pos];
+            if (tokens[j] == t) rowDuplicate[row] += p;                             // an earlier occurrence of my token
+            if (j >= 1 && j - 1 < pos - 1 && tokens[j - 1] == t) rowInduction[row] += p; // the token after one
+        }
+
+        void finishRow(HeadStatistics.Acc acc, int row, long pos) {
+            if (tokens == null || pos < 0 || pos >= tokens.length) return;
+            if (hasDuplicate[(int) pos]) {
+                acc.duplicateRows++;
+                acc.duplicate += rowDuplicate[row];
+            }
+            if (hasInduction[(int) pos]) {
+                acc.inductionRows++;
+                acc.induction += rowInduction[row];
+            }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+package dev.headroom.inspect;
+
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.Map;
+
+/**
+ * Per-head statistics of attention, accumulated by the kernels while they run, over every query
+ * row of every call it is passed to, without storing any n × n matrix: memory is O(heads · n_k)
+ * (the column masses), so it works at 100k tokens. Positions follow the masks' alignment: query i
+ * sits at key position p = i + n_k − n_q.
+ *
+ * <p>For a query row with probabilities p_j over its allowed keys, with scores s_j:
+ * <ul>
+ *   <li>entropy H = logsumexp(s) − Σ p_j s_j (nats), and H / ln(allowed keys);</li>
+ *   <li>mean distance Σ p_j |j − p|;</li>
+ *   <li>mass on self (j = p), previous (p − 1), next (p + 1), first (0), given positions
+ *       (delimiters, per batch element), a band |j − p| ≤ k, and each offset j − p in [−K, K];</li>
+ *   <li>confidence max_j p_j; the argmax offset, whose most frequent value and its share of rows
+ *       are reported;</li>
+ *   <li>column mass Σ_i p_ij per key (summed over rows), from which the share of the total on the
+ *       top few keys ("vertical" heads) is computed;</li>
+ *   <li>with token ids: mass on earlier occurrences of the query's token (duplicate-token) and on
+ *       the tokens that followed them (induction), over rows that have any (Olsson et al. 2022).</li>
+ * </ul>
+ * Thread-safe: workers add whole blocks under a per-head lock.
+ */
+public final class HeadStatistics {
+    /**
+     * @param band        k of the band mass |j − p| ≤ k
+     * @param maxOffset   K: offsets −K..K get their own mass in the offset profile
+     * @param topColumns  how many keys the column concentration looks at
+     * @param delimiters  per batch element, key positions that count as delimiters ([CLS], [SEP],
+     *                    punctuation), or null
+     * @param tokens      per batch element, the token id of every key position, for the
+     *                    duplicate-token and induction scores (self-attention), or null
+     */
+    public record Options(int band, int maxOffset, int topColumns, int[][] delimiters, int[][] tokens) {
+        public Options {
+            if (band < 0 || maxOffset < 1 || topColumns < 1) {
+                throw new IllegalArgumentException("band >= 0, maxOffset >= 1, topColumns >= 1 required, got " + band + ", "
+                        + maxOffset + ", " + topColumns);
+            }
+        }
+
+        public static Options defaults() {
+            return new Options(2, 4, 3, null, null);
+        }
+
+        public Options withDelimiters(int[][] positions) {
+            return new Options(band, maxOffset, topColumns, positions, tokens);
+        }
+
+        public Options withTokens(int[][] ids) {
+            return new Options(band, maxOffset, topColumns, delimiters, ids);
+        }
+
+        public Options withBand(int k) {
+            return new Options(k, maxOffset, topColumns, delimiters, tokens);
+        }
+    }
+
+    private final int heads;
+    private final Options options;
+    private final Acc[] acc;
+
+    public HeadStatistics(int heads, Options options) {
+        if (heads < 1) throw new IllegalArgumentException("heads must be >= 1, got " + heads);
+        this.heads = heads;
+        this.options = options;
+        acc = new Acc[heads];
+        for (int h = 0; h < heads; h++) acc[h] = new Acc(options.maxOffset);
+    }
+
+    public Options options() {
+        return options;
+    }
+
+    public int heads() {
+        return heads;
+    }
+
+    /** The running sums of one head (or of one block before it is added). */
+    public static final class Acc {
+        public long rows;                 // rows with at least one allowed key
+        public long entropyRows;          // rows with more than one allowed key
+        public double entropy, normalizedEntropy, distance, self, previous, next, first, delimiter, band, confidence;
+        public final double[] offsets;    // mass at offset j − p = t − K for t in [0, 2K]
+        public final Map<Integer, Long> argmaxOffsets = new HashMap<>();
+        public long duplicateRows, inductionRows;
+        public double duplicate, induction;
+        /** Column mass per batch element, grown on demand: columns[b][j]. */
+        public double[][] columns = new double[0][];
+
+        public Acc(int maxOffset) {
+            offsets = new double[2 * maxOffset + 1];
+        }
+
+        void add(Acc o) {
+            rows += o.rows;
+            entropyRows += o.entropyRows;
+            entropy += o.entropy;
+            normalizedEntropy += o.normalizedEntropy;
+            distance += o.distance;
+            self += o.self;
+            previous += o.previous;
+            next += o.next;
+            first += o.first;
+            delimiter += o.delimiter;
+            band += o.band;
+            confidence += o.confidence;
+            for (int t = 0; t < offsets.length; t++) offsets[t] += o.offsets[t];
+            o.argmaxOffsets.forEach((k, v) -> argmaxOffsets.merge(k, v, Long::sum));
+            duplicateRows += o.duplicateRows;
+            inductionRows += o.inductionRows;
+            duplicate += o.duplicate;
+            induction += o.induction;
+        }
+
+        /** Column mass of batch element b, sized for n_k keys. */
+        public double[] columns(int b, int keys) {
+            if (columns.length <= b) columns = Arrays.copyOf(columns, b + 1);
+            if (columns[b] == null || columns[b].length < keys) {
+                columns[b] = columns[b] == null ? new double[keys] : Arrays.copyOf(columns[b], keys);
+            }
+            return columns[b];
+        }
+    }
+
+    /** A fresh block accumulator (one worker, one block). */
+    public Acc newBlock() {
+        return new Acc(options.maxOffset);
+    }
+
+    /** Adds a block's sums and column masses [k0, k0 + mass.length) of batch b to head h. */
+    public void add(int h, Acc block) {
+        Acc a = acc[h];
+        synchronized (a) {
+            a.add(block);
+        }
+    }
+
+    /** Adds column masses of keys [k0, k0 + n) of batch element b to head h. */
+    public void addColumns(int h, int b, int keys, int k0, double[] mass, int n) {
+        Acc a = acc[h];
+        synchronized (a) {
+            double[] c = a.columns(b, keys);
+            for (int t = 0; t < n; t++) c[k0 + t] += mass[t];
+        }
+    }
+
+    /** The summary of head h over everything accumulated so far. */
+    public HeadSummary summary(int h) {
+        Acc a = acc[h];
+        synchronized (a) {
+            double rows = Math.max(1, a.rows);
+            double[] offsetProfile = new double[a.offsets.length];
+            for (int t = 0; t < offsetProfile.length; t++) offsetProfile[t] = a.offsets[t] / rows;
+            int modeOffset = 0;
+            long modeCount = 0;
+            for (Map.Entry<Integer, Long> e : a.argmaxOffsets.entrySet()) {
+                if (e.getValue() > modeCount || (e.getValue() == modeCount && Math.abs(e.getKey()) < Math.abs(modeOffset))) {
+                    modeOffset = e.getKey();
+                    modeCount = e.getValue();
+                }
+            }
+            double totalMass = 0, topMass = 0;
+            for (double[] col : a.columns) {
+                if (col == null) continue;
+                double[] sorted = col.clone();
+                Arrays.sort(sorted);
+                for (double v : sorted) totalMass += v;
+                for (int t = 0; t < options.topColumns && t < sorted.length; t++) topMass += sorted[sorted.length - 1 - t];
+            }
+            return new HeadSummary(h, a.rows,
+                    a.entropy / rows, a.entropyRows == 0 ? 0 : a.normalizedEntropy / a.entropyRows,
+                    a.distance / rows, a.self / rows, a.previous / rows, a.next / rows, a.first / rows,
+                    options.delimiters == null ? Double.NaN : a.delimiter / rows, options.band, a.band / rows,
+                    options.maxOffset, offsetProfile, a.confidence / rows, modeOffset, modeCount / rows,
+                    options.topColumns, totalMass == 0 ? 0 : topMass / totalMass,
+                    a.duplicateRows == 0 ? Double.NaN : a.duplicate / a.duplicateRows,
+                    a.inductionRows == 0 ? Double.NaN : a.induction / a.inductionRows);
+        }
+    }
+
+    /** Summaries of all heads. */
+    public HeadSummary[] summaries() {
+        HeadSummary[] s = new HeadSummary[heads];
+        for (int h = 0; h < heads; h++) s[h] = summary(h);
+        return s;
+    }
+}
