@@ -247,6 +247,7 @@ public final class MultiHeadAttention implements AutoCloseable {
                         concat.rowRange(b * nq + q0, b * nq + q1).colRange(h * d, (h + 1) * d),
                         config.scale(), bound, options.softmax(), layout, options.profile(), inspection);
                 kernel.attend(hb, ws.scratch(worker));
+                if (inspection != null && inspection.progress() != null) inspection.progress().accept(q1 - q0);
             });
 
             // 3. Y = concat(O_1 … O_H) W_Oᵀ + b_O

@@ -9,8 +9,15 @@ package dev.headroom.inspect;
  * @param capture    where to write probabilities, or null
  * @param statistics where to add per-head statistics, or null
  * @param keepHead   per query head, false to zero its output (ablation); null keeps all
+ * @param progress   told the number of query rows of each (batch, head) block as it finishes, for
+ *                   progress bars on long inputs; or null
  */
-public record Inspection(AttentionCapture capture, HeadStatistics statistics, boolean[] keepHead) {
+public record Inspection(AttentionCapture capture, HeadStatistics statistics, boolean[] keepHead,
+                         java.util.function.IntConsumer progress) {
+    public Inspection(AttentionCapture capture, HeadStatistics statistics, boolean[] keepHead) {
+        this(capture, statistics, keepHead, null);
+    }
+
     public static Inspection capture(AttentionCapture c) {
         return new Inspection(c, null, null);
     }
@@ -31,11 +38,15 @@ public record Inspection(AttentionCapture capture, HeadStatistics statistics, bo
     }
 
     public Inspection withCapture(AttentionCapture c) {
-        return new Inspection(c, statistics, keepHead);
+        return new Inspection(c, statistics, keepHead, progress);
     }
 
     public Inspection withStatistics(HeadStatistics s) {
-        return new Inspection(capture, s, keepHead);
+        return new Inspection(capture, s, keepHead, progress);
+    }
+
+    public Inspection withProgress(java.util.function.IntConsumer p) {
+        return new Inspection(capture, statistics, keepHead, p);
     }
 
     /** Whether head h's output is kept. */

@@ -1,0 +1,151 @@
+package dev.headroom.cli;
+
+import dev.headroom.attention.AttentionConfig;
+import dev.headroom.attention.AttentionWeights;
+import dev.headroom.attention.Mask;
+import dev.headroom.attention.MultiHeadAttention;
+import dev.headroom.inspect.HeadSummary;
+import dev.headroom.inspect.LayerInspection;
+import dev.headroom.inspect.Redundancy;
+import dev.headroom.io.Npy;
+import dev.headroom.memory.TrackedArena;
+import dev.headroom.report.AttentionReport;
+import dev.headroom.sparse.AttentionPattern;
+import dev.headroom.tensor.Tensor;
+import me.tongfei.progressbar.ProgressBar;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.Callable;
+
+/** {@code headroom inspect}: what every head of a layer does, as numbers and pictures. */
+@Command(name = "inspect", mixinStandardHelpOptions = true,
+        description = "Per-head statistics, roles, heatmaps and an HTML report for one attention layer.")
+final class InspectCommand implements Callable<Integer> {
+    @Option(names = "--weights", required = true, description = "A directory of .npy files or a .safetensors file (see `run`).")
+    Path weights;
+
+    @Option(names = "--prefix", defaultValue = "", description = "Key prefix in the weights.")
+    String prefix;
+
+    @Option(names = "--input", required = true, description = "X, float32 .npy of shape (n, E) or (B, n, E); pictures show batch element 0.")
+    Path input;
+
+    @Option(names = "--tokens", description = "A text file with one token per line (n lines): labels, delimiters ([CLS], [SEP], punctuation) and token identity for duplicate/induction scores.")
+    Path tokensFile;
+
+    @Option(names = "--heads", required = true, description = "Query heads H.")
+    int heads;
+
+    @Option(names = "--kv-heads", description = "Key/value heads G (default H).")
+    Integer kvHeads;
+
+    @Option(names = "--head-dim", description = "Head width d (default E / H).")
+    Integer headDim;
+
+    @Option(names = "--causal", description = "Causal mask.")
+    boolean causal;
+
+    @Option(names = "--window", description = "Sliding-window pattern of this width (sparse kernel).")
+    Integer window;
+
+    @Option(names = "--rows", split = ",", description = "Query rows to capture for pictures (default: all when n <= 512, else 64 evenly spaced).")
+    int[] rows;
+
+    @Option(names = "--threads", description = "Worker threads (default: all processors).")
+    Integer threads;
+
+    @Option(names = "--out", required = true, description = "Output directory.")
+    Path out;
+
+    @Override
+    public Integer call() throws IOException {
+        try (TrackedArena arena = TrackedArena.ofShared()) {
+            Tensor x = Npy.read(input, arena);
+            if (x.rank() == 2) x = x.reshape(1, x.dim(0), x.dim(1));
+            int E = x.dim(-1), n = x.dim(-2);
+            AttentionConfig config = AttentionConfig.of(E, heads, kvHeads == null ? heads : kvHeads,
+                    headDim == null ? checkedHeadDim(E, heads) : headDim);
+            AttentionWeights w = AttentionWeights.load(weights, config, prefix, arena);
+            List<String> tokens = tokensFile == null ? positions(n) : Files.readAllLines(tokensFile);
+            if (tokens.size() != n) {
+                throw new IllegalArgumentException(tokensFile + " has " + tokens.size() + " lines, the input has " + n + " tokens");
+            }
+            List<List<String>> perBatch = new ArrayList<>();
+            for (int b = 0; b < x.dim(0); b++) perBatch.add(tokens);
+            Mask mask = causal ? Mask.causal() : Mask.none();
+            if (window != null) mask = mask.withPattern(AttentionPattern.slidingWindow(window));
+            int[] captured = rows != null ? rows : n <= 512 ? null : evenlySpaced(n, 64);
+            MultiHeadAttention.Options options = MultiHeadAttention.Options.defaults();
+            if (threads != null) options = options.withThreads(threads);
+            LayerInspection.Result result;
+            try (MultiHeadAttention mha = new MultiHeadAttention(w, options);
+                 ProgressBar bar = BenchCommand.progressBar("inspect", (long) x.dim(0) * heads * n)) {
+                result = LayerInspection.run(mha, x, mask, tokensFile == null ? null : perBatch, captured, arena, bar::stepBy);
+            }
+            HeadSummary[] summaries = result.statistics().summaries();
+            write(out, "layer (" + RunCommand.describe(config) + ")", tokens, List.of(new AttentionReport.Layer(result.capture(), summaries)),
+                    System.out);
+            double[][] jsd = Redundancy.jensenShannon(result.capture());
+            StringBuilder s = new StringBuilder("head");
+            for (int h = 0; h < jsd.length; h++) s.append(",h").append(h);
+            s.append('\n');
+            for (int a = 0; a < jsd.length; a++) {
+                s.append('h').append(a);
+                for (double v : jsd[a]) s.append(String.format(Locale.ROOT, ",%.5f", v));
+                s.append('\n');
+            }
+            Files.writeString(out.resolve("redundancy_jsd.csv"), s.toString());
+            System.out.println("wrote redundancy_jsd.csv (Jensen–Shannon divergence of attention rows between heads, nats)");
+        }
+        return 0;
+    }
+
+    static int checkedHeadDim(int E, int H) {
+        return AttentionConfig.of(E, H).headDim();
+    }
+
+    static List<String> positions(int n) {
+        List<String> t = new ArrayList<>(n);
+        for (int i = 0; i < n; i++) t.add(Integer.toString(i));
+        return t;
+    }
+
+    static int[] evenlySpaced(int n, int count) {
+        return java.util.stream.IntStream.range(0, count).map(k -> (int) ((long) k * (n - 1) / (count - 1))).distinct().toArray();
+    }
+
+    /** Writes statistics (CSV, JSON), roles, PNGs, the HTML report and (for short inputs) BertViz JSON. */
+    static void write(Path out, String title, List<String> tokens, List<AttentionReport.Layer> layers, PrintStream log) throws IOException {
+        Files.createDirectories(out);
+        AttentionReport report = new AttentionReport(title, tokens, layers);
+        report.writeStatisticsCsv(out.resolve("statistics.csv"));
+        report.writeStatisticsJson(out.resolve("statistics.json"));
+        StringBuilder roles = new StringBuilder();
+        for (int l = 0; l < layers.size(); l++) {
+            for (HeadSummary h : layers.get(l).summaries()) {
+                String line = String.format(Locale.ROOT, "layer %d head %2d  %s", l, h.head(), h.describe());
+                roles.append(line).append('\n');
+                log.println(line);
+            }
+        }
+        Files.writeString(out.resolve("roles.txt"), roles.toString());
+        for (int l = 0; l < layers.size(); l++) {
+            for (int h = 0; h < layers.get(l).summaries().length; h++) {
+                report.writeHeadPng(out.resolve("heads").resolve(String.format("layer%d_head%02d.png", l, h)), l, h);
+            }
+        }
+        report.writeGridPng(out.resolve("grid.png"));
+        report.writeHtml(out.resolve("report.html"));
+        if (tokens.size() <= 512) report.writeBertVizJson(out.resolve("attention.json"));
+        log.println("wrote statistics.csv, statistics.json, roles.txt, heads/*.png, grid.png, report.html"
+                + (tokens.size() <= 512 ? ", attention.json (BertViz shape)" : "") + " to " + out);
+    }
+}
