@@ -14,6 +14,7 @@ import dev.headroom.sparse.AttentionPattern;
 import dev.headroom.tensor.Tensor;
 import me.tongfei.progressbar.ProgressBar;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 import java.io.IOException;
@@ -29,26 +30,14 @@ import java.util.concurrent.Callable;
 @Command(name = "inspect", mixinStandardHelpOptions = true,
         description = "Per-head statistics, roles, heatmaps and an HTML report for one attention layer.")
 final class InspectCommand implements Callable<Integer> {
-    @Option(names = "--weights", required = true, description = "A directory of .npy files or a .safetensors file (see `run`).")
-    Path weights;
-
-    @Option(names = "--prefix", defaultValue = "", description = "Key prefix in the weights.")
-    String prefix;
+    @Mixin
+    LayerOptions layer;
 
     @Option(names = "--input", required = true, description = "X, float32 .npy of shape (n, E) or (B, n, E); pictures show batch element 0.")
     Path input;
 
     @Option(names = "--tokens", description = "A text file with one token per line (n lines): labels, delimiters ([CLS], [SEP], punctuation) and token identity for duplicate/induction scores.")
     Path tokensFile;
-
-    @Option(names = "--heads", required = true, description = "Query heads H.")
-    int heads;
-
-    @Option(names = "--kv-heads", description = "Key/value heads G (default H).")
-    Integer kvHeads;
-
-    @Option(names = "--head-dim", description = "Head width d (default E / H).")
-    Integer headDim;
 
     @Option(names = "--causal", description = "Causal mask.")
     boolean causal;
@@ -59,9 +48,6 @@ final class InspectCommand implements Callable<Integer> {
     @Option(names = "--rows", split = ",", description = "Query rows to capture for pictures (default: all when n <= 512, else 64 evenly spaced).")
     int[] rows;
 
-    @Option(names = "--threads", description = "Worker threads (default: all processors).")
-    Integer threads;
-
     @Option(names = "--out", required = true, description = "Output directory.")
     Path out;
 
@@ -71,10 +57,9 @@ final class InspectCommand implements Callable<Integer> {
             Tensor x = Npy.read(input, arena);
             if (x.rank() == 2) x = x.reshape(1, x.dim(0), x.dim(1));
             int E = x.dim(-1), n = x.dim(-2);
-            AttentionConfig config = AttentionConfig.of(E, heads, kvHeads == null ? heads : kvHeads,
-                    headDim == null ? checkedHeadDim(E, heads) : headDim);
-            AttentionWeights w = AttentionWeights.load(weights, config, prefix, arena);
-            List<String> tokens = tokensFile == null ? positions(n) : Files.readAllLines(tokensFile);
+            AttentionConfig config = layer.config(E);
+            AttentionWeights w = layer.load(config, arena);
+            List<String> tokens = tokensFile == null ? positions(n) : readTokens(tokensFile);
             if (tokens.size() != n) {
                 throw new IllegalArgumentException(tokensFile + " has " + tokens.size() + " lines, the input has " + n + " tokens");
             }
@@ -83,11 +68,10 @@ final class InspectCommand implements Callable<Integer> {
             Mask mask = causal ? Mask.causal() : Mask.none();
             if (window != null) mask = mask.withPattern(AttentionPattern.slidingWindow(window));
             int[] captured = rows != null ? rows : n <= 512 ? null : evenlySpaced(n, 64);
-            MultiHeadAttention.Options options = MultiHeadAttention.Options.defaults();
-            if (threads != null) options = options.withThreads(threads);
+            MultiHeadAttention.Options options = layer.options();
             LayerInspection.Result result;
             try (MultiHeadAttention mha = new MultiHeadAttention(w, options);
-                 ProgressBar bar = BenchCommand.progressBar("inspect", (long) x.dim(0) * heads * n)) {
+                 ProgressBar bar = BenchCommand.progressBar("inspect", (long) x.dim(0) * config.heads() * n)) {
                 result = LayerInspection.run(mha, x, mask, tokensFile == null ? null : perBatch, captured, arena, bar::stepBy);
             }
             HeadSummary[] summaries = result.statistics().summaries();
@@ -108,8 +92,12 @@ final class InspectCommand implements Callable<Integer> {
         return 0;
     }
 
-    static int checkedHeadDim(int E, int H) {
-        return AttentionConfig.of(E, H).headDim();
+    static List<String> readTokens(Path file) throws IOException {
+        try {
+            return Files.readAllLines(file);
+        } catch (java.nio.charset.CharacterCodingException e) {
+            throw new IllegalArgumentException(file + " is not UTF-8 text with one token per line", e);
+        }
     }
 
     static List<String> positions(int n) {

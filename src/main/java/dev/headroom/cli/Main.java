@@ -1,7 +1,6 @@
 package dev.headroom.cli;
 
 import dev.headroom.blas.OpenBlasNotFoundException;
-import dev.headroom.io.TensorFormatException;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -30,9 +29,10 @@ public final class Main implements Runnable {
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
             // Expected failures (bad input, missing files or library) get their message, not a stack trace.
             if (e instanceof IllegalArgumentException || e instanceof IllegalStateException
-                    || e instanceof TensorFormatException || e instanceof OpenBlasNotFoundException
-                    || e instanceof java.nio.file.NoSuchFileException) {
-                commandLine.getErr().println("headroom: " + e.getMessage());
+                    || e instanceof OpenBlasNotFoundException || e instanceof java.io.IOException) {
+                String what = e instanceof java.nio.file.NoSuchFileException ? "no such file: " + e.getMessage()
+                        : e.getMessage() != null ? e.getMessage() : e.toString();
+                commandLine.getErr().println("headroom: " + what);
                 return 2;
             }
             throw e;

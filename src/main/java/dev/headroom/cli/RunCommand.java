@@ -9,6 +9,7 @@ import dev.headroom.memory.OffHeap;
 import dev.headroom.memory.TrackedArena;
 import dev.headroom.tensor.Tensor;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 import java.lang.foreign.MemorySegment;
@@ -19,13 +20,8 @@ import java.util.concurrent.Callable;
 @Command(name = "run", mixinStandardHelpOptions = true,
         description = "Run multi-head attention on an .npy input and write the output as .npy.")
 final class RunCommand implements Callable<Integer> {
-    @Option(names = "--weights", required = true,
-            description = "A directory of .npy files or a .safetensors file with PyTorch keys "
-                    + "(in_proj_weight/in_proj_bias/out_proj.*, or q_proj/k_proj/v_proj/o_proj .weight/.bias).")
-    Path weights;
-
-    @Option(names = "--prefix", defaultValue = "", description = "Key prefix in the weights, e.g. 'layers.0.self_attn.'.")
-    String prefix;
+    @Mixin
+    LayerOptions layer;
 
     @Option(names = "--input", required = true, description = "Query input X, float32 .npy of shape (n, E) or (B, n, E).")
     Path input;
@@ -36,15 +32,6 @@ final class RunCommand implements Callable<Integer> {
     @Option(names = "--output", required = true, description = "Where to write Y (same shape as the input).")
     Path output;
 
-    @Option(names = "--heads", required = true, description = "Query heads H.")
-    int heads;
-
-    @Option(names = "--kv-heads", description = "Key/value heads G (divides H; default H).")
-    Integer kvHeads;
-
-    @Option(names = "--head-dim", description = "Head width d (default E / H).")
-    Integer headDim;
-
     @Option(names = "--causal", description = "Causal mask: query i sees keys j <= i + n_k - n_q.")
     boolean causal;
 
@@ -54,9 +41,6 @@ final class RunCommand implements Callable<Integer> {
     @Option(names = "--mask", description = "Boolean .npy mask (true = allowed) of shape (n_q, n_k), (B, n_q, n_k) or (B, H, n_q, n_k).")
     Path maskFile;
 
-    @Option(names = "--threads", description = "Worker threads (default: all processors).")
-    Integer threads;
-
     @Option(names = "--check-finite", description = "Refuse inputs that hold NaN or infinities.")
     boolean checkFinite;
 
@@ -65,11 +49,8 @@ final class RunCommand implements Callable<Integer> {
         try (TrackedArena arena = TrackedArena.ofShared()) {
             Tensor x = Npy.read(input, arena);
             Tensor kv = keyValue == null ? null : Npy.read(keyValue, arena);
-            int E = x.dim(-1);
-            AttentionConfig config = headDim == null ? AttentionConfig.of(E, heads)
-                    : new AttentionConfig(E, heads, heads, headDim, 1f).withHeadDim(headDim);
-            if (kvHeads != null) config = config.withKvHeads(kvHeads);
-            AttentionWeights w = AttentionWeights.load(weights, config, prefix, arena);
+            AttentionConfig config = layer.config(x.dim(-1));
+            AttentionWeights w = layer.load(config, arena);
             Mask mask = causal ? Mask.causal() : Mask.none();
             if (keyLengths != null) mask = mask.withKeyLengths(keyLengths);
             if (maskFile != null) {
@@ -77,8 +58,7 @@ final class RunCommand implements Callable<Integer> {
                 MemorySegment bytes = Npy.readBooleans(maskFile, arena, shape);
                 mask = mask.withAllowed(bytes, shape[0]);
             }
-            MultiHeadAttention.Options options = MultiHeadAttention.Options.defaults().withCheckFinite(checkFinite);
-            if (threads != null) options = options.withThreads(threads);
+            MultiHeadAttention.Options options = layer.options().withCheckFinite(checkFinite);
             try (MultiHeadAttention mha = new MultiHeadAttention(w, options)) {
                 OffHeap.resetPeak();
                 long t0 = System.nanoTime();

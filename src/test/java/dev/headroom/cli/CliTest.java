@@ -66,6 +66,32 @@ class CliTest {
     }
 
     @Test
+    void inspectWritesStatisticsRolesPicturesAndTheReport() throws Exception {
+        AttentionConfig c = AttentionConfig.of(16, 4);
+        try (Arena arena = Arena.ofShared()) {
+            Path weights = dir.resolve("w");
+            AttentionWeights.random(c, true, 3, arena).saveNpy(weights);
+            Tensor x = Tensor.allocate(arena, 9, 16);
+            for (long i = 0; i < x.size(); i++) x.set(i, (float) Math.sin(i));
+            Path in = dir.resolve("x.npy"), tokens = dir.resolve("tokens.txt"), out = dir.resolve("inspect");
+            Npy.write(in, x);
+            Files.writeString(tokens, "[CLS]\nthe\ncat\n,\nthe\ncat\nsat\n.\n[SEP]\n");
+            Object[] res = run("inspect", "--weights", weights.toString(), "--input", in.toString(), "--tokens", tokens.toString(),
+                    "--heads", "4", "--out", out.toString());
+            assertEquals(0, res[0], String.valueOf(res[2]));
+            for (String f : new String[]{"statistics.csv", "statistics.json", "roles.txt", "grid.png", "report.html",
+                    "attention.json", "redundancy_jsd.csv", "heads/layer0_head03.png"}) {
+                assertTrue(Files.size(out.resolve(f)) > 0, f);
+            }
+            assertEquals(4, Files.readAllLines(out.resolve("roles.txt")).size());
+            assertTrue(Files.readString(out.resolve("statistics.csv")).lines().skip(1).allMatch(l -> !l.contains("NaN,NaN,NaN")));
+            Object[] wrongTokens = run("inspect", "--weights", weights.toString(), "--input", in.toString(), "--tokens",
+                    in.toString(), "--heads", "4", "--out", out.toString());
+            assertEquals(2, wrongTokens[0]);
+        }
+    }
+
+    @Test
     void badInputIsAMessageNotAStackTrace() throws Exception {
         Path bad = dir.resolve("bad.npy");
         Files.writeString(bad, "not numpy");

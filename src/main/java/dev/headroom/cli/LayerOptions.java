@@ -1,0 +1,48 @@
+package dev.headroom.cli;
+
+import dev.headroom.attention.AttentionConfig;
+import dev.headroom.attention.AttentionWeights;
+import dev.headroom.attention.MultiHeadAttention;
+import picocli.CommandLine.Option;
+
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.nio.file.Path;
+
+/** The options that describe one attention layer and how to run it (a picocli mixin of `run` and `inspect`). */
+final class LayerOptions {
+    @Option(names = "--weights", required = true,
+            description = "A directory of .npy files or a .safetensors file with PyTorch keys "
+                    + "(in_proj_weight/in_proj_bias/out_proj.*, or q_proj/k_proj/v_proj/o_proj .weight/.bias).")
+    Path weights;
+
+    @Option(names = "--prefix", defaultValue = "", description = "Key prefix in the weights, e.g. 'layers.0.self_attn.'.")
+    String prefix;
+
+    @Option(names = "--heads", required = true, description = "Query heads H.")
+    int heads;
+
+    @Option(names = "--kv-heads", description = "Key/value heads G (divides H; default H).")
+    Integer kvHeads;
+
+    @Option(names = "--head-dim", description = "Head width d (default E / H).")
+    Integer headDim;
+
+    @Option(names = "--threads", description = "Worker threads (default: all processors).")
+    Integer threads;
+
+    /** The layer's shape for model width E. */
+    AttentionConfig config(int dModel) {
+        int d = headDim != null ? headDim : AttentionConfig.of(dModel, heads).headDim();
+        return AttentionConfig.of(dModel, heads, kvHeads == null ? heads : kvHeads, d);
+    }
+
+    AttentionWeights load(AttentionConfig config, Arena arena) throws IOException {
+        return AttentionWeights.load(weights, config, prefix, arena);
+    }
+
+    MultiHeadAttention.Options options() {
+        MultiHeadAttention.Options o = MultiHeadAttention.Options.defaults();
+        return threads == null ? o : o.withThreads(threads);
+    }
+}
