@@ -1,0 +1,64 @@
+package dev.headroom.blas;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * How OpenBLAS is found, in fresh JVMs (a loaded library cannot be unloaded in this one): an
+ * explicit path that is wrong is an error naming it and the package to install, not a silent
+ * fallback or a crash; a path to a file that is not OpenBLAS is refused the same way.
+ */
+class OpenBlasLoaderTest {
+    @TempDir
+    Path dir;
+
+    private static String[] run(String... properties) throws Exception {
+        List<String> cmd = new ArrayList<>();
+        cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+        cmd.add("--enable-native-access=ALL-UNNAMED");
+        cmd.add("--add-modules=jdk.incubator.vector");
+        cmd.addAll(List.of(properties));
+        cmd.add("-cp");
+        cmd.add(System.getProperty("java.class.path"));
+        cmd.add("dev.headroom.cli.Main");
+        cmd.add("info");
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(false).start();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        String err = new String(p.getErrorStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(60, TimeUnit.SECONDS));
+        return new String[]{Integer.toString(p.exitValue()), out, err};
+    }
+
+    @Test
+    void aWrongExplicitPathNamesItAndThePackage() throws Exception {
+        String[] r = run("-D" + OpenBlas.PATH_PROPERTY + "=" + dir.resolve("libnothing.so"));
+        assertEquals("2", r[0], r[2]);
+        assertTrue(r[2].contains("libnothing.so") && r[2].contains("apt-get install libopenblas0-pthread"), r[2]);
+    }
+
+    @Test
+    void aLibraryThatIsNotOpenBlasIsRefused() throws Exception {
+        Path libm = Path.of("/lib/x86_64-linux-gnu/libm.so.6");
+        if (!Files.exists(libm)) libm = Path.of("/usr/lib/x86_64-linux-gnu/libm.so.6");
+        String[] r = run("-D" + OpenBlas.PATH_PROPERTY + "=" + libm);
+        assertEquals("2", r[0], r[2]);
+        assertTrue(r[2].contains("does not export OpenBLAS") || r[2].contains("could not be loaded"), r[2]);
+    }
+
+    @Test
+    void theSystemLibraryIsFoundWithoutConfiguration() throws Exception {
+        String[] r = run();
+        assertEquals("0", r[0], r[2]);
+        assertTrue(r[1].contains("libopenblas.so"), r[1]);
+    }
+}
