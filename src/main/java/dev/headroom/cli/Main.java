@@ -8,7 +8,7 @@ import picocli.CommandLine.Command;
 @Command(name = "headroom", mixinStandardHelpOptions = true, version = "headroom 0.1.0",
         description = "Multi-head attention on off-heap memory, with OpenBLAS.",
         subcommands = {RunCommand.class, BenchCommand.class, InfoCommand.class, DemoCommand.class, InspectCommand.class,
-                CommandLine.HelpCommand.class})
+                EmbedCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;

@@ -1,0 +1,389 @@
+package dev.headroom.model;
+
+import dev.headroom.attention.Mask;
+import dev.headroom.attention.MultiHeadAttention;
+import dev.headroom.blas.Blas;
+import dev.headroom.kernels.Gelu;
+import dev.headroom.kernels.LayerNorm;
+import dev.headroom.runtime.WorkerPool;
+import dev.headroom.tensor.Matrix;
+import dev.headroom.tensor.Tensor;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Comparator;
+import java.util.List;
+import java.util.stream.IntStream;
+
+/**
+ * A BERT-style sentence encoder (all-MiniLM-L6-v2) on Headroom: attention is Headroom's
+ * {@link MultiHeadAttention}, everything else runs here, off-heap, with matrix products through
+ * {@link Blas#sgemm} and LayerNorm/GELU in Java ({@link LayerNorm#VECTOR}, {@link Gelu#VECTOR}).
+ * <pre>
+ *   x = LN_emb(word[id] + position[i] + type[0])                     (B·n, E)
+ *   for each layer:
+ *     a = MultiHeadAttention(x), keys past each sequence's length masked
+ *     x = LN_attn(a + x)
+ *     x = LN_out(GELU(x·W₁ + b₁)·W₂ + b₂ + x)                       W₁ (E, I), W₂ (I, E)
+ *   last_hidden_state = x                                            (B, n, E)
+ *   embedding = normalize(mean of x over the real tokens)            (B, E), ‖·‖₂ = 1
+ * </pre>
+ * Padded positions are computed too (their queries see the real keys, as in the ONNX graph),
+ * but no real token ever attends to them.
+ *
+ * <p><b>Threads.</b> One pool of {@code threads} workers (the caller and threads − 1 helpers)
+ * runs the whole forward pass: the embeddings and each layer's LayerNorm–FFN–LayerNorm on blocks
+ * of token rows, and the attention split into tasks too, each running a layer's
+ * {@link MultiHeadAttention} on one thread, over groups of batch elements, or, when the batch is
+ * smaller than the pool, over blocks of one element's queries (each block attending to the whole
+ * sequence, so only the key and value projections are computed twice). Why not let each
+ * attention layer use its own workers: their pools' idle threads spin between calls, and seven
+ * pools on two cores took the cores from each other (a batch of one ran at half speed). Every
+ * sgemm runs on one OpenBLAS thread (the attention layers set that, process-wide). Tensors must
+ * be in a shared arena when threads &gt; 1.
+ *
+ * <p><b>Memory.</b> The weights live in the arena given to {@link MiniLmWeights#fromOnnx}, or in
+ * one this encoder owns and closes (see {@link Models}). Per-call scratch is in an
+ * {@link EncoderWorkspace}; outputs go to the caller's tensors or arena.
+ *
+ * <p><b>Concurrency.</b> One encoder serves concurrent calls that each have their own workspace;
+ * {@link #close()} must not race with running calls.
+ */
+public final class MiniLmEncoder implements AutoCloseable {
+    private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
+    /** Sentences per forward call in {@link #embed}; sorted by length first, so padding stays small. */
+    public static final int DEFAULT_BATCH = 32;
+    /**
+     * OpenBLAS packs all of W for every sgemm call, whatever the number of rows: measured here
+     * (SkylakeX kernel, 384×1536), 4096 rows in blocks of 64 run at 74% of one call's rate, blocks
+     * of 128 at 84%, of 256 and more at 93–96%. Batches that cannot give each worker this many rows
+     * split the FFN's products by columns instead.
+     */
+    static final int MIN_ROWS_PER_TASK = 256, MAX_ROWS_PER_TASK = 512;
+
+    private final MiniLmWeights weights;
+    private final MiniLmConfig config;
+    private final WordPieceTokenizer tokenizer;
+    /** One attention per layer, over that layer's weights. */
+    private final List<MultiHeadAttention> attention;
+    private final WorkerPool pool;
+    /** The arena holding the weights when this encoder owns it, else null. */
+    private final Arena ownedArena;
+
+    /** An encoder over weights in the caller's arena; the tokenizer must not exceed the model's positions. */
+    public MiniLmEncoder(MiniLmWeights weights, WordPieceTokenizer tokenizer, int threads) {
+        this(weights, tokenizer, threads, null);
+    }
+
+    MiniLmEncoder(MiniLmWeights weights, WordPieceTokenizer tokenizer, int threads, Arena ownedArena) {
+        this.weights = weights;
+        this.config = weights.config();
+        if (tokenizer.maxLength() > config.maxPositions()) {
+            throw new IllegalArgumentException("the tokenizer truncates to " + tokenizer.maxLength()
+                    + " tokens but the model has only " + config.maxPositions() + " positions");
+        }
+        if (tokenizer.vocabularySize() > config.vocabSize()) {
+            throw new IllegalArgumentException("the tokenizer's vocabulary (" + tokenizer.vocabularySize()
+                    + ") is larger than the model's embedding table (" + config.vocabSize() + ")");
+        }
+        this.tokenizer = tokenizer;
+        // One thread per attention call: this encoder's pool splits the attention work itself (see above).
+        MultiHeadAttention.Options options = MultiHeadAttention.Options.defaults().withThreads(1);
+        List<MultiHeadAttention> layers = new ArrayList<>();
+        for (MiniLmWeights.Layer layer : weights.layers()) layers.add(new MultiHeadAttention(layer.attention(), options));
+        this.attention = List.copyOf(layers);
+        this.pool = new WorkerPool(threads);
+        this.ownedArena = ownedArena;
+    }
+
+    public MiniLmConfig config() {
+        return config;
+    }
+
+    public MiniLmWeights weights() {
+        return weights;
+    }
+
+    public WordPieceTokenizer tokenizer() {
+        return tokenizer;
+    }
+
+    public int threads() {
+        return pool.threads();
+    }
+
+    /** Layer {@code layer}'s attention (0 first). */
+    public MultiHeadAttention attention(int layer) {
+        return attention.get(layer);
+    }
+
+    public List<MultiHeadAttention> attentionLayers() {
+        return attention;
+    }
+
+    // ---- last hidden state ----
+
+    /** The last hidden state of {@code tokens}, (B, n, E), allocated in {@code arena}. */
+    public Tensor lastHiddenState(TokenBatch tokens, Arena arena) {
+        Tensor out = Tensor.allocate(arena, tokens.batch(), tokens.length(), config.hidden());
+        try (EncoderWorkspace ws = new EncoderWorkspace()) {
+            lastHiddenState(tokens, out, ws, null);
+        }
+        return out;
+    }
+
+    /**
+     * Runs the encoder on {@code tokens} (token type 0 throughout) and writes the last hidden
+     * state to {@code out}, (B, n, E); scratch in {@code ws}. {@code listener}, if not null, is
+     * called before each layer's attention with that attention's input.
+     */
+    public void lastHiddenState(TokenBatch tokens, Tensor out, EncoderWorkspace ws, AttentionListener listener) {
+        int B = tokens.batch(), n = tokens.length(), E = config.hidden(), I = config.intermediate();
+        checkTokens(tokens, out);
+        if (B == 0 || n == 0) return;
+        int rows = B * n;
+        ws.prepare(rows, E, I, pool.threads());
+        Mask mask = Mask.keyLengths(tokens.lengths());
+        /* x: (B·n, E), the hidden state, updated in place layer by layer: it is the output. */
+        MemorySegment x = out.segment();
+        /* a: (B·n, E), the attention output, then each row block's FFN output. */
+        MemorySegment a = ws.attentionOut();
+        Tensor attentionOut = Tensor.wrap(a.asSlice(0, (long) rows * E * Float.BYTES), B, n, E);
+        /* u: (B·n, I), the FFN's intermediate activations. */
+        MemorySegment u = ws.intermediate();
+        int chunk = rowChunk(rows), blocks = (rows + chunk - 1) / chunk;
+        int[] ids = tokens.ids();
+
+        // 1. x = LN_emb(word[id] + (position[i] + type[0]))
+        MiniLmWeights.Norm emb = weights.embeddingNorm();
+        MemorySegment word = weights.wordEmbeddings().segment(), position = weights.positionAndType0().segment();
+        pool.run(blocks, (task, worker) -> {
+            for (int r = task * chunk, end = Math.min(rows, r + chunk); r < end; r++) {
+                LayerNorm.VECTOR.addAndNormalize(word, (long) ids[r] * E, position, (long) (r % n) * E,
+                        emb.gamma().segment(), emb.beta().segment(), emb.eps(), x, (long) r * E, E);
+            }
+        });
+
+        for (int l = 0; l < attention.size(); l++) {
+            MiniLmWeights.Layer layer = weights.layers().get(l);
+            if (listener != null) listener.beforeAttention(l, attention.get(l), out, mask);
+            // 2. a = MultiHeadAttention(x) with key padding
+            attend(attention.get(l), out, tokens, attentionOut, ws);
+            // 3. x = LN_attn(a + x), then x = LN_out(GELU(x·W₁ + b₁)·W₂ + b₂ + x)
+            if (rows >= pool.threads() * MIN_ROWS_PER_TASK) {
+                pool.run(blocks, (task, worker) -> feedForward(layer, x, a, u, task * chunk, Math.min(rows, (task + 1) * chunk)));
+            } else {
+                feedForwardByColumns(layer, x, a, u, rows, chunk, blocks);
+            }
+        }
+    }
+
+    /**
+     * a = attention(x) with each sequence's keys limited to its length, as tasks on the pool:
+     * groups of whole batch elements when there are at least as many as workers, else blocks of
+     * each element's query rows attending to all of that element's keys.
+     */
+    private void attend(MultiHeadAttention mha, Tensor x, TokenBatch tokens, Tensor a, EncoderWorkspace ws) {
+        int B = tokens.batch(), n = tokens.length(), T = pool.threads();
+        int[] lengths = tokens.lengths();
+        if (T == 1) {
+            mha.forward(x, null, Mask.keyLengths(lengths), a, ws.attention(0));
+        } else if (B >= T) {
+            int per = (B + T - 1) / T;
+            pool.run((B + per - 1) / per, (task, worker) -> {
+                int b0 = task * per, b1 = Math.min(B, b0 + per);
+                mha.forward(rows(x, b0, b1, 0, n), null, Mask.keyLengths(Arrays.copyOfRange(lengths, b0, b1)),
+                        rows(a, b0, b1, 0, n), ws.attention(worker));
+            });
+        } else {
+            int blocks = (T + B - 1) / B, perBlock = (n + blocks - 1) / blocks;
+            pool.run(B * blocks, (task, worker) -> {
+                int b = task / blocks, q0 = task % blocks * perBlock, q1 = Math.min(n, q0 + perBlock);
+                if (q0 >= q1) return;
+                mha.forward(rows(x, b, b + 1, q0, q1), rows(x, b, b + 1, 0, n), Mask.keyLengths(lengths[b]),
+                        rows(a, b, b + 1, q0, q1), ws.attention(worker));
+            });
+        }
+    }
+
+    /** Batch elements [b0, b1) and positions [i0, i1) of t (B, n, E) as a (b1 − b0, i1 − i0, E) view (i0, i1 span all positions when b1 − b0 > 1). */
+    private static Tensor rows(Tensor t, int b0, int b1, int i0, int i1) {
+        int n = t.dim(1), E = t.dim(2);
+        assert b1 - b0 == 1 || (i0 == 0 && i1 == n) : "a view of several batch elements must span whole sequences";
+        long first = ((long) b0 * n + i0) * E, floats = ((long) (b1 - b0 - 1) * n + (i1 - i0)) * E;
+        return Tensor.wrap(t.segment().asSlice(first * Float.BYTES, floats * Float.BYTES), b1 - b0, i1 - i0, E);
+    }
+
+    /** Rows [r0, r1): the residual LayerNorm after attention, the FFN, and the residual LayerNorm after it. */
+    private void feedForward(MiniLmWeights.Layer layer, MemorySegment x, MemorySegment a, MemorySegment u, int r0, int r1) {
+        int E = config.hidden(), I = config.intermediate(), m = r1 - r0;
+        MiniLmWeights.Norm n1 = layer.attentionNorm(), n2 = layer.outputNorm();
+        // x = LN_attn(a + x)
+        for (int r = r0; r < r1; r++) {
+            LayerNorm.VECTOR.addAndNormalize(a, (long) r * E, x, (long) r * E, n1.gamma().segment(), n1.beta().segment(),
+                    n1.eps(), x, (long) r * E, E);
+        }
+        Matrix xRows = new Matrix(x, (long) r0 * E, m, E, E);
+        Matrix uRows = new Matrix(u, (long) r0 * I, m, I, I);
+        Matrix fRows = new Matrix(a, (long) r0 * E, m, E, E);
+        // u = GELU(x·W₁ + b₁)
+        Blas.sgemm(1f, xRows, false, layer.intermediateWeight().matrix(), false, 0f, uRows);
+        for (int r = r0; r < r1; r++) Gelu.VECTOR.apply(u, (long) r * I, I, layer.intermediateBias().segment());
+        // f = b₂ + u·W₂, the bias first so that sgemm adds onto it (beta = 1)
+        long biasBytes = (long) E * Float.BYTES;
+        for (int r = r0; r < r1; r++) MemorySegment.copy(layer.outputBias().segment(), 0, a, (long) r * E * Float.BYTES, biasBytes);
+        Blas.sgemm(1f, uRows, false, layer.outputWeight().matrix(), false, 1f, fRows);
+        // x = LN_out(f + x)
+        for (int r = r0; r < r1; r++) {
+            LayerNorm.VECTOR.addAndNormalize(a, (long) r * E, x, (long) r * E, n2.gamma().segment(), n2.beta().segment(),
+                    n2.eps(), x, (long) r * E, E);
+        }
+    }
+
+    /**
+     * The same as {@link #feedForward} over all rows for batches too small to give every worker
+     * {@link #MIN_ROWS_PER_TASK} rows: the two matrix products are split by output columns
+     * instead (each worker multiplies every row by its slice of W₁, then of W₂), the LayerNorms by
+     * rows, with a barrier between the steps.
+     */
+    private void feedForwardByColumns(MiniLmWeights.Layer layer, MemorySegment x, MemorySegment a, MemorySegment u,
+                                      int rows, int chunk, int blocks) {
+        int E = config.hidden(), I = config.intermediate(), T = pool.threads();
+        MiniLmWeights.Norm n1 = layer.attentionNorm(), n2 = layer.outputNorm();
+        // x = LN_attn(a + x)
+        pool.run(blocks, (task, worker) -> {
+            for (int r = task * chunk, end = Math.min(rows, r + chunk); r < end; r++) {
+                LayerNorm.VECTOR.addAndNormalize(a, (long) r * E, x, (long) r * E, n1.gamma().segment(), n1.beta().segment(),
+                        n1.eps(), x, (long) r * E, E);
+            }
+        });
+        Matrix xAll = new Matrix(x, 0, rows, E, E), uAll = new Matrix(u, 0, rows, I, I), fAll = new Matrix(a, 0, rows, E, E);
+        // u[:, c0:c1] = GELU(x·W₁[:, c0:c1] + b₁[c0:c1]), one block of columns per worker (multiples of 16)
+        int iBlock = (I / T + 15) / 16 * 16, eBlock = (E / T + 15) / 16 * 16;
+        pool.run((I + iBlock - 1) / iBlock, (task, worker) -> {
+            int c0 = task * iBlock, c1 = Math.min(I, c0 + iBlock);
+            Blas.sgemm(1f, xAll, false, layer.intermediateWeight().matrix().colRange(c0, c1), false, 0f, uAll.colRange(c0, c1));
+            MemorySegment bias = layer.intermediateBias().segment().asSlice((long) c0 * Float.BYTES);
+            for (int r = 0; r < rows; r++) Gelu.VECTOR.apply(u, (long) r * I + c0, c1 - c0, bias);
+        });
+        // f[:, c0:c1] = b₂[c0:c1] + u·W₂[:, c0:c1]
+        pool.run((E + eBlock - 1) / eBlock, (task, worker) -> {
+            int c0 = task * eBlock, c1 = Math.min(E, c0 + eBlock);
+            for (int r = 0; r < rows; r++) {
+                MemorySegment.copy(layer.outputBias().segment(), (long) c0 * Float.BYTES, a, ((long) r * E + c0) * Float.BYTES,
+                        (long) (c1 - c0) * Float.BYTES);
+            }
+            Blas.sgemm(1f, uAll, false, layer.outputWeight().matrix().colRange(c0, c1), false, 1f, fAll.colRange(c0, c1));
+        });
+        // x = LN_out(f + x)
+        pool.run(blocks, (task, worker) -> {
+            for (int r = task * chunk, end = Math.min(rows, r + chunk); r < end; r++) {
+                LayerNorm.VECTOR.addAndNormalize(a, (long) r * E, x, (long) r * E, n2.gamma().segment(), n2.beta().segment(),
+                        n2.eps(), x, (long) r * E, E);
+            }
+        });
+    }
+
+    /**
+     * Rows per task: about one task per thread, a multiple of 16, at most {@link #MAX_ROWS_PER_TASK}
+     * so that long batches still balance across workers.
+     */
+    private int rowChunk(int rows) {
+        int perThread = (rows + pool.threads() - 1) / pool.threads();
+        return Math.min(MAX_ROWS_PER_TASK, Math.max(16, (perThread + 15) / 16 * 16));
+    }
+
+    private void checkTokens(TokenBatch tokens, Tensor out) {
+        int B = tokens.batch(), n = tokens.length(), E = config.hidden();
+        if (out.rank() != 3 || out.dim(0) != B || out.dim(1) != n || out.dim(2) != E) {
+            throw new IllegalArgumentException("output has shape " + out.shapeString() + ", expected (" + B + ", " + n + ", " + E
+                    + ") for " + tokens);
+        }
+        if (n > config.maxPositions()) {
+            throw new IllegalArgumentException("sequences of " + n + " tokens exceed the model's " + config.maxPositions()
+                    + " positions; truncate them (WordPieceTokenizer.withMaxLength)");
+        }
+        int[] ids = tokens.ids();
+        for (int i = 0; i < ids.length; i++) {
+            if (ids[i] < 0 || ids[i] >= config.vocabSize()) {
+                throw new IllegalArgumentException("token id " + ids[i] + " at (batch " + i / n + ", position " + i % n
+                        + ") is outside the vocabulary of " + config.vocabSize());
+            }
+        }
+    }
+
+    // ---- sentence embeddings ----
+
+    /** One L2-normalised embedding per sentence, (count, E), allocated in {@code arena}. */
+    public Tensor embed(List<String> sentences, Arena arena) {
+        Tensor out = Tensor.allocate(arena, sentences.size(), config.hidden());
+        try (EncoderWorkspace ws = new EncoderWorkspace()) {
+            embed(sentences, out, ws, DEFAULT_BATCH);
+        }
+        return out;
+    }
+
+    /**
+     * Writes sentence i's embedding to row i of {@code out}, (count, E): the mean of the last
+     * hidden state over its real tokens, L2-normalised (as sentence-transformers' Pooling and
+     * Normalize modules). Sentences are encoded in batches of up to {@code batchSize}, shortest
+     * first, so that each batch pads little.
+     */
+    public void embed(List<String> sentences, Tensor out, EncoderWorkspace ws, int batchSize) {
+        int count = sentences.size(), E = config.hidden();
+        if (out.rank() != 2 || out.dim(0) != count || out.dim(1) != E) {
+            throw new IllegalArgumentException("output has shape " + out.shapeString() + ", expected (" + count + ", " + E + ")");
+        }
+        if (batchSize < 1) throw new IllegalArgumentException("batch size must be >= 1, got " + batchSize);
+        int[][] encoded = new int[count][];
+        for (int i = 0; i < count; i++) encoded[i] = tokenizer.encode(sentences.get(i));
+        Integer[] order = IntStream.range(0, count).boxed().toArray(Integer[]::new);
+        Arrays.sort(order, Comparator.comparingInt(i -> encoded[i].length));
+        for (int start = 0; start < count; start += batchSize) {
+            int end = Math.min(count, start + batchSize);
+            int[][] batch = new int[end - start][];
+            for (int b = 0; b < batch.length; b++) batch[b] = encoded[order[start + b]];
+            TokenBatch tokens = TokenBatch.padded(tokenizer.padId(), batch);
+            int rows = tokens.batch() * tokens.length();
+            ws.prepare(rows, E, config.intermediate(), pool.threads());
+            Tensor hidden = Tensor.wrap(ws.hidden().asSlice(0, (long) rows * E * Float.BYTES), tokens.batch(), tokens.length(), E);
+            lastHiddenState(tokens, hidden, ws, null);
+            for (int b = 0; b < batch.length; b++) {
+                meanPoolAndNormalize(hidden, b, tokens.lengths()[b], out.segment(), (long) order[start + b] * E);
+            }
+        }
+    }
+
+    /**
+     * The mean of tokens [0, length) of batch element b of {@code hidden} (B, n, E), divided by
+     * its L2 norm (at least 1e-12, as {@code torch.nn.functional.normalize}), written to E floats
+     * of {@code dst} from float index {@code dstOffset}. Sums in double: a sentence embedding is
+     * computed once, and the order of a float sum would otherwise show in the last bits.
+     */
+    public static void meanPoolAndNormalize(Tensor hidden, int b, int length, MemorySegment dst, long dstOffset) {
+        int n = hidden.dim(1), E = hidden.dim(2);
+        MemorySegment h = hidden.segment();
+        double[] sum = new double[E];
+        for (int i = 0; i < length; i++) {
+            long row = ((long) b * n + i) * E;
+            for (int j = 0; j < E; j++) sum[j] += h.getAtIndex(F, row + j);
+        }
+        double norm = 0;
+        for (int j = 0; j < E; j++) {
+            sum[j] /= Math.max(length, 1);
+            norm += sum[j] * sum[j];
+        }
+        double scale = 1 / Math.max(Math.sqrt(norm), 1e-12);
+        for (int j = 0; j < E; j++) dst.setAtIndex(F, dstOffset + j, (float) (sum[j] * scale));
+    }
+
+    @Override
+    public void close() {
+        for (MultiHeadAttention mha : attention) mha.close();
+        pool.close();
+        if (ownedArena != null) ownedArena.close();
+    }
+}

@@ -1,0 +1,77 @@
+package dev.headroom.model;
+
+import dev.headroom.cli.Main;
+import dev.headroom.io.Npy;
+import dev.headroom.memory.TrackedArena;
+import dev.headroom.tensor.Tensor;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** {@code headroom embed}: the .npy it writes is what the API computes, in input order; bad input is a one-line message. */
+class EmbedCommandTest {
+    @TempDir
+    Path dir;
+
+    /** Runs the CLI in this JVM and returns {exit code, stdout, stderr}. */
+    static Object[] run(String... args) {
+        PrintStream out = System.out, err = System.err;
+        ByteArrayOutputStream o = new ByteArrayOutputStream(), e = new ByteArrayOutputStream();
+        System.setOut(new PrintStream(o, true, StandardCharsets.UTF_8));
+        System.setErr(new PrintStream(e, true, StandardCharsets.UTF_8));
+        try {
+            int code = Main.execute(args);
+            return new Object[]{code, o.toString(StandardCharsets.UTF_8), e.toString(StandardCharsets.UTF_8)};
+        } finally {
+            System.setOut(out);
+            System.setErr(err);
+        }
+    }
+
+    @Test
+    void writesTheApisEmbeddingsInInputOrder() throws Exception {
+        Path input = dir.resolve("sentences.txt"), output = dir.resolve("e.npy");
+        Files.writeString(input, "A much longer first sentence, so that sorting by length would reorder it.\n\nShort one.\n");
+        Object[] res = run("embed", "--model", "minilm", "--input", input.toString(), "--output", output.toString(),
+                "--threads", "2", "Hello, world!");
+        assertEquals(0, res[0], String.valueOf(res[2]));
+        assertTrue(((String) res[1]).contains("3 embeddings (3, 384) written to"), (String) res[1]);
+        List<String> sentences = List.of("A much longer first sentence, so that sorting by length would reorder it.", "Short one.",
+                "Hello, world!");
+        try (TrackedArena arena = TrackedArena.ofShared(); MiniLmEncoder encoder = Models.minilm(arena, 2)) {
+            Tensor expected = encoder.embed(sentences, arena);
+            Tensor written = Npy.read(output, arena);
+            assertArrayEquals(new int[]{3, 384}, written.shape());
+            assertArrayEquals(expected.toArray(), written.toArray(), 1e-6f);
+        }
+    }
+
+    @Test
+    void printsAPreviewWithoutOutputFile() {
+        Object[] res = run("embed", "--threads", "1", "--max-tokens", "4", "Hello, world!", "Short");
+        assertEquals(0, res[0], String.valueOf(res[2]));
+        String out = (String) res[1];
+        assertTrue(out.contains("\"Hello, world!\"") && out.contains("4 tokens") && out.contains("3 tokens"), out);
+        assertTrue(out.contains("1 reached the limit of 4 tokens"), out);
+    }
+
+    @Test
+    void badInputIsAOneLineMessage() {
+        Object[] res = run("embed", "--model", "bert-large", "x");
+        assertEquals(2, res[0]);
+        assertEquals("headroom: unknown model 'bert-large'; available: minilm", ((String) res[2]).trim());
+        res = run("embed");
+        assertEquals(2, res[0]);
+        assertTrue(((String) res[2]).contains("no sentences"), (String) res[2]);
+    }
+}
