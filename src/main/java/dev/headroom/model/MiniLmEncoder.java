@@ -72,6 +72,8 @@ public final class MiniLmEncoder implements AutoCloseable {
     private final WorkerPool pool;
     /** The arena holding the weights when this encoder owns it, else null. */
     private final Arena ownedArena;
+    /** A thread that is not the caller's: what a segment must be accessible from for the workers. */
+    private static final Thread OTHER_THREAD = new Thread(() -> {});
 
     /** An encoder over weights in the caller's arena; the tokenizer must not exceed the model's positions. */
     public MiniLmEncoder(MiniLmWeights weights, WordPieceTokenizer tokenizer, int threads) {
@@ -88,6 +90,10 @@ public final class MiniLmEncoder implements AutoCloseable {
         if (tokenizer.vocabularySize() > config.vocabSize()) {
             throw new IllegalArgumentException("the tokenizer's vocabulary (" + tokenizer.vocabularySize()
                     + ") is larger than the model's embedding table (" + config.vocabSize() + ")");
+        }
+        if (threads > 1 && !weights.wordEmbeddings().segment().isAccessibleBy(OTHER_THREAD)) {
+            throw new IllegalArgumentException("the weights live in a confined arena, which the encoder's " + threads
+                    + " worker threads cannot read; load them into Arena.ofShared() or TrackedArena.ofShared(), or use 1 thread");
         }
         this.tokenizer = tokenizer;
         // One thread per attention call: this encoder's pool splits the attention work itself (see above).
@@ -301,6 +307,10 @@ public final class MiniLmEncoder implements AutoCloseable {
         if (out.rank() != 3 || out.dim(0) != B || out.dim(1) != n || out.dim(2) != E) {
             throw new IllegalArgumentException("output has shape " + out.shapeString() + ", expected (" + B + ", " + n + ", " + E
                     + ") for " + tokens);
+        }
+        if (pool.threads() > 1 && !out.segment().isAccessibleBy(OTHER_THREAD)) {
+            throw new IllegalArgumentException("the output " + out.shapeString() + " lives in a confined arena, which the encoder's "
+                    + pool.threads() + " worker threads cannot write; allocate it in Arena.ofShared() or TrackedArena.ofShared()");
         }
         if (n > config.maxPositions()) {
             throw new IllegalArgumentException("sequences of " + n + " tokens exceed the model's " + config.maxPositions()

@@ -193,6 +193,15 @@ class MiniLmOnnxRuntimeTest {
     }
 
     @Test
+    void confinedMemoryIsRefusedWithAMessage() {
+        try (java.lang.foreign.Arena confined = java.lang.foreign.Arena.ofConfined()) {
+            IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                    () -> encoder.lastHiddenState(TokenBatch.of(101, 102), confined));
+            assertTrue(e.getMessage().contains("confined arena") && e.getMessage().contains("2 worker threads"), e.getMessage());
+        }
+    }
+
+    @Test
     void theListenerSeesEachLayersAttentionAndInput() {
         TokenBatch batch = encoder.tokenizer().encodeBatch(List.of("one two three", "four"));
         List<Integer> layers = new ArrayList<>();
