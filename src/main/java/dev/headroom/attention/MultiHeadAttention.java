@@ -7,6 +7,7 @@ import dev.headroom.jfr.ForwardEvent;
 import dev.headroom.kernels.Finite;
 import dev.headroom.memory.OffHeap;
 import dev.headroom.kernels.Softmax;
+import dev.headroom.kernels.Vectors;
 import dev.headroom.runtime.WorkerPool;
 import dev.headroom.tensor.Matrix;
 import dev.headroom.tensor.Tensor;
@@ -510,12 +511,7 @@ public final class MultiHeadAttention implements AutoCloseable {
     }
 
     private static void fill(MemorySegment floats, float value) {
-        if (value == 0f) {
-            floats.fill((byte) 0);
-            return;
-        }
-        long n = floats.byteSize() / Float.BYTES;
-        for (long i = 0; i < n; i++) floats.setAtIndex(Matrix.FLOAT, i, value);
+        Vectors.fill(floats, 0, floats.byteSize() / Float.BYTES, value);
     }
 
     private static void fillRows(Matrix rows, Tensor vector) {

@@ -22,6 +22,7 @@ final class ScalarGelu implements Gelu {
     /** GELU of one float, as described in {@link Gelu}. */
     static float gelu(float u) {
         if (Float.isNaN(u)) return u;
+        if (u < ZERO_BELOW) return 0f; // as the vector twin: no subnormals (see Gelu)
         double z = Math.abs(u) * INV_SQRT2;
         double t = 1 / (1 + 0.5 * z);
         double p = 0;

@@ -3,6 +3,8 @@ package dev.headroom.kernels;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorSpecies;
 
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
 
 /** The float vector species every vector kernel uses. */
@@ -35,9 +37,19 @@ public final class Vectors {
      * order makes every result bitwise reproducible, whatever thread or compilation tier runs it.
      */
     public static float sumLanes(FloatVector v) {
+        float[] lanes = v.toArray(); // one store; lane(l) one at a time costs a shuffle per lane
         float s = 0f;
-        for (int l = 0; l < v.length(); l++) s += v.lane(l);
+        for (float x : lanes) s += x;
         return s;
+    }
+
+    /** {@code count} floats from float index {@code offset} ← value (whole vectors, then a scalar tail). */
+    public static void fill(MemorySegment x, long offset, long count, float value) {
+        int lanes = SPECIES.length();
+        long bound = count - count % lanes, j = 0;
+        FloatVector v = FloatVector.broadcast(SPECIES, value);
+        for (; j < bound; j += lanes) v.intoMemorySegment(x, (offset + j) * Float.BYTES, ORDER);
+        for (; j < count; j++) x.setAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, offset + j, value);
     }
 
     /** Lanes of {@link #SPECIES}, e.g. 16 floats for 512 bits. */

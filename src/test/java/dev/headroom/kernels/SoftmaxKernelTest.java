@@ -71,6 +71,21 @@ class SoftmaxKernelTest {
     }
 
     @Test
+    void vectorFillEqualsTheScalarLoop() {
+        try (Arena arena = Arena.ofConfined()) {
+            for (int count : new int[]{0, 1, 15, 16, 17, 100}) {
+                for (int offset : new int[]{0, 3}) {
+                    MemorySegment s = arena.allocate((long) (count + offset + 2) * Float.BYTES);
+                    Vectors.fill(s, offset, count, -2.5f);
+                    for (int j = 0; j < count + offset + 2; j++) {
+                        assertEquals(j >= offset && j < offset + count ? -2.5f : 0f, s.getAtIndex(F, j), "count " + count + " offset " + offset + " at " + j);
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
     void hugeLogitsDoNotOverflow() {
         float[] x = new float[37];
         for (int j = 0; j < x.length; j++) x[j] = j % 2 == 0 ? 1e4f : -1e4f;
