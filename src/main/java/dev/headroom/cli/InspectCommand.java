@@ -33,8 +33,14 @@ final class InspectCommand implements Callable<Integer> {
     @Mixin
     LayerOptions layer;
 
-    @Option(names = "--input", required = true, description = "X, float32 .npy of shape (n, E) or (B, n, E); pictures show batch element 0.")
+    @Option(names = "--input", description = "X, float32 .npy of shape (n, E) or (B, n, E); pictures show batch element 0.")
     Path input;
+
+    @Option(names = "--model", description = "Inspect a built-in model instead of one layer: 'minilm' (all-MiniLM-L6-v2, 6 layers × 12 heads) on the sentences given.")
+    String model;
+
+    @picocli.CommandLine.Parameters(description = "With --model: the sentences to run (batched; pictures show the first).")
+    List<String> sentences = new ArrayList<>();
 
     @Option(names = "--tokens", description = "A text file with one token per line (n lines): labels, delimiters ([CLS], [SEP], punctuation) and token identity for duplicate/induction scores.")
     Path tokensFile;
@@ -48,11 +54,13 @@ final class InspectCommand implements Callable<Integer> {
     @Option(names = "--rows", split = ",", description = "Query rows to capture for pictures (default: all when n <= 512, else 64 evenly spaced).")
     int[] rows;
 
-    @Option(names = "--out", required = true, description = "Output directory.")
+    @Option(names = "--out", defaultValue = "inspect-output", description = "Output directory (default ${DEFAULT-VALUE}).")
     Path out;
 
     @Override
     public Integer call() throws IOException {
+        if (model != null) return ModelInspection.run(model, sentences, out, System.out);
+        if (input == null) throw new IllegalArgumentException("--input is required (or --model minilm with sentences)");
         try (TrackedArena arena = TrackedArena.ofShared()) {
             Tensor x = Npy.read(input, arena);
             if (x.rank() == 2) x = x.reshape(1, x.dim(0), x.dim(1));

@@ -11,7 +11,7 @@ import java.nio.file.Path;
 
 /** The options that describe one attention layer and how to run it (a picocli mixin of `run` and `inspect`). */
 final class LayerOptions {
-    @Option(names = "--weights", required = true,
+    @Option(names = "--weights",
             description = "A directory of .npy files or a .safetensors file with PyTorch keys "
                     + "(in_proj_weight/in_proj_bias/out_proj.*, or q_proj/k_proj/v_proj/o_proj .weight/.bias).")
     Path weights;
@@ -19,8 +19,8 @@ final class LayerOptions {
     @Option(names = "--prefix", defaultValue = "", description = "Key prefix in the weights, e.g. 'layers.0.self_attn.'.")
     String prefix;
 
-    @Option(names = "--heads", required = true, description = "Query heads H.")
-    int heads;
+    @Option(names = "--heads", description = "Query heads H.")
+    Integer heads;
 
     @Option(names = "--kv-heads", description = "Key/value heads G (divides H; default H).")
     Integer kvHeads;
@@ -31,8 +31,11 @@ final class LayerOptions {
     @Option(names = "--threads", description = "Worker threads (default: all processors).")
     Integer threads;
 
-    /** The layer's shape for model width E. */
+    /** The layer's shape for model width E; --weights and --heads must have been given. */
     AttentionConfig config(int dModel) {
+        if (weights == null || heads == null) {
+            throw new IllegalArgumentException("--weights and --heads are required (or, for inspect, --model minilm)");
+        }
         int d = headDim != null ? headDim : AttentionConfig.of(dModel, heads).headDim();
         return AttentionConfig.of(dModel, heads, kvHeads == null ? heads : kvHeads, d);
     }

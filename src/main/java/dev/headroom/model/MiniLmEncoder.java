@@ -81,6 +81,12 @@ public final class MiniLmEncoder implements AutoCloseable {
     }
 
     MiniLmEncoder(MiniLmWeights weights, WordPieceTokenizer tokenizer, int threads, Arena ownedArena) {
+        this(weights, tokenizer, threads, ownedArena, null);
+    }
+
+    /** {@code layers}: one attention per layer, null where every head of the layer is pruned; or null to build them. */
+    private MiniLmEncoder(MiniLmWeights weights, WordPieceTokenizer tokenizer, int threads, Arena ownedArena,
+                          List<MultiHeadAttention> layers) {
         this.weights = weights;
         this.config = weights.config();
         if (tokenizer.maxLength() > config.maxPositions()) {
@@ -96,11 +102,13 @@ public final class MiniLmEncoder implements AutoCloseable {
                     + " worker threads cannot read; load them into Arena.ofShared() or TrackedArena.ofShared(), or use 1 thread");
         }
         this.tokenizer = tokenizer;
-        // One thread per attention call: this encoder's pool splits the attention work itself (see above).
-        MultiHeadAttention.Options options = MultiHeadAttention.Options.defaults().withThreads(1);
-        List<MultiHeadAttention> layers = new ArrayList<>();
-        for (MiniLmWeights.Layer layer : weights.layers()) layers.add(new MultiHeadAttention(layer.attention(), options));
-        this.attention = List.copyOf(layers);
+        if (layers == null) {
+            // One thread per attention call: this encoder's pool splits the attention work itself (see above).
+            MultiHeadAttention.Options options = MultiHeadAttention.Options.defaults().withThreads(1);
+            layers = new ArrayList<>();
+            for (MiniLmWeights.Layer layer : weights.layers()) layers.add(new MultiHeadAttention(layer.attention(), options));
+        }
+        this.attention = java.util.Collections.unmodifiableList(new ArrayList<>(layers));
         this.pool = new WorkerPool(threads);
         this.ownedArena = ownedArena;
     }
@@ -121,7 +129,28 @@ public final class MiniLmEncoder implements AutoCloseable {
         return pool.threads();
     }
 
-    /** Layer {@code layer}'s attention (0 first). */
+    /**
+     * The same model without the given heads: {@code prunedHeads[l]} lists layer l's heads to
+     * remove (see {@link MultiHeadAttention#prune}); their W_Q/W_K/W_V rows and W_O columns are
+     * copied into {@code arena}, the rest of the weights are shared with this encoder. A layer
+     * with every head pruned keeps only the output bias b_O as its attention output. Close the
+     * returned encoder (its threads and attention layers); this one stays usable.
+     */
+    public MiniLmEncoder pruned(Arena arena, int[][] prunedHeads) {
+        if (prunedHeads.length != attention.size()) {
+            throw new IllegalArgumentException(prunedHeads.length + " lists of pruned heads for " + attention.size() + " layers");
+        }
+        List<MultiHeadAttention> layers = new ArrayList<>();
+        for (int l = 0; l < attention.size(); l++) {
+            int heads = config.heads();
+            layers.add(prunedHeads[l].length == 0 ? attention.get(l).prune(arena)
+                    : java.util.Arrays.stream(prunedHeads[l]).distinct().count() >= heads ? null
+                    : attention.get(l).prune(arena, prunedHeads[l]));
+        }
+        return new MiniLmEncoder(weights, tokenizer, pool.threads(), null, layers);
+    }
+
+    /** Layer {@code layer}'s attention (0 first); null when every head of it was pruned. */
     public MultiHeadAttention attention(int layer) {
         return attention.get(layer);
     }
@@ -175,9 +204,11 @@ public final class MiniLmEncoder implements AutoCloseable {
 
         for (int l = 0; l < attention.size(); l++) {
             MiniLmWeights.Layer layer = weights.layers().get(l);
-            if (listener != null) listener.beforeAttention(l, attention.get(l), out, mask);
-            // 2. a = MultiHeadAttention(x) with key padding
-            attend(attention.get(l), out, tokens, attentionOut, ws);
+            MultiHeadAttention mha = attention.get(l);
+            if (listener != null && mha != null) listener.beforeAttention(l, mha, out, mask);
+            // 2. a = MultiHeadAttention(x) with key padding (only b_O when every head of the layer was pruned)
+            if (mha != null) attend(mha, out, tokens, attentionOut, ws);
+            else fillRowsWith(a, rows, E, layer.attention().stateDict().get("o_proj.bias"));
             // 3. x = LN_attn(a + x), then x = LN_out(GELU(x·W₁ + b₁)·W₂ + b₂ + x)
             if (rows >= pool.threads() * MIN_ROWS_PER_TASK) {
                 pool.run(blocks, (task, worker) -> feedForward(layer, x, a, u, task * chunk, Math.min(rows, (task + 1) * chunk)));
@@ -212,6 +243,14 @@ public final class MiniLmEncoder implements AutoCloseable {
                 mha.forward(rows(x, b, b + 1, q0, q1), rows(x, b, b + 1, 0, n), Mask.keyLengths(lengths[b]),
                         rows(a, b, b + 1, q0, q1), ws.attention(worker));
             });
+        }
+    }
+
+    private static void fillRowsWith(MemorySegment a, int rows, int E, Tensor bias) {
+        long bytes = (long) E * Float.BYTES;
+        for (int r = 0; r < rows; r++) {
+            if (bias == null) a.asSlice((long) r * bytes, bytes).fill((byte) 0);
+            else MemorySegment.copy(bias.segment(), 0, a, (long) r * bytes, bytes);
         }
     }
 
@@ -392,7 +431,7 @@ public final class MiniLmEncoder implements AutoCloseable {
 
     @Override
     public void close() {
-        for (MultiHeadAttention mha : attention) mha.close();
+        for (MultiHeadAttention mha : attention) if (mha != null) mha.close();
         pool.close();
         if (ownedArena != null) ownedArena.close();
     }
