@@ -89,7 +89,7 @@ public final class Charts {
     private static ValueAxis axis(String label, boolean log, double base) {
         if (!log) {
             NumberAxis a = new NumberAxis(label);
-            a.setAutoRangeIncludesZero(false);
+            a.setAutoRangeIncludesZero(true); // linear axes start at 0, so differences are not magnified
             return a;
         }
         LogAxis a = new LogAxis(label);
