@@ -92,6 +92,6 @@ final class ModelInspection {
         for (int k = 0; k < Math.min(4, idx.size()); k++) {
             s.append(String.format(Locale.ROOT, " %s %.2f", names.get(idx.get(k)), f.applyAsDouble(all.get(idx.get(k)))));
         }
-        log.println(s);
+        log.println(s.toString());
     }
 }

@@ -11,6 +11,16 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 class PruneStudyTest {
+    @Test
+    void theDemoRunsWithoutArgumentsAndWritesItsPictures() throws Exception {
+        Object[] r = CliTest.run("demo", "--out", dir.resolve("demo").toString());
+        assertEquals(0, r[0], String.valueOf(r[2]));
+        String out = (String) r[1];
+        assertTrue(out.contains("most previous token:") && out.contains("L0H2"), out);
+        assertTrue(out.contains("sliding window 512") && out.contains("12.00 GiB"), out);
+        assertTrue(Files.size(dir.resolve("demo/grid.png")) > 10_000 && Files.exists(dir.resolve("demo/report.html")));
+    }
+
     @TempDir
     Path dir;
 
