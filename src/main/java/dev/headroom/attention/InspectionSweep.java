@@ -5,11 +5,18 @@ import dev.headroom.inspect.AttentionCapture;
 import dev.headroom.inspect.HeadStatistics;
 import dev.headroom.inspect.Inspection;
 import dev.headroom.kernels.VectorMath;
+import dev.headroom.kernels.Vectors;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorMask;
+import jdk.incubator.vector.VectorOperators;
 import dev.headroom.tensor.Matrix;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
+
+import static dev.headroom.kernels.Vectors.ORDER;
+import static dev.headroom.kernels.Vectors.SPECIES;
 
 /**
  * The second sweep a kernel makes over a block when it is inspected: with every row's final
@@ -58,13 +65,25 @@ final class InspectionSweep {
         Arrays.fill(bestJ, -1);
         double[] columns = stats == null ? null : new double[maxSpan];
 
+        double[] moments = new double[2];
         for (int s = 0; s < spans.count(); s++) {
             int k0 = spans.from(s), k1 = spans.to(s), kn = k1 - k0;
             Matrix S = Matrix.of(scratch, 0, m, kn);
-            Blas.sgemm(blk.scale(), blk.queryT(), true, blk.keyT().colRange(k0, k1), false, 0f, S);
+            if (acc != null) {
+                Blas.sgemm(blk.scale(), blk.queryT(), true, blk.keyT().colRange(k0, k1), false, 0f, S);
+            } else {
+                // capture only: the scores of the captured rows alone, one row at a time
+                for (int i = 0; i < m; i++) {
+                    if (!capture.hasRow(q0 + i)) continue;
+                    Blas.sgemm(blk.scale(), blk.queryT().colRange(i, i + 1), true, blk.keyT().colRange(k0, k1), false, 0f,
+                            S.rowRange(i, i + 1));
+                }
+            }
             if (columns != null) Arrays.fill(columns, 0, kn, 0);
             for (int i = 0; i < m; i++) {
                 int qi = q0 + i;
+                boolean capturing = capture != null && capture.hasRow(qi);
+                if (acc == null && !capturing) continue;
                 long row = S.index(i, 0);
                 float M = scratch.getAtIndex(F, runningMax + i), L = scratch.getAtIndex(F, runningSum + i);
                 int len = Math.clamp((long) mask.keyEnd(b, qi) - k0, 0, kn);
@@ -72,18 +91,21 @@ final class InspectionSweep {
                 int[] ranges = spans.patternRanges(s);
                 for (int r = 0; r < ranges.length; r += 2) mask.applyPattern(h, qi, scratch, row, k0, ranges[r], Math.min(ranges[r + 1], k0 + len));
                 if (L <= 0f) continue; // no allowed key in the row: it attends to nothing
+                // p = e^(s − M) / L in place, with Σ p·s and the count of allowed keys
+                moments[0] = moments[1] = 0;
+                probabilities(scratch, row, len, M, 1f / L, moments);
+                if (capturing) {
+                    MemorySegment.copy(scratch, row * Float.BYTES, capture.probabilities().segment(),
+                            (capture.index(b, h, qi) + k0) * Float.BYTES, (long) len * Float.BYTES);
+                }
+                if (acc == null) continue;
+                sumPs[i] += moments[0];
+                allowed[i] += (int) moments[1];
                 long pos = (long) qi + nk - nq;
-                boolean capturing = capture != null && capture.hasRow(qi);
-                long capRow = capturing ? capture.index(b, h, qi) : 0;
                 for (int t = 0; t < len; t++) {
-                    float sv = scratch.getAtIndex(F, row + t);
-                    if (sv == Float.NEGATIVE_INFINITY) continue;
-                    float p = VectorMath.expScalar(sv - M) / L;
+                    float p = scratch.getAtIndex(F, row + t);
+                    if (p == 0f) continue;
                     int j = k0 + t;
-                    if (capturing) capture.probabilities().set(capRow + j, p);
-                    if (acc == null) continue;
-                    allowed[i]++;
-                    sumPs[i] += (double) p * sv;
                     if (p > bestP[i]) {
                         bestP[i] = p;
                         bestJ[i] = j;
@@ -119,6 +141,41 @@ final class InspectionSweep {
             if (targets != null) targets.finishRow(acc, i, pos);
         }
         stats.add(h, acc);
+    }
+
+    /**
+     * x[row .. row + len) ← e^(x − M)·invL in place (−∞, a forbidden key, becomes 0); adds Σ p·s
+     * to moments[0] and the number of allowed keys to moments[1]. Vector lanes, then a scalar tail
+     * with the same arithmetic.
+     */
+    static void probabilities(MemorySegment x, long row, int len, float M, float invL, double[] moments) {
+        int lanes = SPECIES.length(), bound = SPECIES.loopBound(len);
+        FloatVector max = FloatVector.broadcast(SPECIES, M), inv = FloatVector.broadcast(SPECIES, invL);
+        FloatVector ps = FloatVector.zero(SPECIES);
+        int count = 0, t = 0;
+        for (; t < bound; t += lanes) {
+            long at = (row + t) * Float.BYTES;
+            FloatVector s = FloatVector.fromMemorySegment(SPECIES, x, at, ORDER);
+            VectorMask<Float> forbidden = s.compare(VectorOperators.EQ, Float.NEGATIVE_INFINITY);
+            FloatVector p = VectorMath.exp(s.sub(max)).mul(inv);
+            ps = ps.add(p.mul(s).blend(0f, forbidden)); // 0·(−∞) would be NaN
+            count += lanes - forbidden.trueCount();
+            p.intoMemorySegment(x, at, ORDER);
+        }
+        double sum = Vectors.sumLanes(ps);
+        for (; t < len; t++) {
+            float s = x.getAtIndex(F, row + t);
+            if (s == Float.NEGATIVE_INFINITY) {
+                x.setAtIndex(F, row + t, 0f);
+                continue;
+            }
+            float p = VectorMath.expScalar(s - M) * invL;
+            x.setAtIndex(F, row + t, p);
+            sum += (double) p * s;
+            count++;
+        }
+        moments[0] += sum;
+        moments[1] += count;
     }
 
     /** Delimiter positions and duplicate/induction targets of one batch element. */

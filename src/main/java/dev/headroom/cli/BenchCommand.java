@@ -171,7 +171,7 @@ final class BenchCommand implements Callable<Integer> {
             for (long i = 0; i < x.size(); i++) x.set(i, (float) rnd.nextDouble(-1, 1));
             Tensor y = Tensor.allocate(arena, batch, n, config.dModel());
             Mask mask = causal ? Mask.causal() : Mask.none();
-            mha.forward(x, null, mask, y, ws); // warm-up: JIT, page faults, workspace allocation
+            for (int w = 0; w < 3; w++) mha.forward(x, null, mask, y, ws); // warm-up: JIT, page faults, workspace
             bar.step();
             if (profile != null) profile.reset();
             OffHeap.resetPeak();
