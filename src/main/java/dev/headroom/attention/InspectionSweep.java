@@ -83,7 +83,8 @@ final class InspectionSweep {
             for (int i = 0; i < m; i++) {
                 int qi = q0 + i;
                 boolean capturing = capture != null && capture.hasRow(qi);
-                if (acc == null && !capturing) continue;
+                boolean measuring = acc != null && stats.options().counts(b, qi);
+                if (!measuring && !capturing) continue;
                 long row = S.index(i, 0);
                 float M = scratch.getAtIndex(F, runningMax + i), L = scratch.getAtIndex(F, runningSum + i);
                 int len = Math.clamp((long) mask.keyEnd(b, qi) - k0, 0, kn);
@@ -98,7 +99,7 @@ final class InspectionSweep {
                     MemorySegment.copy(scratch, row * Float.BYTES, capture.probabilities().segment(),
                             (capture.index(b, h, qi) + k0) * Float.BYTES, (long) len * Float.BYTES);
                 }
-                if (acc == null) continue;
+                if (!measuring) continue;
                 sumPs[i] += moments[0];
                 allowed[i] += (int) moments[1];
                 long pos = (long) qi + nk - nq;
@@ -127,7 +128,7 @@ final class InspectionSweep {
         if (acc == null) return;
         for (int i = 0; i < m; i++) {
             float M = scratch.getAtIndex(F, runningMax + i), L = scratch.getAtIndex(F, runningSum + i);
-            if (L <= 0f || allowed[i] == 0) continue;
+            if (L <= 0f || allowed[i] == 0 || !stats.options().counts(b, q0 + i)) continue;
             double entropy = Math.max(0, M + Math.log(L) - sumPs[i]); // logsumexp(s) − Σ p·s
             acc.rows++;
             acc.entropy += entropy;

@@ -80,7 +80,7 @@ final class InspectCommand implements Callable<Integer> {
             LayerInspection.Result result;
             try (MultiHeadAttention mha = new MultiHeadAttention(w, options);
                  ProgressBar bar = BenchCommand.progressBar("inspect", (long) x.dim(0) * config.heads() * n)) {
-                result = LayerInspection.run(mha, x, mask, tokensFile == null ? null : perBatch, captured, arena, bar::stepBy);
+                result = LayerInspection.run(mha, x, mask, tokensFile == null ? null : perBatch, captured, null, arena, bar::stepBy);
             }
             HeadSummary[] summaries = result.statistics().summaries();
             write(out, "layer (" + RunCommand.describe(config) + ")", tokens, List.of(new AttentionReport.Layer(result.capture(), summaries)),

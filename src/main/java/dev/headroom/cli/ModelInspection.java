@@ -42,7 +42,7 @@ final class ModelInspection {
         Tensor hidden = Tensor.allocate(arena, batch.batch(), n, encoder.config().hidden());
         try (EncoderWorkspace ws = new EncoderWorkspace()) {
             encoder.lastHiddenState(batch, hidden, ws, (layer, mha, input, mask) -> {
-                LayerInspection.Result r = LayerInspection.run(mha, input, mask, tokens, null, arena, null);
+                LayerInspection.Result r = LayerInspection.run(mha, input, mask, tokens, null, batch.lengths(), arena, null);
                 layers.add(new AttentionReport.Layer(r.capture(), r.statistics().summaries()));
             });
         }

@@ -34,8 +34,10 @@ public final class HeadStatistics {
      *                    punctuation), or null
      * @param tokens      per batch element, the token id of every key position, for the
      *                    duplicate-token and induction scores (self-attention), or null
+     * @param queryLengths per batch element, how many leading query rows are real: rows past it
+     *                    (padding in a batch) are left out of every statistic; null counts all rows
      */
-    public record Options(int band, int maxOffset, int topColumns, int[][] delimiters, int[][] tokens) {
+    public record Options(int band, int maxOffset, int topColumns, int[][] delimiters, int[][] tokens, int[] queryLengths) {
         public Options {
             if (band < 0 || maxOffset < 1 || topColumns < 1) {
                 throw new IllegalArgumentException("band >= 0, maxOffset >= 1, topColumns >= 1 required, got " + band + ", "
@@ -44,19 +46,28 @@ public final class HeadStatistics {
         }
 
         public static Options defaults() {
-            return new Options(2, 4, 3, null, null);
+            return new Options(2, 4, 3, null, null, null);
         }
 
         public Options withDelimiters(int[][] positions) {
-            return new Options(band, maxOffset, topColumns, positions, tokens);
+            return new Options(band, maxOffset, topColumns, positions, tokens, queryLengths);
         }
 
         public Options withTokens(int[][] ids) {
-            return new Options(band, maxOffset, topColumns, delimiters, ids);
+            return new Options(band, maxOffset, topColumns, delimiters, ids, queryLengths);
         }
 
         public Options withBand(int k) {
-            return new Options(k, maxOffset, topColumns, delimiters, tokens);
+            return new Options(k, maxOffset, topColumns, delimiters, tokens, queryLengths);
+        }
+
+        public Options withQueryLengths(int... lengths) {
+            return new Options(band, maxOffset, topColumns, delimiters, tokens, lengths.clone());
+        }
+
+        /** Whether query row i of batch element b is a real row (not padding). */
+        public boolean counts(int b, int i) {
+            return queryLengths == null || i < queryLengths[b];
         }
     }
 

@@ -23,16 +23,18 @@ public final class LayerInspection {
     /**
      * Self-attention over {@code x} (B, n, E) with {@code mask}, capturing {@code rows} (null: all)
      * of every head in {@code arena}, with delimiters and token ids taken from {@code tokens}
-     * (one list per batch element, or null).
+     * (one list per batch element, or null); query rows past {@code queryLengths[b]} (padding)
+     * are left out of the statistics (null: all rows count).
      */
     public static Result run(MultiHeadAttention mha, Tensor x, Mask mask, List<List<String>> tokens, int[] rows,
-                             Arena arena, IntConsumer progress) {
+                             int[] queryLengths, Arena arena, IntConsumer progress) {
         int B = x.rank() == 3 ? x.dim(0) : 1, n = x.dim(-2), H = mha.config().heads();
         int[] heads = java.util.stream.IntStream.range(0, H).toArray();
         AttentionCapture capture = rows == null ? AttentionCapture.allRows(arena, B, H, heads, n, n)
                 : AttentionCapture.rows(arena, B, H, heads, n, n, rows);
         HeadStatistics.Options o = HeadStatistics.Options.defaults();
         if (tokens != null) o = o.withDelimiters(delimiters(tokens)).withTokens(ids(tokens));
+        if (queryLengths != null) o = o.withQueryLengths(queryLengths);
         HeadStatistics stats = new HeadStatistics(H, o);
         Tensor out = Tensor.allocate(arena, x.shape());
         try (Workspace ws = new Workspace()) {
