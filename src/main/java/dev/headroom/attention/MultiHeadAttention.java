@@ -127,7 +127,7 @@ public final class MultiHeadAttention implements AutoCloseable {
         OpenBlas.setThreads(options.blasThreads());
         if (options.threads() > 1) {
             for (Matrix m : List.of(weights.wq, weights.wk, weights.wv, weights.wo)) {
-                if (!m.segment().isAccessibleBy(OTHER_THREAD)) {
+                if (!WorkerPool.shareable(m.segment())) {
                     throw new IllegalArgumentException("weights live in a confined arena, which the " + options.threads()
                             + " worker threads cannot read; load them into Arena.ofShared() or TrackedArena.ofShared(), "
                             + "or use Options.withThreads(1)");
@@ -192,7 +192,7 @@ public final class MultiHeadAttention implements AutoCloseable {
         Mask.Bound bound = mask.bind(s.batch, config.heads(), s.queries, s.keys);
         checkInspection(inspection, s);
         MemorySegment explicit = mask.explicitSegment();
-        if (explicit != null && pool.threads() > 1 && !explicit.isAccessibleBy(OTHER_THREAD)) {
+        if (explicit != null && pool.threads() > 1 && !WorkerPool.shareable(explicit)) {
             throw new IllegalArgumentException("the explicit mask lives in a confined arena, which the worker threads "
                     + "cannot read; allocate it in a shared arena or use Options.withThreads(1)");
         }
@@ -579,12 +579,10 @@ public final class MultiHeadAttention implements AutoCloseable {
         }
     }
 
-    /** A thread that is not the caller's: what a segment must be accessible from for the workers. */
-    private static final Thread OTHER_THREAD = new Thread(() -> {});
 
     /** Worker threads can only touch segments of shared (or global/automatic) arenas. */
     private void checkShareable(String name, Tensor t) {
-        if (pool.threads() > 1 && !t.segment().isAccessibleBy(OTHER_THREAD)) {
+        if (pool.threads() > 1 && !WorkerPool.shareable(t.segment())) {
             throw new IllegalArgumentException(name + " tensor " + t.shapeString() + " lives in a confined arena, "
                     + "which Headroom's " + pool.threads() + " worker threads cannot read; allocate it in "
                     + "Arena.ofShared() or TrackedArena.ofShared(), or use Options.withThreads(1)");

@@ -72,8 +72,6 @@ public final class MiniLmEncoder implements AutoCloseable {
     private final WorkerPool pool;
     /** The arena holding the weights when this encoder owns it, else null. */
     private final Arena ownedArena;
-    /** A thread that is not the caller's: what a segment must be accessible from for the workers. */
-    private static final Thread OTHER_THREAD = new Thread(() -> {});
 
     /** An encoder over weights in the caller's arena; the tokenizer must not exceed the model's positions. */
     public MiniLmEncoder(MiniLmWeights weights, WordPieceTokenizer tokenizer, int threads) {
@@ -97,7 +95,7 @@ public final class MiniLmEncoder implements AutoCloseable {
             throw new IllegalArgumentException("the tokenizer's vocabulary (" + tokenizer.vocabularySize()
                     + ") is larger than the model's embedding table (" + config.vocabSize() + ")");
         }
-        if (threads > 1 && !weights.wordEmbeddings().segment().isAccessibleBy(OTHER_THREAD)) {
+        if (threads > 1 && !WorkerPool.shareable(weights.wordEmbeddings().segment())) {
             throw new IllegalArgumentException("the weights live in a confined arena, which the encoder's " + threads
                     + " worker threads cannot read; load them into Arena.ofShared() or TrackedArena.ofShared(), or use 1 thread");
         }
@@ -347,7 +345,7 @@ public final class MiniLmEncoder implements AutoCloseable {
             throw new IllegalArgumentException("output has shape " + out.shapeString() + ", expected (" + B + ", " + n + ", " + E
                     + ") for " + tokens);
         }
-        if (pool.threads() > 1 && !out.segment().isAccessibleBy(OTHER_THREAD)) {
+        if (pool.threads() > 1 && !WorkerPool.shareable(out.segment())) {
             throw new IllegalArgumentException("the output " + out.shapeString() + " lives in a confined arena, which the encoder's "
                     + pool.threads() + " worker threads cannot write; allocate it in Arena.ofShared() or TrackedArena.ofShared()");
         }

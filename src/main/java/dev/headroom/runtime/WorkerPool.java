@@ -49,6 +49,17 @@ public final class WorkerPool implements AutoCloseable {
         return threads;
     }
 
+    /** A thread that is not the caller's: what a segment must be accessible from for pool threads. */
+    private static final Thread OTHER_THREAD = new Thread(() -> {});
+
+    /**
+     * Whether other threads may touch {@code segment}: segments of shared, global or automatic
+     * arenas, not of a confined one (which only its owner thread may use).
+     */
+    public static boolean shareable(java.lang.foreign.MemorySegment segment) {
+        return segment.isAccessibleBy(OTHER_THREAD);
+    }
+
     /** Runs tasks [0, count) and rethrows the first failure after all workers have stopped. */
     public void run(int count, Body body) {
         int helpers = Math.min(threads, count) - 1;

@@ -22,12 +22,12 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-class CliTest {
+public class CliTest {
     @TempDir
     Path dir;
 
     /** Runs the CLI in this JVM and returns {exit code, stdout, stderr}. */
-    static Object[] run(String... args) {
+    public static Object[] run(String... args) {
         PrintStream out = System.out, err = System.err;
         ByteArrayOutputStream o = new ByteArrayOutputStream(), e = new ByteArrayOutputStream();
         System.setOut(new PrintStream(o, true, StandardCharsets.UTF_8));

@@ -23,19 +23,8 @@ class EmbedCommandTest {
     @TempDir
     Path dir;
 
-    /** Runs the CLI in this JVM and returns {exit code, stdout, stderr}. */
-    static Object[] run(String... args) {
-        PrintStream out = System.out, err = System.err;
-        ByteArrayOutputStream o = new ByteArrayOutputStream(), e = new ByteArrayOutputStream();
-        System.setOut(new PrintStream(o, true, StandardCharsets.UTF_8));
-        System.setErr(new PrintStream(e, true, StandardCharsets.UTF_8));
-        try {
-            int code = Main.execute(args);
-            return new Object[]{code, o.toString(StandardCharsets.UTF_8), e.toString(StandardCharsets.UTF_8)};
-        } finally {
-            System.setOut(out);
-            System.setErr(err);
-        }
+    private static Object[] run(String... args) {
+        return dev.headroom.cli.CliTest.run(args);
     }
 
     @Test
