@@ -193,10 +193,10 @@ public final class AttentionWeights {
     /** The weights as a state dict in the separate-projection scheme (q_proj, k_proj, v_proj, o_proj). */
     public Map<String, Tensor> stateDict() {
         Map<String, Tensor> sd = new LinkedHashMap<>();
-        sd.put("q_proj.weight", copyOf(wq));
-        sd.put("k_proj.weight", copyOf(wk));
-        sd.put("v_proj.weight", copyOf(wv));
-        sd.put("o_proj.weight", copyOf(wo));
+        sd.put("q_proj.weight", denseView(wq));
+        sd.put("k_proj.weight", denseView(wk));
+        sd.put("v_proj.weight", denseView(wv));
+        sd.put("o_proj.weight", denseView(wo));
         if (hasBias()) {
             sd.put("q_proj.bias", bq);
             sd.put("k_proj.bias", bk);
@@ -206,7 +206,7 @@ public final class AttentionWeights {
         return sd;
     }
 
-    private static Tensor copyOf(Matrix m) {
+    private static Tensor denseView(Matrix m) {
         // Views with ld == cols over their own rows are already dense: wrap without copying.
         if (m.ld() == m.cols()) {
             long bytes = (long) m.rows() * m.cols() * Float.BYTES;
