@@ -117,24 +117,35 @@ public final class MultiHeadAttention implements AutoCloseable {
     private final AttentionWeights weights;
     private final Options options;
     private final WorkerPool pool;
+    private final boolean ownsPool;
     /** Compiled sparse layouts by (pattern, sizes): compiling is O(tiles), reuse is free. */
     private final Map<List<Object>, BlockLayout> layouts = new ConcurrentHashMap<>();
 
     public MultiHeadAttention(AttentionWeights weights, Options options) {
+        this(weights, options, null);
+    }
+
+    /**
+     * A layer that runs on {@code sharedPool} instead of a pool of its own (its thread count
+     * replaces {@link Options#threads()}): a model with many layers gives them one pool, so that
+     * idle pools do not spin against each other. The pool stays open when this layer closes.
+     */
+    public MultiHeadAttention(AttentionWeights weights, Options options, WorkerPool sharedPool) {
         this.config = weights.config();
         this.weights = weights;
-        this.options = options;
+        this.options = sharedPool == null ? options : options.withThreads(sharedPool.threads());
+        this.ownsPool = sharedPool == null;
         OpenBlas.setThreads(options.blasThreads());
-        if (options.threads() > 1) {
+        if (this.options.threads() > 1) {
             for (Matrix m : List.of(weights.wq, weights.wk, weights.wv, weights.wo)) {
                 if (!WorkerPool.shareable(m.segment())) {
-                    throw new IllegalArgumentException("weights live in a confined arena, which the " + options.threads()
+                    throw new IllegalArgumentException("weights live in a confined arena, which the " + this.options.threads()
                             + " worker threads cannot read; load them into Arena.ofShared() or TrackedArena.ofShared(), "
                             + "or use Options.withThreads(1)");
                 }
             }
         }
-        this.pool = new WorkerPool(options.threads());
+        this.pool = sharedPool != null ? sharedPool : new WorkerPool(options.threads());
     }
 
     public MultiHeadAttention(AttentionWeights weights) {
@@ -395,7 +406,7 @@ public final class MultiHeadAttention implements AutoCloseable {
             MemorySegment.copy(weights.bo.segment(), 0, bo.segment(), 0, (long) E * Float.BYTES);
             sd.put("o_proj.bias", bo);
         }
-        return new MultiHeadAttention(AttentionWeights.fromStateDict(c, sd, ""), options.withProfile(null));
+        return new MultiHeadAttention(AttentionWeights.fromStateDict(c, sd, ""), options.withProfile(null), ownsPool ? null : pool);
     }
 
     private static void copyRows(Matrix from, int fromRow, Matrix to, int toRow, int rows) {
@@ -591,6 +602,6 @@ public final class MultiHeadAttention implements AutoCloseable {
 
     @Override
     public void close() {
-        pool.close();
+        if (ownsPool) pool.close();
     }
 }

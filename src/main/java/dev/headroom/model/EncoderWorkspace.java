@@ -7,8 +7,8 @@ import java.lang.foreign.MemorySegment;
 
 /**
  * The scratch memory of {@link MiniLmEncoder} calls: the attention output, the FFN's
- * intermediate activations, the hidden states when only pooled embeddings are wanted, and one
- * attention {@link Workspace} per worker (the encoder runs attention tasks on several at once). It grows to the largest batch it has served and keeps
+ * intermediate activations, the hidden states when only pooled embeddings are wanted, and the
+ * attention's {@link Workspace}. It grows to the largest batch it has served and keeps
  * its memory until {@link #close()}, so a caller that reuses it allocates once. One call at a
  * time; concurrent calls need one each.
  */
@@ -20,20 +20,15 @@ public final class EncoderWorkspace implements AutoCloseable {
     private MemorySegment intermediate = MemorySegment.NULL;
     /** (B·n, E), row-major: the hidden states for {@link MiniLmEncoder#embed}. */
     private MemorySegment hidden = MemorySegment.NULL;
-    /** Worker w's attention scratch; grows with the encoder's worker count. */
-    private Workspace[] attention = new Workspace[0];
+    /** The attention layers' scratch (one layer runs at a time). */
+    private final Workspace attention = new Workspace();
     private boolean closed;
 
     public EncoderWorkspace() {}
 
-    /** Sizes the buffers for {@code rows} = B·n tokens of width E, FFN width I, and {@code workers} attention tasks at once. */
-    void prepare(long rows, int E, int I, int workers) {
+    /** Sizes the buffers for {@code rows} = B·n tokens of width E and FFN width I. */
+    void prepare(long rows, int E, int I) {
         if (closed) throw new IllegalStateException("encoder workspace is closed");
-        if (attention.length < workers) {
-            Workspace[] more = java.util.Arrays.copyOf(attention, workers);
-            for (int w = attention.length; w < workers; w++) more[w] = new Workspace();
-            attention = more;
-        }
         long hiddenBytes = Math.max(4, rows * E * Float.BYTES), interBytes = Math.max(4, rows * I * Float.BYTES);
         if (arena != null && attentionOut.byteSize() >= hiddenBytes && intermediate.byteSize() >= interBytes) return;
         if (arena != null) arena.close();
@@ -56,15 +51,14 @@ public final class EncoderWorkspace implements AutoCloseable {
         return hidden;
     }
 
-    Workspace attention(int worker) {
-        return attention[worker];
+    Workspace attention() {
+        return attention;
     }
 
     /** Bytes held, the attention workspace included. */
     public long byteSize() {
         long bytes = arena == null ? 0 : arena.allocatedBytes();
-        for (Workspace w : attention) bytes += w.byteSize();
-        return bytes;
+        return bytes + attention.byteSize();
     }
 
     @Override
@@ -72,7 +66,7 @@ public final class EncoderWorkspace implements AutoCloseable {
         if (arena != null) arena.close();
         arena = null;
         attentionOut = intermediate = hidden = MemorySegment.NULL;
-        for (Workspace w : attention) w.close();
+        attention.close();
         closed = true;
     }
 }

@@ -36,14 +36,11 @@ import java.util.stream.IntStream;
  *
  * <p><b>Threads.</b> One pool of {@code threads} workers (the caller and threads − 1 helpers)
  * runs the whole forward pass: the embeddings and each layer's LayerNorm–FFN–LayerNorm on blocks
- * of token rows, and the attention split into tasks too, each running a layer's
- * {@link MultiHeadAttention} on one thread, over groups of batch elements, or, when the batch is
- * smaller than the pool, over blocks of one element's queries (each block attending to the whole
- * sequence, so only the key and value projections are computed twice). Why not let each
- * attention layer use its own workers: their pools' idle threads spin between calls, and seven
- * pools on two cores took the cores from each other (a batch of one ran at half speed). Every
- * sgemm runs on one OpenBLAS thread (the attention layers set that, process-wide). Tensors must
- * be in a shared arena when threads &gt; 1.
+ * of token rows, and every layer's {@link MultiHeadAttention}, which is built on this same pool
+ * and splits its own projections and (batch, head, query block) tasks over it. One pool, not one
+ * per layer: idle pools spin between calls, and seven pools on two cores took the cores from each
+ * other (a batch of one ran at half speed). Every sgemm runs on one OpenBLAS thread (the
+ * attention layers set that, process-wide). Tensors must be in a shared arena when threads &gt; 1.
  *
  * <p><b>Memory.</b> The weights live in the arena given to {@link MiniLmWeights#fromOnnx}, or in
  * one this encoder owns and closes (see {@link Models}). Per-call scratch is in an
@@ -70,6 +67,7 @@ public final class MiniLmEncoder implements AutoCloseable {
     /** One attention per layer, over that layer's weights. */
     private final List<MultiHeadAttention> attention;
     private final WorkerPool pool;
+    private final boolean ownsPool;
     /** The arena holding the weights when this encoder owns it, else null. */
     private final Arena ownedArena;
 
@@ -79,12 +77,16 @@ public final class MiniLmEncoder implements AutoCloseable {
     }
 
     MiniLmEncoder(MiniLmWeights weights, WordPieceTokenizer tokenizer, int threads, Arena ownedArena) {
-        this(weights, tokenizer, threads, ownedArena, null);
+        this(weights, tokenizer, threads, ownedArena, null, null);
     }
 
-    /** {@code layers}: one attention per layer, null where every head of the layer is pruned; or null to build them. */
+    /**
+     * {@code layers}: one attention per layer, null where every head of the layer is pruned, or null
+     * to build them; {@code sharedPool}: the pool of the encoder this one was pruned from, or null
+     * for a pool of its own.
+     */
     private MiniLmEncoder(MiniLmWeights weights, WordPieceTokenizer tokenizer, int threads, Arena ownedArena,
-                          List<MultiHeadAttention> layers) {
+                          List<MultiHeadAttention> layers, WorkerPool sharedPool) {
         this.weights = weights;
         this.config = weights.config();
         if (tokenizer.maxLength() > config.maxPositions()) {
@@ -100,14 +102,16 @@ public final class MiniLmEncoder implements AutoCloseable {
                     + " worker threads cannot read; load them into Arena.ofShared() or TrackedArena.ofShared(), or use 1 thread");
         }
         this.tokenizer = tokenizer;
+        this.ownsPool = sharedPool == null;
+        this.pool = ownsPool ? new WorkerPool(threads) : sharedPool;
         if (layers == null) {
-            // One thread per attention call: this encoder's pool splits the attention work itself (see above).
-            MultiHeadAttention.Options options = MultiHeadAttention.Options.defaults().withThreads(1);
+            // Every layer's attention runs on this encoder's pool: one set of threads for the model.
             layers = new ArrayList<>();
-            for (MiniLmWeights.Layer layer : weights.layers()) layers.add(new MultiHeadAttention(layer.attention(), options));
+            for (MiniLmWeights.Layer layer : weights.layers()) {
+                layers.add(new MultiHeadAttention(layer.attention(), MultiHeadAttention.Options.defaults(), pool));
+            }
         }
         this.attention = java.util.Collections.unmodifiableList(new ArrayList<>(layers));
-        this.pool = new WorkerPool(threads);
         this.ownedArena = ownedArena;
     }
 
@@ -145,7 +149,7 @@ public final class MiniLmEncoder implements AutoCloseable {
                     : java.util.Arrays.stream(prunedHeads[l]).distinct().count() >= heads ? null
                     : attention.get(l).prune(arena, prunedHeads[l]));
         }
-        return new MiniLmEncoder(weights, tokenizer, pool.threads(), null, layers);
+        return new MiniLmEncoder(weights, tokenizer, pool.threads(), null, layers, pool);
     }
 
     /** Layer {@code layer}'s attention (0 first); null when every head of it was pruned. */
@@ -178,7 +182,7 @@ public final class MiniLmEncoder implements AutoCloseable {
         checkTokens(tokens, out);
         if (B == 0 || n == 0) return;
         int rows = B * n;
-        ws.prepare(rows, E, I, pool.threads());
+        ws.prepare(rows, E, I);
         Mask mask = Mask.keyLengths(tokens.lengths());
         /* x: (B·n, E), the hidden state, updated in place layer by layer: it is the output. */
         MemorySegment x = out.segment();
@@ -216,48 +220,18 @@ public final class MiniLmEncoder implements AutoCloseable {
         }
     }
 
-    /**
-     * a = attention(x) with each sequence's keys limited to its length, as tasks on the pool:
-     * groups of whole batch elements when there are at least as many as workers, else blocks of
-     * each element's query rows attending to all of that element's keys.
-     */
+    /** a = attention(x) with each sequence's keys limited to its length; the attention spreads its own work over the pool. */
     private void attend(MultiHeadAttention mha, Tensor x, TokenBatch tokens, Tensor a, EncoderWorkspace ws) {
-        int B = tokens.batch(), n = tokens.length(), T = pool.threads();
-        int[] lengths = tokens.lengths();
-        if (T == 1) {
-            mha.forward(x, null, Mask.keyLengths(lengths), a, ws.attention(0));
-        } else if (B >= T) {
-            int per = (B + T - 1) / T;
-            pool.run((B + per - 1) / per, (task, worker) -> {
-                int b0 = task * per, b1 = Math.min(B, b0 + per);
-                mha.forward(rows(x, b0, b1, 0, n), null, Mask.keyLengths(Arrays.copyOfRange(lengths, b0, b1)),
-                        rows(a, b0, b1, 0, n), ws.attention(worker));
-            });
-        } else {
-            int blocks = (T + B - 1) / B, perBlock = (n + blocks - 1) / blocks;
-            pool.run(B * blocks, (task, worker) -> {
-                int b = task / blocks, q0 = task % blocks * perBlock, q1 = Math.min(n, q0 + perBlock);
-                if (q0 >= q1) return;
-                mha.forward(rows(x, b, b + 1, q0, q1), rows(x, b, b + 1, 0, n), Mask.keyLengths(lengths[b]),
-                        rows(a, b, b + 1, q0, q1), ws.attention(worker));
-            });
-        }
+        mha.forward(x, null, Mask.keyLengths(tokens.lengths()), a, ws.attention());
     }
 
+    /** Every row of a (rows, E) gets {@code bias} (zeros when there is none). */
     private static void fillRowsWith(MemorySegment a, int rows, int E, Tensor bias) {
         long bytes = (long) E * Float.BYTES;
         for (int r = 0; r < rows; r++) {
             if (bias == null) a.asSlice((long) r * bytes, bytes).fill((byte) 0);
             else MemorySegment.copy(bias.segment(), 0, a, (long) r * bytes, bytes);
         }
-    }
-
-    /** Batch elements [b0, b1) and positions [i0, i1) of t (B, n, E) as a (b1 − b0, i1 − i0, E) view (i0, i1 span all positions when b1 − b0 > 1). */
-    private static Tensor rows(Tensor t, int b0, int b1, int i0, int i1) {
-        int n = t.dim(1), E = t.dim(2);
-        assert b1 - b0 == 1 || (i0 == 0 && i1 == n) : "a view of several batch elements must span whole sequences";
-        long first = ((long) b0 * n + i0) * E, floats = ((long) (b1 - b0 - 1) * n + (i1 - i0)) * E;
-        return Tensor.wrap(t.segment().asSlice(first * Float.BYTES, floats * Float.BYTES), b1 - b0, i1 - i0, E);
     }
 
     /** Rows [r0, r1): the residual LayerNorm after attention, the FFN, and the residual LayerNorm after it. */
@@ -395,7 +369,7 @@ public final class MiniLmEncoder implements AutoCloseable {
             for (int b = 0; b < batch.length; b++) batch[b] = encoded[order[start + b]];
             TokenBatch tokens = TokenBatch.padded(tokenizer.padId(), batch);
             int rows = tokens.batch() * tokens.length();
-            ws.prepare(rows, E, config.intermediate(), pool.threads());
+            ws.prepare(rows, E, config.intermediate());
             Tensor hidden = Tensor.wrap(ws.hidden().asSlice(0, (long) rows * E * Float.BYTES), tokens.batch(), tokens.length(), E);
             lastHiddenState(tokens, hidden, ws, null);
             for (int b = 0; b < batch.length; b++) {
@@ -430,7 +404,7 @@ public final class MiniLmEncoder implements AutoCloseable {
     @Override
     public void close() {
         for (MultiHeadAttention mha : attention) if (mha != null) mha.close();
-        pool.close();
+        if (ownsPool) pool.close();
         if (ownedArena != null) ownedArena.close();
     }
 }
