@@ -12,7 +12,7 @@ public interface AttentionKernel {
     String name();
 
     /** Floats of scratch one worker needs for blocks of up to {@code rows} queries against {@code keys} keys. */
-    long scratchFloats(int rows, int keys, int headDim);
+    long scratchFloats(int rows, int keys);
 
     /** Attends one block, writing {@code block.out()}; {@code scratch} is this worker's alone. */
     void attend(HeadBlock block, MemorySegment scratch);

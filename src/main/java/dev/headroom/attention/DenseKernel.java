@@ -5,8 +5,9 @@ import java.lang.foreign.MemorySegment;
 /**
  * Exact attention with the full score row of each query: for a block of m query rows it forms
  * the m × n_k scores with one sgemm, applies the mask and softmax in Java, and multiplies by V
- * with a second sgemm (one span of {@link SpanAttention}). Blocks of about 256 rows keep the
- * scores within a core's L2 cache up to n_k ≈ 4096; the n_q × n_k matrix is never stored whole.
+ * with a second sgemm (one span of {@link SpanAttention}). A block of 256 rows holds
+ * 256 × n_k scores (4 MiB at n_k = 4096, the size the runtime uses it up to); the n_q × n_k
+ * matrix is never stored whole.
  *
  * <p>Keys beyond the last one any row of the block may see (causal, padding) are not computed
  * at all. The division by the softmax sum is applied to the m × d output instead of the
@@ -24,7 +25,7 @@ public final class DenseKernel implements AttentionKernel {
     }
 
     @Override
-    public long scratchFloats(int rows, int keys, int headDim) {
+    public long scratchFloats(int rows, int keys) {
         return SpanAttention.scratchFloats(rows, keys);
     }
 

@@ -20,7 +20,7 @@ import dev.headroom.tensor.Matrix;
  * @param profile where the kernel adds its time per phase, or null
  * @param inspection what to capture or measure besides the output, or null
  */
-public record HeadBlock(int batch, int head, int kvHead, int firstQuery,
+public record HeadBlock(int batch, int head, int firstQuery,
                         Matrix queryT, Matrix keyT, Matrix valueT, Matrix out,
                         float scale, Mask.Bound mask, Softmax softmax, BlockLayout layout, Profile profile,
                         Inspection inspection) {

@@ -40,7 +40,6 @@ final class InspectionSweep {
         Inspection insp = blk.inspection();
         int m = blk.rows(), b = blk.batch(), h = blk.head(), q0 = blk.firstQuery(), nk = blk.keys();
         int nq = blk.mask().queries();
-        Mask.Bound mask = blk.mask();
         long runningMax = (long) m * maxSpan, runningSum = runningMax + m;
         AttentionCapture capture = insp.capture() != null && insp.capture().hasHead(h) ? insp.capture() : null;
         HeadStatistics stats = insp.statistics();
@@ -56,7 +55,7 @@ final class InspectionSweep {
             }
         }
         HeadStatistics.Acc acc = stats == null ? null : stats.newBlock();
-        RowTargets targets = stats == null ? null : RowTargets.of(stats.options(), b, nk, m);
+        RowTargets targets = stats == null ? null : RowTargets.of(stats, b, nk, m);
         int maxOffset = stats == null ? 0 : stats.options().maxOffset(), band = stats == null ? 0 : stats.options().band();
         double[] sumPs = new double[m];       // Σ p·s per row, across spans
         int[] allowed = new int[m];           // allowed keys per row
@@ -80,6 +79,7 @@ final class InspectionSweep {
                 }
             }
             if (columns != null) Arrays.fill(columns, 0, kn, 0);
+            int[] ranges = spans.patternRanges(s);
             for (int i = 0; i < m; i++) {
                 int qi = q0 + i;
                 boolean capturing = capture != null && capture.hasRow(qi);
@@ -87,10 +87,7 @@ final class InspectionSweep {
                 if (!measuring && !capturing) continue;
                 long row = S.index(i, 0);
                 float M = scratch.getAtIndex(F, runningMax + i), L = scratch.getAtIndex(F, runningSum + i);
-                int len = Math.clamp((long) mask.keyEnd(b, qi) - k0, 0, kn);
-                if (mask.hasExplicit()) mask.applyExplicit(b, h, qi, scratch, row, k0, k0 + len);
-                int[] ranges = spans.patternRanges(s);
-                for (int r = 0; r < ranges.length; r += 2) mask.applyPattern(h, qi, scratch, row, k0, ranges[r], Math.min(ranges[r + 1], k0 + len));
+                int len = SpanAttention.maskRow(blk, scratch, row, qi, k0, kn, ranges);
                 if (L <= 0f) continue; // no allowed key in the row: it attends to nothing
                 // p = e^(s − M) / L in place, with Σ p·s and the count of allowed keys
                 moments[0] = moments[1] = 0;
@@ -179,63 +176,43 @@ final class InspectionSweep {
         moments[1] += count;
     }
 
-    /** Delimiter positions and duplicate/induction targets of one batch element. */
+    /**
+     * The delimiter and duplicate/induction sums of one block's rows, over the targets of its batch
+     * element (computed once per batch element by {@link HeadStatistics#targets}).
+     */
     static final class RowTargets {
-        private final boolean[] delimiter;        // or null
-        private final int[] tokens;               // or null
-        private final boolean[] hasDuplicate, hasInduction;
+        private final HeadStatistics.Targets targets;
         /** Per row of the block: mass on earlier occurrences, and on the tokens after them. */
         private final double[] rowDuplicate, rowInduction;
 
-        private RowTargets(boolean[] delimiter, int[] tokens, int rows) {
-            this.delimiter = delimiter;
-            this.tokens = tokens;
+        private RowTargets(HeadStatistics.Targets targets, int rows) {
+            this.targets = targets;
             this.rowDuplicate = new double[rows];
             this.rowInduction = new double[rows];
-            if (tokens == null) {
-                hasDuplicate = hasInduction = null;
-                return;
-            }
-            hasDuplicate = new boolean[tokens.length];
-            hasInduction = new boolean[tokens.length];
-            java.util.Map<Integer, Integer> firstSeen = new java.util.HashMap<>();
-            for (int p = 0; p < tokens.length; p++) {
-                Integer first = firstSeen.get(tokens[p]);
-                hasDuplicate[p] = first != null;
-                hasInduction[p] = first != null && first + 1 < p;
-                firstSeen.putIfAbsent(tokens[p], p);
-            }
         }
 
-        static RowTargets of(HeadStatistics.Options o, int b, int keys, int rows) {
-            boolean[] delim = null;
-            if (o.delimiters() != null) {
-                delim = new boolean[keys];
-                for (int p : o.delimiters()[b]) if (p >= 0 && p < keys) delim[p] = true;
-            }
-            int[] tokens = o.tokens() == null ? null : o.tokens()[b];
-            if (tokens != null && tokens.length != keys) {
-                throw new IllegalArgumentException("token ids of batch element " + b + " give " + tokens.length
-                        + " positions, the keys are " + keys);
-            }
-            return delim == null && tokens == null ? null : new RowTargets(delim, tokens, rows);
+        static RowTargets of(HeadStatistics stats, int b, int keys, int rows) {
+            HeadStatistics.Targets t = stats.targets(b, keys);
+            return t == null ? null : new RowTargets(t, rows);
         }
 
         void add(HeadStatistics.Acc acc, int row, long pos, int j, float p) {
-            if (delimiter != null && delimiter[j]) acc.delimiter += p;
+            if (targets.delimiter() != null && targets.delimiter()[j]) acc.delimiter += p;
+            int[] tokens = targets.tokens();
             if (tokens == null || pos < 0 || pos >= tokens.length || j >= pos) return;
             int t = tokens[(int) pos];
-            if (tokens[j] == t) rowDuplicate[row] += p;                             // an earlier occurrence of my token
-            if (j >= 1 && j - 1 < pos - 1 && tokens[j - 1] == t) rowInduction[row] += p; // the token after one
+            if (tokens[j] == t) rowDuplicate[row] += p;                    // an earlier occurrence of my token
+            if (j >= 1 && tokens[j - 1] == t) rowInduction[row] += p;      // the token after one (j − 1 < pos − 1 as j < pos)
         }
 
         void finishRow(HeadStatistics.Acc acc, int row, long pos) {
+            int[] tokens = targets.tokens();
             if (tokens == null || pos < 0 || pos >= tokens.length) return;
-            if (hasDuplicate[(int) pos]) {
+            if (targets.hasDuplicate()[(int) pos]) {
                 acc.duplicateRows++;
                 acc.duplicate += rowDuplicate[row];
             }
-            if (hasInduction[(int) pos]) {
+            if (targets.hasInduction()[(int) pos]) {
                 acc.inductionRows++;
                 acc.induction += rowInduction[row];
             }

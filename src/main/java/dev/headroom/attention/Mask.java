@@ -24,7 +24,8 @@ import java.util.Arrays;
  *       with it, the sparse kernel skips the tiles the pattern leaves empty instead of masking
  *       them; other kernels apply it element by element.</li>
  * </ul>
- * A query with no allowed key outputs zeros.
+ * A query with no allowed key gets zeros from every head (so the layer's output row is just the
+ * output bias b_O), never NaN.
  */
 public final class Mask {
     private static final Mask NONE = new Mask(false, null, null, null, null, null);

@@ -8,7 +8,8 @@ import dev.headroom.memory.OffHeap;
  * @param weights     W_Q, W_K, W_V, W_O and biases
  * @param activations inputs, output, the Q/K/V projections and the concatenated heads: O(n)
  * @param scratch     the kernel's per-worker scratch (O(1) in n for the tiled and sparse kernels,
- *                    O(n_k) for the dense kernel), plus a sparse layout's index
+ *                    O(n_k) for the dense kernel). A sparse layout's index lives on the Java heap
+ *                    and is not counted.
  */
 public record MemoryEstimate(long weights, long activations, long scratch) {
     public long total() {

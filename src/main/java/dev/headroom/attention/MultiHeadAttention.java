@@ -51,7 +51,8 @@ public final class MultiHeadAttention implements AutoCloseable {
     /**
      * @param threads      worker threads (default: available processors)
      * @param blasThreads  OpenBLAS threads per sgemm call, set process-wide at construction (default 1)
-     * @param queryBlock   query rows per task; the kernel keeps queryBlock × n_k scores per worker
+     * @param queryBlock   query rows per task; a worker's scores are queryBlock × n_k floats with the
+     *                     dense kernel, queryBlock × (key tile or span) with the tiled and sparse ones
      * @param kernel       the attention kernel, or null to choose per call (see {@link #kernelFor})
      * @param softmax      the softmax implementation (default {@link Softmax#VECTOR})
      * @param checkFinite  reject inputs holding NaN or ±∞ (one pass over each input)
@@ -179,6 +180,7 @@ public final class MultiHeadAttention implements AutoCloseable {
      * like {@code query}, is allocated in {@code arena}; scratch lives only for this call.
      */
     public Tensor forward(Tensor query, Tensor keyValue, Mask mask, Arena arena) {
+        plan(query, keyValue, mask, query, null); // every check, before anything is allocated
         Tensor out = Tensor.allocate(arena, query.shape());
         try (Workspace ws = new Workspace()) {
             forward(query, keyValue, mask, out, ws);
@@ -199,34 +201,18 @@ public final class MultiHeadAttention implements AutoCloseable {
     public void forward(Tensor query, Tensor keyValue, Mask mask, Tensor out, Workspace ws, Inspection inspection) {
         ForwardEvent event = new ForwardEvent();
         event.begin();
-        Shapes s = checkInputs(query, keyValue == null ? query : keyValue, out);
-        Mask.Bound bound = mask.bind(s.batch, config.heads(), s.queries, s.keys);
-        checkInspection(inspection, s);
-        MemorySegment explicit = mask.explicitSegment();
-        if (explicit != null && pool.threads() > 1 && !WorkerPool.shareable(explicit)) {
-            throw new IllegalArgumentException("the explicit mask lives in a confined arena, which the worker threads "
-                    + "cannot read; allocate it in a shared arena or use Options.withThreads(1)");
-        }
-        int B = s.batch, nq = s.queries, nk = s.keys, d = config.headDim();
+        Plan plan = plan(query, keyValue, mask, out, inspection);
+        int B = plan.batch, nq = plan.queries, nk = plan.keys, d = config.headDim(), block = plan.block;
         int qw = config.queryWidth(), kw = config.kvWidth();
-        int block = Math.min(options.queryBlock(), nq);
         long qFloats = (long) qw * B * nq, kFloats = (long) kw * B * nk;
-        AttentionKernel kernel = kernelFor(mask, nk);
-        if (options.memoryBudget() > 0) {
-            MemoryEstimate e = estimate(B, nq, nk, keyValue != null, mask);
-            if (e.total() > options.memoryBudget()) {
-                throw new MemoryBudgetExceededException("forward of batch " + B + ", n_q=" + nq + ", n_k=" + nk + " with the "
-                        + kernel.name() + " kernel needs an estimated " + e + ", over the memory budget of "
-                        + OffHeap.format(options.memoryBudget()), e, options.memoryBudget());
-            }
-        }
-        BlockLayout layout = kernel instanceof SparseKernel sparse ? layout(mask.pattern(), nq, nk, block, sparse.keyBlock()) : null;
+        AttentionKernel kernel = plan.kernel;
+        Mask.Bound bound = plan.bound;
+        BlockLayout layout = plan.layout;
 
         ws.acquire();
         long allocated;
         try {
-            allocated = ws.prepare(qFloats + 2 * kFloats, (long) B * nq * qw, pool.threads(),
-                    kernel.scratchFloats(block, nk, d));
+            allocated = ws.prepare(plan.projectionFloats, plan.concatFloats, pool.threads(), plan.scratchFloats);
             MemorySegment P = ws.projection();
             /* Qᵀ: (H·d, B·n_q), columns are tokens; head h is rows [h·d, (h+1)·d). */
             Matrix qT = new Matrix(P, 0, qw, B * nq, B * nq);
@@ -250,9 +236,10 @@ public final class MultiHeadAttention implements AutoCloseable {
                 int q0 = task % blocks * block, q1 = Math.min(nq, q0 + block), g = config.kvHeadOf(h);
                 if (inspection != null && !inspection.keeps(h)) { // ablation: the head contributes nothing
                     SpanAttention.zero(concat.rowRange(b * nq + q0, b * nq + q1).colRange(h * d, (h + 1) * d));
+                    if (inspection.progress() != null) inspection.progress().accept(q1 - q0);
                     return;
                 }
-                HeadBlock hb = new HeadBlock(b, h, g, q0,
+                HeadBlock hb = new HeadBlock(b, h, q0,
                         qT.rowRange(h * d, (h + 1) * d).colRange(b * nq + q0, b * nq + q1),
                         kT.rowRange(g * d, (g + 1) * d).colRange(b * nk, (b + 1) * nk),
                         vT.rowRange(g * d, (g + 1) * d).colRange(b * nk, (b + 1) * nk),
@@ -295,10 +282,19 @@ public final class MultiHeadAttention implements AutoCloseable {
 
     private void checkInspection(Inspection inspection, Shapes s) {
         if (inspection == null) return;
-        if (inspection.capture() != null) inspection.capture().check(s.batch, config.heads(), s.queries, s.keys);
-        if (inspection.statistics() != null && inspection.statistics().heads() != config.heads()) {
-            throw new IllegalArgumentException("statistics were made for " + inspection.statistics().heads()
-                    + " heads, the layer has " + config.heads());
+        if (inspection.capture() != null) {
+            inspection.capture().check(s.batch, config.heads(), s.queries, s.keys);
+            if (pool.threads() > 1 && !WorkerPool.shareable(inspection.capture().probabilities().segment())) {
+                throw new IllegalArgumentException("the attention capture lives in a confined arena, which the worker threads "
+                        + "cannot write; allocate it in a shared arena or use Options.withThreads(1)");
+            }
+        }
+        if (inspection.statistics() != null) {
+            if (inspection.statistics().heads() != config.heads()) {
+                throw new IllegalArgumentException("statistics were made for " + inspection.statistics().heads()
+                        + " heads, the layer has " + config.heads());
+            }
+            inspection.statistics().options().check(s.batch, s.queries, s.keys);
         }
         if (inspection.keepHead() != null && inspection.keepHead().length != config.heads()) {
             throw new IllegalArgumentException("head mask has " + inspection.keepHead().length + " entries, the layer has "
@@ -333,9 +329,7 @@ public final class MultiHeadAttention implements AutoCloseable {
      */
     public static MemoryEstimate estimate(AttentionConfig config, int n, AttentionPattern pattern) {
         Options o = Options.defaults();
-        AttentionKernel k = pattern != null ? new SparseKernel(SPARSE_KEY_BLOCK, SPARSE_MAX_SPAN)
-                : n <= DENSE_MAX_KEYS ? DenseKernel.INSTANCE : new TiledKernel(TILE_KEYS);
-        return estimate(config, true, o.threads(), Math.min(o.queryBlock(), n), k, 1, n, n, false);
+        return estimate(config, true, o.threads(), Math.min(o.queryBlock(), n), defaultKernel(pattern, n), 1, n, n, false);
     }
 
     private static MemoryEstimate estimate(AttentionConfig c, boolean bias, int threads, int block, AttentionKernel kernel,
@@ -346,7 +340,7 @@ public final class MultiHeadAttention implements AutoCloseable {
         long output = f * batch * nq * E;
         long projections = f * ((long) c.queryWidth() * batch * nq + 2L * c.kvWidth() * batch * nk);
         long concat = f * batch * nq * c.queryWidth();
-        long scratch = f * threads * kernel.scratchFloats(block, nk, c.headDim());
+        long scratch = f * threads * kernel.scratchFloats(block, nk);
         return new MemoryEstimate(weights, inputs + output + projections + concat, scratch);
     }
 
@@ -356,7 +350,8 @@ public final class MultiHeadAttention implements AutoCloseable {
      * layer's with those heads masked ({@link Inspection#ablate}). With grouped-query attention, a
      * key/value head stays shared while every group keeps the same number of query heads; when
      * pruning makes groups uneven, each remaining query head gets its own copy of its key/value
-     * head (G' = H'). The new layer has its own worker pool: close it.
+     * head (G' = H'). The new layer runs as this one does: on a pool of its own, or on this
+     * layer's shared pool. Close it either way.
      */
     public MultiHeadAttention prune(Arena arena, int... heads) {
         int H = config.heads(), G = config.kvHeads(), d = config.headDim(), E = config.dModel();
@@ -426,24 +421,53 @@ public final class MultiHeadAttention implements AutoCloseable {
     }
 
     /**
-     * Does everything a call with these inputs would do before computing: checks the shapes,
-     * sizes {@code ws} and compiles (and caches) the sparse layout of the mask's pattern. A server
-     * calls this once per shape so that the first real call costs no more than the next ones.
+     * Does everything a call with these inputs would do before computing: checks the shapes, the
+     * mask and the memory budget, sizes {@code ws} and compiles (and caches) the sparse layout of
+     * the mask's pattern. A server calls this once per shape so that the first real call costs no
+     * more than the next ones.
      */
     public void prepare(Tensor query, Tensor keyValue, Mask mask, Workspace ws) {
-        Shapes s = checkInputs(query, keyValue == null ? query : keyValue, query);
-        mask.bind(s.batch, config.heads(), s.queries, s.keys);
-        int block = Math.min(options.queryBlock(), s.queries);
-        AttentionKernel kernel = kernelFor(mask, s.keys);
-        if (kernel instanceof SparseKernel sparse) layout(mask.pattern(), s.queries, s.keys, block, sparse.keyBlock());
-        long qFloats = (long) config.queryWidth() * s.batch * s.queries, kFloats = (long) config.kvWidth() * s.batch * s.keys;
+        Plan plan = plan(query, keyValue, mask, query, null);
         ws.acquire();
         try {
-            ws.prepare(qFloats + 2 * kFloats, (long) s.batch * s.queries * config.queryWidth(), pool.threads(),
-                    kernel.scratchFloats(block, s.keys, config.headDim()));
+            ws.prepare(plan.projectionFloats, plan.concatFloats, pool.threads(), plan.scratchFloats);
         } finally {
             ws.releaseUse();
         }
+    }
+
+    /** What a call will do, decided and checked before anything runs or is allocated. */
+    private record Plan(int batch, int queries, int keys, int block, AttentionKernel kernel, Mask.Bound bound,
+                        BlockLayout layout, long projectionFloats, long concatFloats, long scratchFloats) {}
+
+    private Plan plan(Tensor query, Tensor keyValue, Mask mask, Tensor out, Inspection inspection) {
+        if (pool.isClosed()) throw new IllegalStateException("this MultiHeadAttention (or the pool it runs on) is closed");
+        Shapes s = checkInputs(query, keyValue == null ? query : keyValue, out);
+        Mask.Bound bound = mask.bind(s.batch, config.heads(), s.queries, s.keys);
+        checkInspection(inspection, s);
+        MemorySegment explicit = mask.explicitSegment();
+        if (explicit != null && pool.threads() > 1 && !WorkerPool.shareable(explicit)) {
+            throw new IllegalArgumentException("the explicit mask lives in a confined arena, which the worker threads "
+                    + "cannot read; allocate it in a shared arena or use Options.withThreads(1)");
+        }
+        int B = s.batch, nq = s.queries, nk = s.keys, block = Math.min(options.queryBlock(), nq);
+        AttentionKernel kernel = kernelFor(mask, nk);
+        if (kernel instanceof SparseKernel && mask.pattern() == null) {
+            throw new IllegalArgumentException("the " + kernel.name() + " kernel needs a mask with a sparse pattern "
+                    + "(Mask.pattern(...) or withPattern); this mask has none");
+        }
+        if (options.memoryBudget() > 0) {
+            MemoryEstimate e = estimate(B, nq, nk, keyValue != null, mask);
+            if (e.total() > options.memoryBudget()) {
+                throw new MemoryBudgetExceededException("forward of batch " + B + ", n_q=" + nq + ", n_k=" + nk + " with the "
+                        + kernel.name() + " kernel needs an estimated " + e + ", over the memory budget of "
+                        + OffHeap.format(options.memoryBudget()), e, options.memoryBudget());
+            }
+        }
+        BlockLayout layout = kernel instanceof SparseKernel sparse ? layout(mask.pattern(), nq, nk, block, sparse.keyBlock()) : null;
+        long projection = (long) config.queryWidth() * B * nq + 2L * config.kvWidth() * B * nk;
+        return new Plan(B, nq, nk, block, kernel, bound, layout, projection, (long) B * nq * config.queryWidth(),
+                kernel.scratchFloats(block, nk));
     }
 
     /**
@@ -451,8 +475,12 @@ public final class MultiHeadAttention implements AutoCloseable {
      * has a pattern, the dense kernel up to {@value #DENSE_MAX_KEYS} keys, the tiled kernel beyond.
      */
     public AttentionKernel kernelFor(Mask mask, int keys) {
-        if (options.kernel() != null) return options.kernel();
-        if (mask.pattern() != null) return new SparseKernel(SPARSE_KEY_BLOCK, SPARSE_MAX_SPAN);
+        return options.kernel() != null ? options.kernel() : defaultKernel(mask.pattern(), keys);
+    }
+
+    /** The kernel chosen when none is given: sparse for a pattern, dense up to {@value #DENSE_MAX_KEYS} keys, else tiled. */
+    static AttentionKernel defaultKernel(AttentionPattern pattern, int keys) {
+        if (pattern != null) return new SparseKernel(SPARSE_KEY_BLOCK, SPARSE_MAX_SPAN);
         return keys <= DENSE_MAX_KEYS ? DenseKernel.INSTANCE : new TiledKernel(TILE_KEYS);
     }
 

@@ -52,7 +52,6 @@ final class SpanAttention {
      */
     static void attend(HeadBlock blk, MemorySegment scratch, Spans spans, int maxSpan) {
         int m = blk.rows(), b = blk.batch(), h = blk.head(), q0 = blk.firstQuery();
-        Mask.Bound mask = blk.mask();
         Softmax softmax = blk.softmax();
         Matrix out = blk.out();
         /* runningMax M, runningSum L: (m) each, after the scores in the scratch. */
@@ -79,14 +78,10 @@ final class SpanAttention {
             t = blk.lap(Profile.Phase.SCORES, t);
 
             // mask; P = e^(S − M_new); L = L·e^(M_old − M_new) + Σ P; O rows rescaled alike
+            int[] ranges = spans.patternRanges(s);
             for (int i = 0; i < m; i++) {
                 long row = S.index(i, 0);
-                int len = Math.clamp((long) mask.keyEnd(b, q0 + i) - k0, 0, kn); // keys of the span this row may see
-                if (mask.hasExplicit()) mask.applyExplicit(b, h, q0 + i, scratch, row, k0, k0 + len);
-                int[] ranges = spans.patternRanges(s);
-                for (int r = 0; r < ranges.length; r += 2) {
-                    mask.applyPattern(h, q0 + i, scratch, row, k0, ranges[r], Math.min(ranges[r + 1], k0 + len));
-                }
+                int len = maskRow(blk, scratch, row, q0 + i, k0, kn, ranges);
                 float oldMax = scratch.getAtIndex(F, runningMax + i);
                 float newMax = Math.max(oldMax, softmax.max(scratch, row, len));
                 float spanSum = softmax.expInPlace(scratch, row, len, newMax);
@@ -114,6 +109,22 @@ final class SpanAttention {
 
         // Inspection only: a second sweep with the final M and L (see InspectionSweep)
         if (blk.inspection() != null && blk.inspection().sweeps(h)) InspectionSweep.run(blk, scratch, spans, maxSpan);
+    }
+
+    /**
+     * Masks the scores of query row i for keys [k0, k0 + kn) (at {@code row} in {@code scratch}):
+     * the explicit mask, then the sparse pattern over {@code patternRanges}; returns how many of
+     * the span's keys the row may see at all (the rest are past its causal or padding end). The
+     * kernels and the inspection sweep both call this, so the probabilities they see agree.
+     */
+    static int maskRow(HeadBlock blk, MemorySegment scratch, long row, int i, int k0, int kn, int[] patternRanges) {
+        Mask.Bound mask = blk.mask();
+        int len = Math.clamp((long) mask.keyEnd(blk.batch(), i) - k0, 0, kn);
+        if (mask.hasExplicit()) mask.applyExplicit(blk.batch(), blk.head(), i, scratch, row, k0, k0 + len);
+        for (int r = 0; r < patternRanges.length; r += 2) {
+            mask.applyPattern(blk.head(), i, scratch, row, k0, patternRanges[r], Math.min(patternRanges[r + 1], k0 + len));
+        }
+        return len;
     }
 
     /** The largest key end any row of the block may see (0: the block sees nothing). */

@@ -37,7 +37,7 @@ public final class SparseKernel implements AttentionKernel {
     }
 
     @Override
-    public long scratchFloats(int rows, int keys, int headDim) {
+    public long scratchFloats(int rows, int keys) {
         return SpanAttention.scratchFloats(rows, Math.min(maxSpan, keys));
     }
 

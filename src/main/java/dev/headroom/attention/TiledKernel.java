@@ -26,7 +26,7 @@ public final class TiledKernel implements AttentionKernel {
     }
 
     @Override
-    public long scratchFloats(int rows, int keys, int headDim) {
+    public long scratchFloats(int rows, int keys) {
         return SpanAttention.scratchFloats(rows, Math.min(keyTile, keys));
     }
 

@@ -22,7 +22,7 @@ public final class Workspace implements AutoCloseable {
     private MemorySegment scratch = MemorySegment.NULL;
     private long scratchPerWorker;
     private final AtomicBoolean inUse = new AtomicBoolean();
-    private boolean closed;
+    private volatile boolean closed;
 
     public Workspace() {}
 
@@ -30,15 +30,17 @@ public final class Workspace implements AutoCloseable {
     long prepare(long projectionFloats, long concatFloats, int workers, long scratchFloatsPerWorker) {
         if (closed) throw new IllegalStateException("workspace is closed");
         long projBytes = projectionFloats * Float.BYTES, concatBytes = concatFloats * Float.BYTES;
-        long scratchBytes = (long) workers * scratchFloatsPerWorker * Float.BYTES;
+        // Workers' scratches are slices of one buffer at a stride that only grows, so the buffer must
+        // hold `workers` strides of the larger of the old stride and the new request.
+        long perWorker = Math.max(scratchFloatsPerWorker, scratchPerWorker);
+        long scratchBytes = (long) workers * perWorker * Float.BYTES;
         if (arena != null && projection.byteSize() >= projBytes && concat.byteSize() >= concatBytes
-                && scratch.byteSize() >= scratchBytes && scratchPerWorker >= scratchFloatsPerWorker) {
+                && scratch.byteSize() >= scratchBytes) {
             return 0;
         }
         long keepProj = Math.max(projBytes, projection.byteSize());
         long keepConcat = Math.max(concatBytes, concat.byteSize());
-        long perWorker = Math.max(scratchFloatsPerWorker, scratchPerWorker);
-        long keepScratch = Math.max((long) workers * perWorker * Float.BYTES, scratch.byteSize());
+        long keepScratch = Math.max(scratchBytes, scratch.byteSize());
         release();
         arena = TrackedArena.ofShared();
         projection = arena.allocate(Math.max(keepProj, 4), TrackedArena.ALIGNMENT);
@@ -63,10 +65,13 @@ public final class Workspace implements AutoCloseable {
     }
 
     void acquire() {
-        if (closed) throw new IllegalStateException("workspace is closed");
         if (!inUse.compareAndSet(false, true)) {
-            throw new IllegalStateException("this workspace is already in use by another forward call; "
-                    + "give each concurrent call its own Workspace");
+            throw new IllegalStateException(closed ? "workspace is closed" : "this workspace is already in use by another "
+                    + "forward call (or being closed); give each concurrent call its own Workspace");
+        }
+        if (closed) { // closed before we took it
+            inUse.set(false);
+            throw new IllegalStateException("workspace is closed");
         }
     }
 
@@ -86,10 +91,18 @@ public final class Workspace implements AutoCloseable {
         scratchPerWorker = 0;
     }
 
+    /** Frees the buffers; refused while a forward call uses the workspace. Closing twice is harmless. */
     @Override
     public void close() {
-        if (inUse.get()) throw new IllegalStateException("cannot close a workspace while a forward call uses it");
-        release();
-        closed = true;
+        // Take the workspace as a call would, so no call can start while the buffers are freed.
+        if (!inUse.compareAndSet(false, true)) {
+            throw new IllegalStateException("cannot close a workspace while a forward call uses it");
+        }
+        try {
+            release();
+            closed = true;
+        } finally {
+            inUse.set(false);
+        }
     }
 }

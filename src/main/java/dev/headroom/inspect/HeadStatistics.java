@@ -2,12 +2,13 @@ package dev.headroom.inspect;
 
 import java.util.Arrays;
 import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
 
 /**
  * Per-head statistics of attention, accumulated by the kernels while they run, over every query
- * row of every call it is passed to, without storing any n × n matrix: memory is O(heads · n_k)
- * (the column masses), so it works at 100k tokens. Positions follow the masks' alignment: query i
+ * row of every call it is passed to, without storing any n × n matrix: memory is
+ * O(heads · B · n_k) doubles (the column masses), so it works at 100k tokens. Positions follow the masks' alignment: query i
  * sits at key position p = i + n_k − n_q.
  *
  * <p>For a query row with probabilities p_j over its allowed keys, with scores s_j:
@@ -50,11 +51,38 @@ public final class HeadStatistics {
         }
 
         public Options withDelimiters(int[][] positions) {
-            return new Options(band, maxOffset, topColumns, positions, tokens, queryLengths);
+            return new Options(band, maxOffset, topColumns, deepCopy(positions), tokens, queryLengths);
         }
 
         public Options withTokens(int[][] ids) {
-            return new Options(band, maxOffset, topColumns, delimiters, ids, queryLengths);
+            return new Options(band, maxOffset, topColumns, delimiters, deepCopy(ids), queryLengths);
+        }
+
+        private static int[][] deepCopy(int[][] a) {
+            return a == null ? null : java.util.Arrays.stream(a).map(int[]::clone).toArray(int[][]::new);
+        }
+
+        /** Checks the per-batch arrays against a call's batch, n_q and n_k (at the public boundary). */
+        public void check(int batch, int queries, int keys) {
+            if (queryLengths != null && queryLengths.length != batch) {
+                throw new IllegalArgumentException("statistics' query lengths give " + queryLengths.length
+                        + " values for a batch of " + batch);
+            }
+            if (delimiters != null && delimiters.length != batch) {
+                throw new IllegalArgumentException("statistics' delimiters give " + delimiters.length
+                        + " lists for a batch of " + batch);
+            }
+            if (tokens != null) {
+                if (tokens.length != batch) {
+                    throw new IllegalArgumentException("statistics' token ids give " + tokens.length + " lists for a batch of " + batch);
+                }
+                for (int b = 0; b < batch; b++) {
+                    if (tokens[b].length != keys) {
+                        throw new IllegalArgumentException("token ids of batch element " + b + " give " + tokens[b].length
+                                + " positions, the keys are " + keys);
+                    }
+                }
+            }
         }
 
         public Options withBand(int k) {
@@ -138,12 +166,43 @@ public final class HeadStatistics {
         }
     }
 
+    /** Per batch element: delimiter flags and duplicate/induction targets, computed once and shared by every block. */
+    public record Targets(boolean[] delimiter, int[] tokens, boolean[] hasDuplicate, boolean[] hasInduction) {}
+
+    private final java.util.concurrent.ConcurrentHashMap<List<Integer>, Targets> targets = new java.util.concurrent.ConcurrentHashMap<>();
+
+    /** The targets of batch element b for n_k keys, or null when neither delimiters nor tokens were given. */
+    public Targets targets(int b, int keys) {
+        if (options.delimiters() == null && options.tokens() == null) return null;
+        return targets.computeIfAbsent(List.of(b, keys), k -> {
+            boolean[] delim = null;
+            if (options.delimiters() != null) {
+                delim = new boolean[keys];
+                for (int p : options.delimiters()[b]) if (p >= 0 && p < keys) delim[p] = true;
+            }
+            int[] tok = options.tokens() == null ? null : options.tokens()[b];
+            boolean[] dup = null, ind = null;
+            if (tok != null) {
+                dup = new boolean[tok.length];
+                ind = new boolean[tok.length];
+                Map<Integer, Integer> firstSeen = new HashMap<>();
+                for (int p = 0; p < tok.length; p++) {
+                    Integer first = firstSeen.get(tok[p]);
+                    dup[p] = first != null;              // an earlier occurrence exists
+                    ind[p] = first != null && first + 1 < p; // and the token after it comes before p
+                    firstSeen.putIfAbsent(tok[p], p);
+                }
+            }
+            return new Targets(delim, tok, dup, ind);
+        });
+    }
+
     /** A fresh block accumulator (one worker, one block). */
     public Acc newBlock() {
         return new Acc(options.maxOffset);
     }
 
-    /** Adds a block's sums and column masses [k0, k0 + mass.length) of batch b to head h. */
+    /** Adds a block's sums to head h. */
     public void add(int h, Acc block) {
         Acc a = acc[h];
         synchronized (a) {

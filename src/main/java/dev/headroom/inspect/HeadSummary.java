@@ -47,7 +47,7 @@ public record HeadSummary(int head, long rows,
             case VERTICAL -> String.format("%.0f%% of all attention on %d keys", 100 * columnConcentration, topColumns);
             case LOCAL -> String.format("%.0f%% within ±%d", 100 * bandMass, band);
             case BROAD -> String.format("normalized entropy %.2f", normalizedEntropy);
-            case UNCLASSIFIED -> String.format("entropy %.2f, distance %.1f", normalizedEntropy, distance);
+            case UNCLASSIFIED -> String.format("normalized entropy %.2f, distance %.1f", normalizedEntropy, distance);
         };
         return r + " (" + why + ")";
     }

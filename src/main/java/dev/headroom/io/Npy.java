@@ -35,9 +35,10 @@ public final class Npy {
 
     /** The parsed header of an .npy file. */
     public record Header(String descr, int[] shape, long dataOffset) {
+        /** Elements of the shape; a product past 2^63 (a corrupt header) is refused in {@link Npy#header}. */
         public long elements() {
             long n = 1;
-            for (int d : shape) n *= d;
+            for (int d : shape) n = Math.multiplyExact(n, d);
             return n;
         }
     }
@@ -83,7 +84,7 @@ public final class Npy {
         }
     }
 
-    /** Reads and validates the header; the channel is left positioned after it. */
+    /** Reads and validates the header with positional reads (the channel's position is not used). */
     public static Header header(FileChannel ch, Path file) throws IOException {
         ByteBuffer pre = ByteBuffer.allocate((int) Math.min(12, ch.size())).order(ByteOrder.LITTLE_ENDIAN);
         readFully(ch, pre, 0, file, "the magic string");
@@ -123,6 +124,11 @@ public final class Npy {
         }
         int[] shape = parseShape(s.group(1), file, dict);
         Header header = new Header(d.group(1), shape, prefix + headerLen);
+        try {
+            if (header.elements() > Long.MAX_VALUE / 8) throw new ArithmeticException();
+        } catch (ArithmeticException e) {
+            throw new TensorFormatException(file + ": shape " + Arrays.toString(shape) + " in the .npy header is too large");
+        }
         long itemSize = header.descr.endsWith("f4") ? 4 : header.descr.endsWith("b1") ? 1 : 0;
         if (itemSize > 0) {
             long need = header.dataOffset + header.elements() * itemSize;

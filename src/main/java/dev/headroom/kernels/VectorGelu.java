@@ -10,7 +10,7 @@ import static dev.headroom.kernels.Vectors.SPECIES;
 
 /**
  * {@link Gelu} on the Vector API: the same erfc formula in float lanes, e^x from
- * {@link VectorMath#exp} (which flushes to 0 below −87.3, so GELU of u below about −13 is 0),
+ * {@link VectorMath#exp}, u clamped at {@link Gelu#ZERO_BELOW} and the result 0 below it,
  * and a scalar tail computed by {@link ScalarGelu#gelu}.
  */
 final class VectorGelu implements Gelu {

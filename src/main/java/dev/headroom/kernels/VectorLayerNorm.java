@@ -25,7 +25,7 @@ final class VectorLayerNorm implements LayerNorm {
         FloatVector acc = FloatVector.zero(SPECIES);
         int j = 0;
         for (; j < bound; j += lanes) acc = acc.add(load(x, xOffset + j));
-        float sum = sumInLaneOrder(acc);
+        float sum = Vectors.sumLanes(acc);
         for (; j < length; j++) sum += x.getAtIndex(F, xOffset + j);
         float mean = sum / length;
         // σ²: a second pass over the deviations d = x − μ. Their sum is n times the float mean's
@@ -38,7 +38,7 @@ final class VectorLayerNorm implements LayerNorm {
             acc = acc.add(d);
             squaresAcc = d.fma(d, squaresAcc);
         }
-        float deviations = sumInLaneOrder(acc), squares = sumInLaneOrder(squaresAcc);
+        float deviations = Vectors.sumLanes(acc), squares = Vectors.sumLanes(squaresAcc);
         for (; j < length; j++) {
             float d = x.getAtIndex(F, xOffset + j) - mean;
             deviations += d;
@@ -72,17 +72,6 @@ final class VectorLayerNorm implements LayerNorm {
         normalize(y, yOffset, gamma, beta, eps, y, yOffset, length);
     }
 
-    /**
-     * The lanes added in lane order, as {@link Vectors#sumLanes} (so results are reproducible),
-     * but through an array: extracting lanes one by one with {@code lane(i)} costs more than the
-     * rest of a 384-wide row.
-     */
-    private static float sumInLaneOrder(FloatVector v) {
-        float[] lanes = v.toArray();
-        float s = 0f;
-        for (float x : lanes) s += x;
-        return s;
-    }
 
     private static FloatVector load(MemorySegment s, long floatIndex) {
         return FloatVector.fromMemorySegment(SPECIES, s, floatIndex * Float.BYTES, ORDER);

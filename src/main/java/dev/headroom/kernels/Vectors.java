@@ -11,7 +11,7 @@ import java.nio.ByteOrder;
 public final class Vectors {
     /**
      * The preferred species of this CPU (512 bits with AVX-512), or the width in bits given by the
-     * system property {@code headroom.vector.bits} (128, 256 or 512), which tests and benchmarks
+     * system property {@code headroom.vector.bits} (64, 128, 256 or 512), which tests and benchmarks
      * use to run the kernels at other widths.
      */
     public static final VectorSpecies<Float> SPECIES = chooseSpecies();

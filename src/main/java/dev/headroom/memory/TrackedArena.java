@@ -10,7 +10,8 @@ import java.util.concurrent.atomic.AtomicLong;
  * An {@link Arena} whose allocations are counted in {@link OffHeap}. It wraps a confined or
  * shared arena and is closed like one; closing subtracts what it allocated. Everything the
  * runtime allocates goes through one of these; callers who want their own outputs counted pass
- * one as well ({@code try (var arena = TrackedArena.ofConfined()) { ... }}).
+ * one as well ({@code try (var arena = TrackedArena.ofShared()) { ... }}: shared, because Headroom's
+ * worker threads write outputs; confined arenas suit single-threaded use).
  *
  * <p>Segments are 64-byte aligned unless a larger alignment is asked for.
  */

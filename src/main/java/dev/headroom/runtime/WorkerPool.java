@@ -60,10 +60,16 @@ public final class WorkerPool implements AutoCloseable {
         return segment.isAccessibleBy(OTHER_THREAD);
     }
 
+    /** Whether {@link #close()} was called. */
+    public boolean isClosed() {
+        return closed;
+    }
+
     /** Runs tasks [0, count) and rethrows the first failure after all workers have stopped. */
     public void run(int count, Body body) {
+        if (closed) throw new IllegalStateException("worker pool is closed");
         int helpers = Math.min(threads, count) - 1;
-        if (helpers <= 0 || closed || Thread.currentThread() instanceof Worker) {
+        if (helpers <= 0 || Thread.currentThread() instanceof Worker) {
             // One worker, or a task that itself runs tasks (nested): inline, never wait on the pool.
             for (int t = 0; t < count; t++) body.run(t, 0);
             return;
@@ -132,10 +138,15 @@ public final class WorkerPool implements AutoCloseable {
             }
         }
 
-        /** Withdraws helpers that have not started, then waits for the ones that did. */
+        /**
+         * Withdraws helpers that have not started, then waits for the ones that did. An interrupt
+         * is not honoured while they run (they still use the caller's memory) but is kept: it is
+         * cleared so that parking keeps working, and set again before returning.
+         */
         void finishAndAwait() {
             int started = helpers - Math.max(0, unstarted.getAndSet(0));
             long deadline = System.nanoTime() + SPIN_NANOS;
+            boolean interrupted = false;
             while (finished.get() < started) {
                 if (System.nanoTime() < deadline) {
                     Thread.onSpinWait();
@@ -144,8 +155,9 @@ public final class WorkerPool implements AutoCloseable {
                 callerParked = true;
                 if (finished.get() < started) LockSupport.parkNanos(this, 1_000_000);
                 callerParked = false;
-                // Interrupts are not honoured here: the helpers still use the caller's memory.
+                interrupted |= Thread.interrupted();
             }
+            if (interrupted) Thread.currentThread().interrupt();
         }
 
         void rethrow() {
@@ -178,6 +190,7 @@ public final class WorkerPool implements AutoCloseable {
                     h = queue.poll(); // re-check after announcing, so a wake-up is never lost
                     if (h == null && !closed) LockSupport.park(this);
                     parked = false;
+                    Thread.interrupted(); // an interrupt would make every later park return at once
                     if (h == null) continue;
                 }
                 h.call.help(h.worker);
