@@ -56,22 +56,28 @@ public final class SafeTensors {
                 throw new TensorFormatException(file + ": malformed .safetensors header: " + e.getMessage(), e);
             }
             long dataStart = 8 + headerLen, dataSize = size - dataStart;
+            // Every entry is checked before the file is mapped: a malformed file leaves nothing in the arena.
+            Map<String, Entry> entries = new LinkedHashMap<>();
+            for (Map.Entry<String, JsonElement> e : header.entrySet()) {
+                if (e.getKey().equals("__metadata__")) continue;
+                entries.put(e.getKey(), entry(file, e.getKey(), e.getValue(), dataSize));
+            }
             MemorySegment mapped = arena instanceof TrackedArena tracked
                     ? tracked.map(ch, 0, size)
                     : ch.map(FileChannel.MapMode.READ_ONLY, 0, size, arena);
             Map<String, Tensor> tensors = new LinkedHashMap<>();
-            for (Map.Entry<String, JsonElement> entry : header.entrySet()) {
-                if (entry.getKey().equals("__metadata__")) continue;
-                tensors.put(entry.getKey(), tensor(file, entry.getKey(), entry.getValue(), mapped, dataStart, dataSize));
-            }
+            entries.forEach((name, e) -> tensors.put(name,
+                    Tensor.wrap(mapped.asSlice(dataStart + e.begin, e.end - e.begin), e.shape)));
             return Collections.unmodifiableMap(tensors);
         } catch (NoSuchFileException e) {
             throw new TensorFormatException(file + ": no such .safetensors file", e);
         }
     }
 
-    private static Tensor tensor(Path file, String name, JsonElement spec, MemorySegment mapped, long dataStart,
-                                 long dataSize) throws TensorFormatException {
+    /** One validated header entry: shape and byte range within the data section. */
+    private record Entry(int[] shape, long begin, long end) {}
+
+    private static Entry entry(Path file, String name, JsonElement spec, long dataSize) throws TensorFormatException {
         try {
             JsonObject o = spec.getAsJsonObject();
             String dtype = o.get("dtype").getAsString();
@@ -99,7 +105,7 @@ public final class SafeTensors {
                 throw new TensorFormatException(file + ": tensor '" + name + "' of shape " + shapeJson + " needs "
                         + count * Float.BYTES + " bytes but data_offsets span " + (end - begin));
             }
-            return Tensor.wrap(mapped.asSlice(dataStart + begin, end - begin), shape);
+            return new Entry(shape, begin, end);
         } catch (RuntimeException e) {
             throw new TensorFormatException(file + ": malformed entry for tensor '" + name + "': " + spec, e);
         }

@@ -68,8 +68,11 @@ class SafeTensorsTest {
     private String failure(byte[] content) throws IOException {
         Path f = dir.resolve("bad.safetensors");
         Files.write(f, content);
-        try (Arena arena = Arena.ofConfined()) {
-            return assertThrows(TensorFormatException.class, () -> SafeTensors.open(f, arena)).getMessage();
+        long mapped = OffHeap.mappedBytes();
+        try (TrackedArena arena = TrackedArena.ofConfined()) {
+            String m = assertThrows(TensorFormatException.class, () -> SafeTensors.open(f, arena)).getMessage();
+            assertEquals(mapped, OffHeap.mappedBytes(), "a malformed file is refused before it is mapped");
+            return m;
         }
     }
 
