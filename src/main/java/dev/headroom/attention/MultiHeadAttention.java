@@ -256,7 +256,7 @@ public final class MultiHeadAttention implements AutoCloseable {
                 long t = startTimer();
                 int r0 = task * chunk, r1 = Math.min(y.rows(), r0 + chunk);
                 Matrix yRows = y.rowRange(r0, r1);
-                if (weights.bo != null) fillRows(yRows, weights.bo);
+                if (weights.bo != null) yRows.fillRows(weights.bo.segment(), 0);
                 Blas.sgemm(1f, concat.rowRange(r0, r1), false, weights.wo, true, weights.bo != null ? 1f : 0f, yRows);
                 stopTimer(Profile.Phase.OUTPUT_PROJECTION, t);
             });
@@ -530,11 +530,9 @@ public final class MultiHeadAttention implements AutoCloseable {
             for (Piece piece : tasks.get(task)) {
                 Projection p = piece.p;
                 Matrix outRows = p.out.rowRange(piece.r0, piece.r1);
-                if (p.bias != null) {
+                if (p.bias != null) { // row r of Qᵀ/Kᵀ/Vᵀ is feature r: every token starts at b[r]
                     for (int r = piece.r0; r < piece.r1; r++) {
-                        MemorySegment row = outRows.segment().asSlice(outRows.index(r - piece.r0, 0) * Float.BYTES,
-                                (long) outRows.cols() * Float.BYTES);
-                        fill(row, p.bias.get(r));
+                        Vectors.fill(outRows.segment(), outRows.index(r - piece.r0, 0), outRows.cols(), p.bias.get(r));
                     }
                 }
                 Blas.sgemm(1f, p.weight.rowRange(piece.r0, piece.r1), false, p.input, true, p.bias != null ? 1f : 0f, outRows);
@@ -547,17 +545,6 @@ public final class MultiHeadAttention implements AutoCloseable {
     private int rowChunk(int rows) {
         int perThread = (rows + pool.threads() - 1) / pool.threads();
         return Math.max(16, (perThread + 15) / 16 * 16);
-    }
-
-    private static void fill(MemorySegment floats, float value) {
-        Vectors.fill(floats, 0, floats.byteSize() / Float.BYTES, value);
-    }
-
-    private static void fillRows(Matrix rows, Tensor vector) {
-        long bytes = (long) rows.cols() * Float.BYTES;
-        for (int i = 0; i < rows.rows(); i++) {
-            MemorySegment.copy(vector.segment(), 0, rows.segment(), rows.index(i, 0) * Float.BYTES, bytes);
-        }
     }
 
     private long startTimer() {

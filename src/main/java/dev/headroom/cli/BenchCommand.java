@@ -22,7 +22,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
-import java.util.SplittableRandom;
 import java.util.concurrent.Callable;
 
 /**
@@ -166,9 +165,7 @@ final class BenchCommand implements Callable<Integer> {
     private Result measure(MultiHeadAttention mha, AttentionConfig config, int n, int t, double sgemm, Profile profile,
                            ProgressBar bar) {
         try (TrackedArena arena = TrackedArena.ofShared(); Workspace ws = new Workspace()) {
-            Tensor x = Tensor.allocate(arena, batch, n, config.dModel());
-            SplittableRandom rnd = new SplittableRandom(n);
-            for (long i = 0; i < x.size(); i++) x.set(i, (float) rnd.nextDouble(-1, 1));
+            Tensor x = Tensor.uniform(arena, n, 1, batch, n, config.dModel());
             Tensor y = Tensor.allocate(arena, batch, n, config.dModel());
             Mask mask = causal ? Mask.causal() : Mask.none();
             for (int w = 0; w < 3; w++) mha.forward(x, null, mask, y, ws); // warm-up: JIT, page faults, workspace

@@ -25,7 +25,6 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.SplittableRandom;
 
 /**
  * {@code headroom bench --long}: attention from 1,024 to 131,072 tokens for dense, tiled exact,
@@ -114,10 +113,7 @@ final class LongBench {
     }
 
     private Tensor input(TrackedArena arena, int n) {
-        Tensor x = Tensor.allocate(arena, 1, n, layer.dModel());
-        SplittableRandom r = new SplittableRandom(n);
-        for (long i = 0; i < x.size(); i++) x.set(i, (float) r.nextDouble(-1, 1));
-        return x;
+        return Tensor.uniform(arena, n, 1, 1, n, layer.dModel());
     }
 
     private Point measure(MultiHeadAttention mha, Config c, int n, MemoryEstimate e) {

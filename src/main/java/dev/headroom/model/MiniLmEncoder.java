@@ -210,7 +210,7 @@ public final class MiniLmEncoder implements AutoCloseable {
             if (listener != null && mha != null) listener.beforeAttention(l, mha, out, mask);
             // 2. a = MultiHeadAttention(x) with key padding (only b_O when every head of the layer was pruned)
             if (mha != null) attend(mha, out, tokens, attentionOut, ws);
-            else fillRowsWith(a, rows, E, layer.attention().stateDict().get("o_proj.bias"));
+            else attentionBiasOnly(new Matrix(a, 0, rows, E, E), layer.attention().stateDict().get("o_proj.bias"));
             // 3. x = LN_attn(a + x), then x = LN_out(GELU(x·W₁ + b₁)·W₂ + b₂ + x)
             if (rows >= pool.threads() * MIN_ROWS_PER_TASK) {
                 pool.run(blocks, (task, worker) -> feedForward(layer, x, a, u, task * chunk, Math.min(rows, (task + 1) * chunk)));
@@ -225,13 +225,10 @@ public final class MiniLmEncoder implements AutoCloseable {
         mha.forward(x, null, Mask.keyLengths(tokens.lengths()), a, ws.attention());
     }
 
-    /** Every row of a (rows, E) gets {@code bias} (zeros when there is none). */
-    private static void fillRowsWith(MemorySegment a, int rows, int E, Tensor bias) {
-        long bytes = (long) E * Float.BYTES;
-        for (int r = 0; r < rows; r++) {
-            if (bias == null) a.asSlice((long) r * bytes, bytes).fill((byte) 0);
-            else MemorySegment.copy(bias.segment(), 0, a, (long) r * bytes, bytes);
-        }
+    /** The attention output of a layer whose every head was pruned: b_O in every row (zeros without a bias). */
+    private static void attentionBiasOnly(Matrix a, Tensor bias) {
+        if (bias != null) a.fillRows(bias.segment(), 0);
+        else for (int r = 0; r < a.rows(); r++) a.segment().asSlice(a.index(r, 0) * Float.BYTES, (long) a.cols() * Float.BYTES).fill((byte) 0);
     }
 
     /** Rows [r0, r1): the residual LayerNorm after attention, the FFN, and the residual LayerNorm after it. */
@@ -250,8 +247,7 @@ public final class MiniLmEncoder implements AutoCloseable {
         Blas.sgemm(1f, xRows, false, layer.intermediateWeight().matrix(), false, 0f, uRows);
         for (int r = r0; r < r1; r++) Gelu.VECTOR.apply(u, (long) r * I, I, layer.intermediateBias().segment());
         // f = b₂ + u·W₂, the bias first so that sgemm adds onto it (beta = 1)
-        long biasBytes = (long) E * Float.BYTES;
-        for (int r = r0; r < r1; r++) MemorySegment.copy(layer.outputBias().segment(), 0, a, (long) r * E * Float.BYTES, biasBytes);
+        fRows.fillRows(layer.outputBias().segment(), 0);
         Blas.sgemm(1f, uRows, false, layer.outputWeight().matrix(), false, 1f, fRows);
         // x = LN_out(f + x)
         for (int r = r0; r < r1; r++) {
@@ -289,10 +285,7 @@ public final class MiniLmEncoder implements AutoCloseable {
         // f[:, c0:c1] = b₂[c0:c1] + u·W₂[:, c0:c1]
         pool.run((E + eBlock - 1) / eBlock, (task, worker) -> {
             int c0 = task * eBlock, c1 = Math.min(E, c0 + eBlock);
-            for (int r = 0; r < rows; r++) {
-                MemorySegment.copy(layer.outputBias().segment(), (long) c0 * Float.BYTES, a, ((long) r * E + c0) * Float.BYTES,
-                        (long) (c1 - c0) * Float.BYTES);
-            }
+            fAll.colRange(c0, c1).fillRows(layer.outputBias().segment(), c0);
             Blas.sgemm(1f, uAll, false, layer.outputWeight().matrix().colRange(c0, c1), false, 1f, fAll.colRange(c0, c1));
         });
         // x = LN_out(f + x)

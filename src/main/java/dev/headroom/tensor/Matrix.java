@@ -49,6 +49,15 @@ public record Matrix(MemorySegment segment, long offset, int rows, int cols, int
         return offset + (long) i * ld + j;
     }
 
+    /**
+     * Every row ← {@code cols} floats of {@code vector} from float index {@code vectorOffset} (a bias
+     * broadcast over rows, before an sgemm with beta = 1 adds onto it).
+     */
+    public void fillRows(MemorySegment vector, long vectorOffset) {
+        long bytes = (long) cols * Float.BYTES;
+        for (int i = 0; i < rows; i++) MemorySegment.copy(vector, vectorOffset * Float.BYTES, segment, index(i, 0) * Float.BYTES, bytes);
+    }
+
     /** Rows [r0, r1) as a view. */
     public Matrix rowRange(int r0, int r1) {
         checkRange("row", r0, r1, rows);

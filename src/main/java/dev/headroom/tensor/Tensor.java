@@ -52,6 +52,14 @@ public final class Tensor {
         return t;
     }
 
+    /** A tensor of {@code shape} in {@code arena}, uniform in [−bound, bound), from a seeded generator. */
+    public static Tensor uniform(Arena arena, long seed, double bound, int... shape) {
+        Tensor t = allocate(arena, shape);
+        java.util.SplittableRandom rnd = new java.util.SplittableRandom(seed);
+        for (long i = 0; i < t.size; i++) t.set(i, (float) rnd.nextDouble(-bound, bound));
+        return t;
+    }
+
     static long elementCount(int[] shape) {
         if (shape.length == 0) throw new IllegalArgumentException("a tensor needs at least one dimension");
         long n = 1;

@@ -19,7 +19,6 @@ import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
 import org.openjdk.jmh.annotations.Warmup;
 
-import java.util.SplittableRandom;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -78,10 +77,7 @@ public class HeadShapeSgemmBenchmark {
     }
 
     private Matrix random(int rows, int cols, long seed) {
-        Tensor t = Tensor.allocate(arena, rows, cols);
-        SplittableRandom rnd = new SplittableRandom(seed);
-        for (long i = 0; i < t.size(); i++) t.set(i, (float) rnd.nextDouble(-1, 1));
-        return t.matrix();
+        return Tensor.uniform(arena, seed, 1, rows, cols).matrix();
     }
 
     @Benchmark

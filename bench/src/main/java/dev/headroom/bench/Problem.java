@@ -7,7 +7,6 @@ import dev.headroom.attention.MultiHeadAttention;
 import dev.headroom.tensor.Tensor;
 
 import java.lang.foreign.Arena;
-import java.util.SplittableRandom;
 
 /**
  * The benchmarked problem, one definition for Headroom, the C reference and the correctness
@@ -51,10 +50,7 @@ public final class Problem {
 
     /** x: (1, n, E), uniform in [−1, 1), in {@code arena}. */
     public static Tensor input(Arena arena, int n, int dModel, long seed) {
-        Tensor x = Tensor.allocate(arena, 1, n, dModel);
-        SplittableRandom rnd = new SplittableRandom(seed);
-        for (long i = 0; i < x.size(); i++) x.set(i, (float) rnd.nextDouble(-1, 1));
-        return x;
+        return Tensor.uniform(arena, seed, 1, 1, n, dModel);
     }
 
     /**

@@ -19,7 +19,6 @@ import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
 import org.openjdk.jmh.annotations.Warmup;
 
-import java.util.SplittableRandom;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -60,10 +59,7 @@ public class SgemmBenchmark {
     }
 
     private Matrix random(int size, long seed) {
-        Tensor t = Tensor.allocate(arena, size, size);
-        SplittableRandom rnd = new SplittableRandom(seed);
-        for (long i = 0; i < t.size(); i++) t.set(i, (float) rnd.nextDouble(-1, 1));
-        return t.matrix();
+        return Tensor.uniform(arena, seed, 1, size, size).matrix();
     }
 
     @Benchmark
