@@ -18,13 +18,22 @@ final class VectorSoftmax implements Softmax {
 
     @Override
     public float max(MemorySegment x, long offset, int length) {
-        int lanes = SPECIES.length(), bound = SPECIES.loopBound(length);
-        FloatVector acc = FloatVector.broadcast(SPECIES, Float.NEGATIVE_INFINITY);
+        int lanes = SPECIES.length(), bound = SPECIES.loopBound(length), bound4 = length - length % (4 * lanes);
+        // Four independent maxima: one accumulator would wait on its own latency every vector.
+        // The maximum does not depend on the order, so the result is the same.
+        FloatVector a0 = FloatVector.broadcast(SPECIES, Float.NEGATIVE_INFINITY), a1 = a0, a2 = a0, a3 = a0;
         int j = 0;
-        for (; j < bound; j += lanes) {
-            acc = acc.max(FloatVector.fromMemorySegment(SPECIES, x, (offset + j) * Float.BYTES, ORDER));
+        for (; j < bound4; j += 4 * lanes) {
+            long at = (offset + j) * Float.BYTES;
+            a0 = a0.max(FloatVector.fromMemorySegment(SPECIES, x, at, ORDER));
+            a1 = a1.max(FloatVector.fromMemorySegment(SPECIES, x, at + (long) lanes * Float.BYTES, ORDER));
+            a2 = a2.max(FloatVector.fromMemorySegment(SPECIES, x, at + 2L * lanes * Float.BYTES, ORDER));
+            a3 = a3.max(FloatVector.fromMemorySegment(SPECIES, x, at + 3L * lanes * Float.BYTES, ORDER));
         }
-        float m = acc.reduceLanes(VectorOperators.MAX);
+        for (; j < bound; j += lanes) {
+            a0 = a0.max(FloatVector.fromMemorySegment(SPECIES, x, (offset + j) * Float.BYTES, ORDER));
+        }
+        float m = a0.max(a1).max(a2.max(a3)).reduceLanes(VectorOperators.MAX);
         for (; j < length; j++) m = Math.max(m, x.getAtIndex(F, offset + j));
         return m;
     }

@@ -59,6 +59,29 @@ class SoftmaxKernelTest {
         }
     }
 
+    /**
+     * The vector max keeps four running maxima over blocks of four vectors, then one, then a
+     * scalar tail: the largest value must be found wherever it sits, for every length around
+     * those boundaries, and a NaN anywhere must come out as NaN (as Math.max).
+     */
+    @Test
+    void maxFindsTheLargestAtEveryPositionAndPropagatesNaN() {
+        int lanes = Vectors.lanes();
+        try (Arena arena = Arena.ofConfined()) {
+            for (int length = 1; length <= 9 * lanes + 3; length++) {
+                MemorySegment x = arena.allocate((long) (length + 1) * Float.BYTES);
+                for (int at = 0; at < length; at++) {
+                    for (int j = 0; j < length; j++) x.setAtIndex(F, 1 + j, -1000f + j * 0.5f - (j == at ? 0 : 600f));
+                    float expected = Softmax.SCALAR.max(x, 1, length);
+                    assertEquals(-1000f + at * 0.5f, expected);
+                    assertEquals(expected, Softmax.VECTOR.max(x, 1, length), "length " + length + ", largest at " + at);
+                    x.setAtIndex(F, 1 + at, Float.NaN);
+                    assertTrue(Float.isNaN(Softmax.VECTOR.max(x, 1, length)), "NaN at " + at + " of " + length);
+                }
+            }
+        }
+    }
+
     @ParameterizedTest
     @ValueSource(ints = {1, 2, 3, 15, 16, 17, 31, 33, 63, 64, 65, 100, 257, 1000})
     void randomRowsAtSeveralOffsets(int length) {
