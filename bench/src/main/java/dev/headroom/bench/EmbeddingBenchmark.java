@@ -38,6 +38,12 @@ import java.util.concurrent.TimeUnit;
  * batch: last hidden state, then mean pooling over the tokens and L2 normalisation (the same Java
  * code for both). Sequences are {@code length} tokens ([CLS], random word pieces, [SEP]), no
  * padding. JMH reports operations (batches) per second; sentences per second are that × batch.
+ *
+ * <p>Two more engines run only the encoder's matrix products ({@link EncoderProducts}), with
+ * everything between them left out: {@code sgemm-only}, the same OpenBLAS calls, shapes and
+ * worker split as the encoder; {@code sgemm-only-openblas-threads}, the same products as whole
+ * calls split by OpenBLAS's own threads. The faster of the two is the ceiling of an encoder whose
+ * products are OpenBLAS's, measured in the same run.
  */
 @BenchmarkMode(Mode.Throughput)
 @OutputTimeUnit(TimeUnit.SECONDS)
@@ -52,7 +58,7 @@ public class EmbeddingBenchmark {
     @Param({"128", "512"})
     public int length;
 
-    @Param({"headroom", "onnxruntime"})
+    @Param({"headroom", "onnxruntime", "sgemm-only", "sgemm-only-openblas-threads"})
     public String engine;
 
     @Param({"2"})
@@ -69,6 +75,7 @@ public class EmbeddingBenchmark {
     private OrtEnvironment env;
     private OrtSession session;
     private Map<String, OnnxTensor> inputs;
+    private EncoderProducts products;
 
     @Setup(Level.Trial)
     public void setUp() throws Exception {
@@ -84,7 +91,9 @@ public class EmbeddingBenchmark {
         tokens = new TokenBatch(ids, batch, length, lengths);
         arena = TrackedArena.ofShared();
         embeddings = Tensor.allocate(arena, batch, 384);
-        if (engine.equals("headroom")) {
+        if (engine.startsWith("sgemm-only")) {
+            products = new EncoderProducts(batch, length, threads, engine.endsWith("openblas-threads"));
+        } else if (engine.equals("headroom")) {
             encoder = Models.minilm(arena, threads);
             workspace = new EncoderWorkspace();
             hidden = Tensor.allocate(arena, batch, length, 384);
@@ -113,6 +122,10 @@ public class EmbeddingBenchmark {
 
     @Benchmark
     public Tensor embedBatch() throws Exception {
+        if (products != null) {
+            products.run();
+            return embeddings;
+        }
         if (encoder != null) {
             encoder.lastHiddenState(tokens, hidden, workspace, null);
             for (int b = 0; b < batch; b++) MiniLmEncoder.meanPoolAndNormalize(hidden, b, length, embeddings.segment(), (long) b * 384);
@@ -128,6 +141,7 @@ public class EmbeddingBenchmark {
 
     @TearDown(Level.Trial)
     public void tearDown() throws Exception {
+        if (products != null) products.close();
         if (encoder != null) {
             workspace.close();
             encoder.close();
