@@ -362,6 +362,11 @@ public final class MultiHeadAttention implements AutoCloseable {
         }
         int[] kept = java.util.stream.IntStream.range(0, H).filter(h -> !drop[h]).toArray();
         if (kept.length == 0) throw new IllegalArgumentException("cannot prune all " + H + " heads");
+        // Refuse a confined arena before copying anything into it (the constructor would, after).
+        if (options.threads() > 1 && !WorkerPool.shareable(arena.allocate(0))) {
+            throw new IllegalArgumentException("the pruned weights would live in a confined arena, which the " + options.threads()
+                    + " worker threads cannot read; pass Arena.ofShared() or TrackedArena.ofShared()");
+        }
         // Keep GQA when every group that survives keeps the same number of query heads.
         int[] perGroup = new int[G];
         for (int h : kept) perGroup[config.kvHeadOf(h)]++;

@@ -71,6 +71,12 @@ class BoundaryTest {
                         Tensor.allocate(arena, x.shape()), new Workspace(), Inspection.capture(cap))).getMessage();
                 assertTrue(m.contains("capture lives in a confined arena"), m);
             }
+            try (MultiHeadAttention mha = new MultiHeadAttention(w, MultiHeadAttention.Options.defaults().withThreads(2));
+                 TrackedArena confined = TrackedArena.ofConfined()) {
+                String m = assertThrows(IllegalArgumentException.class, () -> mha.prune(confined, 1)).getMessage();
+                assertTrue(m.contains("pruned weights would live in a confined arena"), m);
+                assertEquals(0, confined.allocatedBytes(), "nothing was copied into the refused arena");
+            }
             MultiHeadAttention closed = new MultiHeadAttention(w);
             closed.close();
             String m = assertThrows(IllegalStateException.class, () -> closed.forward(x, arena)).getMessage();
