@@ -33,11 +33,12 @@ public final class Vectors {
 
     /**
      * The sum of the lanes in a fixed pairwise order: with L lanes, lane l ← l + (l + L/2) for
-     * l &lt; L/2, then the same over the first L/2 lanes, down to one. {@code reduceLanes(ADD)} leaves the order unspecified, and the
-     * JIT-compiled and interpreted forms do differ in the last bit; a fixed order makes every
-     * result bitwise reproducible, whatever thread or compilation tier runs it. Pairwise rather
-     * than left to right: the additions of a level are independent, so a 16-lane sum waits for
-     * 4 additions instead of 15 (this sum ends every softmax and LayerNorm row).
+     * l &lt; L/2, then the same over the first L/2 lanes, down to one. {@code reduceLanes(ADD)}
+     * leaves the order unspecified, and the JIT-compiled and interpreted forms do differ in the
+     * last bit; a fixed order makes every result bitwise reproducible, whatever thread or
+     * compilation tier runs it. Pairwise rather than left to right: the additions of a level are
+     * independent, so a 16-lane sum waits for 4 additions instead of 15 (this sum ends every
+     * softmax and LayerNorm row).
      */
     public static float sumLanes(FloatVector v) {
         float[] lanes = v.toArray(); // one store; lane(l) one at a time costs a shuffle per lane
