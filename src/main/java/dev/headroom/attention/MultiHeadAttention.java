@@ -362,8 +362,9 @@ public final class MultiHeadAttention implements AutoCloseable {
         }
         int[] kept = java.util.stream.IntStream.range(0, H).filter(h -> !drop[h]).toArray();
         if (kept.length == 0) throw new IllegalArgumentException("cannot prune all " + H + " heads");
-        // Refuse a confined arena before copying anything into it (the constructor would, after).
-        if (options.threads() > 1 && !WorkerPool.shareable(arena.allocate(0))) {
+        // Refuse a confined arena before copying anything into it (the constructor would, after);
+        // the probe is a zero-length segment in the arena's scope, so it allocates nothing.
+        if (options.threads() > 1 && !WorkerPool.shareable(MemorySegment.NULL.reinterpret(arena, null))) {
             throw new IllegalArgumentException("the pruned weights would live in a confined arena, which the " + options.threads()
                     + " worker threads cannot read; pass Arena.ofShared() or TrackedArena.ofShared()");
         }

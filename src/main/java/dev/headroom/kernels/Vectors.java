@@ -42,6 +42,7 @@ public final class Vectors {
      */
     public static float sumLanes(FloatVector v) {
         float[] lanes = v.toArray(); // one store; lane(l) one at a time costs a shuffle per lane
+        assert Integer.bitCount(lanes.length) == 1 : lanes.length + " lanes"; // float species have 2, 4, 8 or 16
         for (int width = lanes.length; width > 1; width /= 2) {
             int half = width / 2;
             for (int l = 0; l < half; l++) lanes[l] += lanes[l + half];

@@ -78,6 +78,9 @@ class SoftmaxKernelTest {
                     x.setAtIndex(F, 1 + at, Float.NaN);
                     assertTrue(Float.isNaN(Softmax.VECTOR.max(x, 1, length)), "NaN at " + at + " of " + length);
                 }
+                // a fully masked row: every entry −∞, read from offset 0 this time
+                for (int j = 0; j < length; j++) x.setAtIndex(F, j, Float.NEGATIVE_INFINITY);
+                assertEquals(Float.NEGATIVE_INFINITY, Softmax.VECTOR.max(x, 0, length), "all −∞, length " + length);
             }
         }
     }

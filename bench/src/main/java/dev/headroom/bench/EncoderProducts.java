@@ -15,7 +15,8 @@ import java.lang.foreign.MemorySegment;
  * workers the same way, as in {@code MiniLmEncoder} and {@code MultiHeadAttention}:
  * <pre>
  *   per layer (6, each with its own weights, so they stream through the caches as the model's do):
- *     [Qᵀ; Kᵀ; Vᵀ] = W_QKV · xᵀ        (3E, rows), W_QKV rows split over the workers
+ *     [Qᵀ; Kᵀ; Vᵀ] = W_QKV · xᵀ        (3E, rows), W_QKV rows split over the workers, a
+ *                                       worker's block cut where W_Q, W_K and W_V meet
  *     per (sentence, head, 256 queries): S = Q_h K_hᵀ, O_h = S V_h     head dim 32
  *     y = concat · W_Oᵀ                 (rows, E), row blocks
  *     u = x · W₁, f = u · W₂            (rows, I), (rows, E): row blocks of 256–1024, or column
@@ -26,7 +27,8 @@ import java.lang.foreign.MemorySegment;
  * its products this way; {@link EmbeddingBenchmark} runs it beside the encoder and ONNX Runtime.
  *
  * <p>With {@code openblasThreads}, the same products run instead as whole calls on the caller's
- * thread with OpenBLAS's own threads (as many as the workers): the other way to spread them over
+ * thread with OpenBLAS's own threads (as many as the workers; W_QKV as one stacked call, each
+ * sentence's and head's scores over all its queries at once): the other way to spread them over
  * the cores, measured too so that the ceiling does not rest on Headroom's way of splitting.
  */
 final class EncoderProducts implements AutoCloseable {
@@ -86,11 +88,16 @@ final class EncoderProducts implements AutoCloseable {
         float scale = (float) (1 / Math.sqrt(D));
         for (int l = 0; l < LAYERS; l++) {
             Matrix wqkvL = wqkv[l], woL = wo[l], w1L = w1[l], w2L = w2[l];
-            // [Qᵀ; Kᵀ; Vᵀ] = W_QKV · xᵀ, one block of W's rows per worker
+            // [Qᵀ; Kᵀ; Vᵀ] = W_QKV · xᵀ, one block of W's rows per worker; like the layer's
+            // projections, a block that crosses from W_Q into W_K (or W_K into W_V) is two calls
             int pChunk = ((3 * E + T - 1) / T + 15) / 16 * 16;
             pool.run((3 * E + pChunk - 1) / pChunk, (task, worker) -> {
-                int r0 = task * pChunk, r1 = Math.min(3 * E, r0 + pChunk);
-                Blas.sgemm(1f, wqkvL.rowRange(r0, r1), false, x, true, 1f, qkvT.rowRange(r0, r1));
+                int end = Math.min(3 * E, (task + 1) * pChunk);
+                for (int r0 = task * pChunk; r0 < end; ) {
+                    int r1 = Math.min(end, (r0 / E + 1) * E);
+                    Blas.sgemm(1f, wqkvL.rowRange(r0, r1), false, x, true, 1f, qkvT.rowRange(r0, r1));
+                    r0 = r1;
+                }
             });
             // per (sentence, head, query block): S = scale · Q Kᵀ, O_h = S V
             int qBlocks = (length + QUERY_BLOCK - 1) / QUERY_BLOCK;
@@ -152,13 +159,6 @@ final class EncoderProducts implements AutoCloseable {
             Blas.sgemm(1f, x, false, w1[l], false, 0f, u);
             Blas.sgemm(1f, u, false, w2[l], false, 1f, f);
         }
-    }
-
-    /** FLOPs of {@link #run}: 2·m·n·k summed over the products. */
-    double flops() {
-        double perLayer = 2.0 * rows * E * 3 * E + 2.0 * 2 * batch * HEADS * (double) length * length * D
-                + 2.0 * rows * E * E + 2.0 * 2 * rows * (double) E * I;
-        return LAYERS * perLayer;
     }
 
     @Override
