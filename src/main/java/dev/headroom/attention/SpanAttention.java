@@ -111,36 +111,15 @@ final class SpanAttention {
         if (blk.inspection() != null && blk.inspection().sweeps(h)) InspectionSweep.run(blk, scratch, spans, maxSpan);
     }
 
-    /** Whether OpenBLAS has its small-matrix sgemm path here (see {@link #weightedSum}). */
-    private static final boolean SMALL_SGEMM = smallSgemm();
-
     /**
-     * The largest m·n·k for which OpenBLAS 0.3.21's SkylakeX-family sgemm (SkylakeX, Cooperlake,
-     * SapphireRapids) takes its small-matrix path: the operands are read in place, with no
-     * packing and no separate zeroing of C. Measured on this project's machine: 32 × 512 × 32
-     * and 16 × 1024 × 32 run there, 40 × 512 × 32 does not.
-     */
-    static final long SMALL_SGEMM_MNK = 1L << 19;
-
-    private static boolean smallSgemm() {
-        String core = dev.headroom.blas.OpenBlas.coreName().toLowerCase(java.util.Locale.ROOT);
-        return core.contains("skylakex") || core.contains("cooperlake") || core.contains("sapphirerapids");
-    }
-
-    /**
-     * out (beta·out +) = P · V, P (m, kn), V given as Vᵀ (d, kn). One call, or, where OpenBLAS has
-     * its small-matrix path, calls of as many rows as stay within {@link #SMALL_SGEMM_MNK} (when
-     * that is at least 8 rows): P is then read in place instead of packed, which ran the weighted
-     * sum of a head of width 32 over 512 keys at 134 GFLOP/s in blocks of 32 rows against 101 in
-     * one call of 256 (one thread; width 64 over 1,024 keys: 140 against 108).
+     * out (beta·out +) = P · V, P (m, kn), V given as Vᵀ (d, kn): in row blocks of
+     * {@link Blas#smallPathRows} rows, so that where OpenBLAS has its small-matrix path P is read
+     * in place instead of packed. That ran the weighted sum of a head of width 32 over 512 keys
+     * at 134 GFLOP/s in blocks of 32 rows against 101 in one call of 256 (one thread; width 64
+     * over 1,024 keys: 140 against 108). Elsewhere it is one call.
      */
     static void weightedSum(Matrix p, Matrix vT, float beta, Matrix out) {
-        int m = p.rows(), kn = p.cols(), d = vT.rows();
-        int rows = SMALL_SGEMM ? (int) Math.min(m, SMALL_SGEMM_MNK / ((long) d * kn)) : m;
-        if (rows < 8 || rows >= m) {
-            Blas.sgemm(1f, p, false, vT, true, beta, out);
-            return;
-        }
+        int m = p.rows(), rows = Blas.smallPathRows(m, vT.rows(), p.cols());
         for (int r0 = 0; r0 < m; r0 += rows) {
             int r1 = Math.min(m, r0 + rows);
             Blas.sgemm(1f, p.rowRange(r0, r1), false, vT, true, beta, out.rowRange(r0, r1));

@@ -1,8 +1,10 @@
 package dev.headroom.attention;
 
+import dev.headroom.blas.Blas;
 import dev.headroom.memory.TrackedArena;
 import dev.headroom.tensor.Matrix;
 import dev.headroom.tensor.Tensor;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
@@ -55,6 +57,23 @@ class WeightedSumTest {
                     double err = Math.abs(out.get(i, j) - expected[i][j]);
                     assertTrue(err <= tol, "out[" + i + "][" + j + "] = " + out.get(i, j) + ", expected " + expected[i][j]
                             + " (m=" + m + ", kn=" + kn + ", d=" + d + ", beta=" + beta + ")");
+                }
+            }
+        }
+    }
+
+    /** Blocks are either the whole product or at least 8 rows that each fit the small-matrix path. */
+    @Test
+    void smallPathRowsKeepTheirContract() {
+        for (int m : new int[]{0, 1, 7, 8, 100, 256, 5000}) {
+            for (int n : new int[]{1, 5, 32, 64}) {
+                for (int k : new int[]{1, 33, 512, 1024, 4096}) {
+                    int rows = Blas.smallPathRows(m, n, k);
+                    String what = "m=" + m + " n=" + n + " k=" + k + ": " + rows + " rows";
+                    if (rows != m) {
+                        assertTrue(rows >= 8 && rows < m, what);
+                        assertTrue((long) rows * n * k <= Blas.SMALL_PATH_MNK, what);
+                    }
                 }
             }
         }

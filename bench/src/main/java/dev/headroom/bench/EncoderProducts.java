@@ -17,7 +17,8 @@ import java.lang.foreign.MemorySegment;
  *   per layer (6, each with its own weights, so they stream through the caches as the model's do):
  *     [Qᵀ; Kᵀ; Vᵀ] = W_QKV · xᵀ        (3E, rows), W_QKV rows split over the workers, a
  *                                       worker's block cut where W_Q, W_K and W_V meet
- *     per (sentence, head, 256 queries): S = Q_h K_hᵀ, O_h = S V_h     head dim 32
+ *     per (sentence, head, 256 queries): S = Q_h K_hᵀ, O_h = S V_h     head dim 32, S V_h in
+ *                                       the row blocks of Blas.smallPathRows
  *     y = concat · W_Oᵀ                 (rows, E), row blocks
  *     u = x · W₁, f = u · W₂            (rows, I), (rows, E): row blocks of 256–1024, or column
  *                                       blocks when the batch is too small for two row blocks
@@ -109,7 +110,11 @@ final class EncoderProducts implements AutoCloseable {
                 Matrix vT = qkvT.rowRange(2 * E + h * D, 2 * E + (h + 1) * D).colRange(t0, t0 + length);
                 Matrix s = Matrix.of(scores[worker], 0, m, length);
                 Blas.sgemm(scale, qT, true, kT, false, 0f, s);
-                Blas.sgemm(1f, s, false, vT, true, 0f, concat.rowRange(t0 + q0, t0 + q0 + m).colRange(h * D, (h + 1) * D));
+                Matrix o = concat.rowRange(t0 + q0, t0 + q0 + m).colRange(h * D, (h + 1) * D);
+                for (int r0 = 0, rows = Blas.smallPathRows(m, D, length); r0 < m; r0 += rows) { // as the kernels do
+                    int r1 = Math.min(m, r0 + rows);
+                    Blas.sgemm(1f, s.rowRange(r0, r1), false, vT, true, 0f, o.rowRange(r0, r1));
+                }
             });
             // y = concat · W_Oᵀ, row blocks
             int oChunk = ((rows + T - 1) / T + 15) / 16 * 16;
