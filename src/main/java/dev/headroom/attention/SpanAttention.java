@@ -114,9 +114,9 @@ final class SpanAttention {
     /**
      * out (beta·out +) = P · V, P (m, kn), V given as Vᵀ (d, kn): in row blocks of
      * {@link Blas#smallPathRows} rows, so that where OpenBLAS has its small-matrix path P is read
-     * in place instead of packed. That ran the weighted sum of a head of width 32 over 512 keys
-     * at 134 GFLOP/s in blocks of 32 rows against 101 in one call of 256 (one thread; width 64
-     * over 1,024 keys: 140 against 108). Elsewhere it is one call.
+     * in place instead of packed: on one thread a head of width 32 over 512 keys runs at 133
+     * GFLOP/s in blocks of 32 rows against 101 in one call of 256 ({@code HeadShapeSgemmBenchmark}).
+     * Elsewhere it is one call.
      */
     static void weightedSum(Matrix p, Matrix vT, float beta, Matrix out) {
         int m = p.rows(), rows = Blas.smallPathRows(m, vT.rows(), p.cols());

@@ -29,6 +29,9 @@ import java.util.concurrent.TimeUnit;
  *   <li>{@code scores}: S (256 × 4096) = Q_blk · Kᵀ, inner dimension 64;</li>
  *   <li>{@code weighted}: O (256 × 64) = P (256 × 4096) · V, inner dimension 4096, 64 columns;</li>
  *   <li>{@code square}: 2048 × 2048 × 2048.</li>
+ *   <li>{@code weighted32}: MiniLM's weighted sum, O (256 × 32) = P (256 × 512) · V, one call;</li>
+ *   <li>{@code weighted32-blocks}: the same product in the row blocks of
+ *       {@link Blas#smallPathRows} (32 rows here), as the attention kernels run it.</li>
  * </ul>
  * GFLOP/s = 2·m·n·k ÷ the time per operation.
  */
@@ -39,13 +42,15 @@ import java.util.concurrent.TimeUnit;
 @Fork(value = 1, jvmArgsAppend = {"--add-modules=jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED"})
 @State(Scope.Benchmark)
 public class HeadShapeSgemmBenchmark {
-    @Param({"scores", "weighted", "square"})
+    @Param({"scores", "weighted", "square", "weighted32", "weighted32-blocks"})
     public String shape;
 
     private TrackedArena arena;
     /** The operands of the chosen product (views into the buffers below). */
     private Matrix a, b, c;
     private boolean transA, transB;
+    /** Rows of A and C per sgemm call (all of them but for {@code weighted32-blocks}). */
+    private int rowsPerCall = Integer.MAX_VALUE;
 
     @Setup(Level.Trial)
     public void setUp() {
@@ -67,6 +72,14 @@ public class HeadShapeSgemmBenchmark {
                 c = Tensor.allocate(arena, block, d).matrix();      // O: (256, 64)
                 transB = true;
             }
+            case "weighted32", "weighted32-blocks" -> {
+                Matrix projection = random(3 * 384, 512, 1);          // MiniLM: (3·384, 512)
+                a = random(block, 512, 2);                          // P: (256, 512)
+                b = projection.rowRange(768, 768 + 32);             // V_hᵀ: (32, 512)
+                c = Tensor.allocate(arena, block, 32).matrix();     // O: (256, 32)
+                transB = true;
+                rowsPerCall = shape.endsWith("blocks") ? Blas.smallPathRows(block, 32, 512) : block;
+            }
             case "square" -> {
                 a = random(2048, 2048, 1);
                 b = random(2048, 2048, 2);
@@ -82,7 +95,14 @@ public class HeadShapeSgemmBenchmark {
 
     @Benchmark
     public Matrix sgemm() {
-        Blas.sgemm(1f, a, transA, b, transB, 0f, c);
+        if (rowsPerCall >= c.rows()) {
+            Blas.sgemm(1f, a, transA, b, transB, 0f, c);
+            return c;
+        }
+        for (int r0 = 0; r0 < c.rows(); r0 += rowsPerCall) {
+            int r1 = Math.min(c.rows(), r0 + rowsPerCall);
+            Blas.sgemm(1f, a.rowRange(r0, r1), transA, b, transB, 0f, c.rowRange(r0, r1));
+        }
         return c;
     }
 
