@@ -94,8 +94,10 @@ final class SpanAttention {
             }
             t = blk.lap(Profile.Phase.SOFTMAX, t);
 
-            // O_h (+)= P · V_g   for keys [k0, k1)
-            weightedSum(S, blk.valueT().colRange(k0, k1), first ? 0f : 1f, out);
+            // O_h (+)= P · V_g   for keys [k0, k1), in row blocks that OpenBLAS can take without packing P:
+            // on one thread a width-32 head over 512 keys ran at 133 GFLOP/s in blocks of 32 rows
+            // against 101 in one call of 256 (HeadShapeSgemmBenchmark)
+            Blas.sgemmInSmallBlocks(1f, S, blk.valueT().colRange(k0, k1), true, first ? 0f : 1f, out);
             blk.lap(Profile.Phase.WEIGHTED_SUM, t);
         }
 
@@ -109,21 +111,6 @@ final class SpanAttention {
 
         // Inspection only: a second sweep with the final M and L (see InspectionSweep)
         if (blk.inspection() != null && blk.inspection().sweeps(h)) InspectionSweep.run(blk, scratch, spans, maxSpan);
-    }
-
-    /**
-     * out (beta·out +) = P · V, P (m, kn), V given as Vᵀ (d, kn): in row blocks of
-     * {@link Blas#smallPathRows} rows, so that where OpenBLAS has its small-matrix path P is read
-     * in place instead of packed: on one thread a head of width 32 over 512 keys runs at 133
-     * GFLOP/s in blocks of 32 rows against 101 in one call of 256 ({@code HeadShapeSgemmBenchmark}).
-     * Elsewhere it is one call.
-     */
-    static void weightedSum(Matrix p, Matrix vT, float beta, Matrix out) {
-        int m = p.rows(), rows = Blas.smallPathRows(m, vT.rows(), p.cols());
-        for (int r0 = 0; r0 < m; r0 += rows) {
-            int r1 = Math.min(m, r0 + rows);
-            Blas.sgemm(1f, p.rowRange(r0, r1), false, vT, true, beta, out.rowRange(r0, r1));
-        }
     }
 
     /**

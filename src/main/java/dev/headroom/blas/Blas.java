@@ -21,9 +21,6 @@ public final class Blas {
      */
     public static final long SMALL_PATH_MNK = 1L << 19;
 
-    /** Whether the loaded OpenBLAS has that path (by its core name). */
-    private static volatile Boolean smallPath;
-
     /**
      * Rows per call for an m×k by k×n product split into row blocks so that each call takes
      * OpenBLAS's small-matrix path (see {@link #SMALL_PATH_MNK}); {@code m} (one call) when the
@@ -32,13 +29,37 @@ public final class Blas {
      * element: a head's weighted sum P·V, whose n is the head width.
      */
     public static int smallPathRows(int m, int n, int k) {
-        if (smallPath == null) {
-            String core = OpenBlas.coreName().toLowerCase(java.util.Locale.ROOT);
-            smallPath = core.contains("skylakex") || core.contains("cooperlake") || core.contains("sapphirerapids");
-        }
-        if (!smallPath || n <= 0 || k <= 0) return m;
+        if (!SmallPath.PRESENT || n <= 0 || k <= 0) return m;
         long rows = SMALL_PATH_MNK / ((long) n * k);
         return rows < 8 || rows >= m ? m : (int) rows;
+    }
+
+    /** Whether the loaded OpenBLAS has that path, by its core name (a holder: loading it loads OpenBLAS). */
+    private static final class SmallPath {
+        static final boolean PRESENT = hasSmallPath(OpenBlas.coreName().toLowerCase(java.util.Locale.ROOT));
+
+        private static boolean hasSmallPath(String core) {
+            return core.contains("skylakex") || core.contains("cooperlake") || core.contains("sapphirerapids");
+        }
+    }
+
+    /**
+     * {@code C = alpha · A · op(B) + beta · C} as {@link #sgemm}, in row blocks of
+     * {@link #smallPathRows} rows of A and C: one call where OpenBLAS has no small-matrix path.
+     */
+    public static void sgemmInSmallBlocks(float alpha, Matrix a, Matrix b, boolean transB, float beta, Matrix c) {
+        int m = a.rows(), rows = smallPathRows(m, transB ? b.rows() : b.cols(), a.cols());
+        if (rows >= m) {
+            sgemm(alpha, a, false, b, transB, beta, c);
+            return;
+        }
+        if (c.rows() != m) {
+            throw new IllegalArgumentException("sgemm shapes do not match: A has " + m + " rows, C has " + c.rows() + " (A: " + a + ", C: " + c + ")");
+        }
+        for (int r0 = 0; r0 < m; r0 += rows) {
+            int r1 = Math.min(m, r0 + rows);
+            sgemm(alpha, a.rowRange(r0, r1), false, b, transB, beta, c.rowRange(r0, r1));
+        }
     }
 
     /**

@@ -61,7 +61,7 @@ public final class MiniLmEncoder implements AutoCloseable {
      * the FFN's two products ran at 127 GFLOP/s in blocks of 512 rows and 136–139 in blocks of
      * 1024 (W₁ and W₂, 2.4 MB each, are packed half as often), with no further gain beyond.
      */
-    static final int MIN_ROWS_PER_TASK = 256, MAX_ROWS_PER_TASK = 1024;
+    public static final int MIN_ROWS_PER_TASK = 256, MAX_ROWS_PER_TASK = 1024;
 
     private final MiniLmWeights weights;
     private final MiniLmConfig config;

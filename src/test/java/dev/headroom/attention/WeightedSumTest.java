@@ -13,10 +13,10 @@ import java.lang.foreign.Arena;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * {@link SpanAttention#weightedSum}: out (β·out +) = P·V against a double-precision product,
- * for shapes that the small-matrix split cuts into row blocks (with a short last block) and
- * shapes it leaves as one call, with β = 0 and β = 1, and V as a strided view of a wider
- * buffer, as the kernels pass it.
+ * The kernels' weighted sum, {@link Blas#sgemmInSmallBlocks}: out (β·out +) = P·V against a
+ * double-precision product, for shapes that the small-matrix split cuts into row blocks (with a
+ * short last block) and shapes it leaves as one call, with β = 0 and β = 1, and V as a strided
+ * view of a wider buffer, as the kernels pass it.
  */
 class WeightedSumTest {
 
@@ -49,7 +49,7 @@ class WeightedSumTest {
                     magnitude[i][j] = a;
                 }
             }
-            SpanAttention.weightedSum(p, vT, beta, out);
+            Blas.sgemmInSmallBlocks(1f, p, vT, true, beta, out);
             for (int i = 0; i < m; i++) {
                 for (int j = 0; j < d; j++) {
                     // a float sum of kn + 1 terms: rounding grows like √kn · 2⁻²⁴ · Σ|terms|

@@ -1,6 +1,8 @@
 package dev.headroom.bench;
 
+import dev.headroom.attention.MultiHeadAttention;
 import dev.headroom.blas.Blas;
+import dev.headroom.model.MiniLmEncoder;
 import dev.headroom.runtime.WorkerPool;
 import dev.headroom.tensor.Matrix;
 import dev.headroom.tensor.Tensor;
@@ -17,8 +19,8 @@ import java.lang.foreign.MemorySegment;
  *   per layer (6, each with its own weights, so they stream through the caches as the model's do):
  *     [Qᵀ; Kᵀ; Vᵀ] = W_QKV · xᵀ        (3E, rows), W_QKV rows split over the workers, a
  *                                       worker's block cut where W_Q, W_K and W_V meet
- *     per (sentence, head, 256 queries): S = Q_h K_hᵀ, O_h = S V_h     head dim 32, S V_h in
- *                                       the row blocks of Blas.smallPathRows
+ *     per (sentence, head, 256 queries): S = Q_h K_hᵀ, O_h = S V_h     head dim 32, S V_h by
+ *                                       Blas.sgemmInSmallBlocks
  *     y = concat · W_Oᵀ                 (rows, E), row blocks
  *     u = x · W₁, f = u · W₂            (rows, I), (rows, E): row blocks of 256–1024, or column
  *                                       blocks when the batch is too small for two row blocks
@@ -33,8 +35,9 @@ import java.lang.foreign.MemorySegment;
  * the cores, measured too so that the ceiling does not rest on Headroom's way of splitting.
  */
 final class EncoderProducts implements AutoCloseable {
-    static final int E = 384, I = 1536, HEADS = 12, D = 32, LAYERS = 6, QUERY_BLOCK = 256;
-    static final int MIN_ROWS_PER_TASK = 256, MAX_ROWS_PER_TASK = 1024;
+    static final int E = 384, I = 1536, HEADS = 12, D = 32, LAYERS = 6;
+    /** The encoder's attention layers run with the default options: this many queries per task. */
+    static final int QUERY_BLOCK = MultiHeadAttention.Options.defaults().queryBlock();
 
     private final int batch, length, rows;
     /** Headroom's workers, or null when OpenBLAS's own threads split each product. */
@@ -91,7 +94,7 @@ final class EncoderProducts implements AutoCloseable {
             Matrix wqkvL = wqkv[l], woL = wo[l], w1L = w1[l], w2L = w2[l];
             // [Qᵀ; Kᵀ; Vᵀ] = W_QKV · xᵀ, one block of W's rows per worker; like the layer's
             // projections, a block that crosses from W_Q into W_K (or W_K into W_V) is two calls
-            int pChunk = ((3 * E + T - 1) / T + 15) / 16 * 16;
+            int pChunk = perWorker(3 * E, T);
             pool.run((3 * E + pChunk - 1) / pChunk, (task, worker) -> {
                 int end = Math.min(3 * E, (task + 1) * pChunk);
                 for (int r0 = task * pChunk; r0 < end; ) {
@@ -111,27 +114,24 @@ final class EncoderProducts implements AutoCloseable {
                 Matrix s = Matrix.of(scores[worker], 0, m, length);
                 Blas.sgemm(scale, qT, true, kT, false, 0f, s);
                 Matrix o = concat.rowRange(t0 + q0, t0 + q0 + m).colRange(h * D, (h + 1) * D);
-                for (int r0 = 0, rows = Blas.smallPathRows(m, D, length); r0 < m; r0 += rows) { // as the kernels do
-                    int r1 = Math.min(m, r0 + rows);
-                    Blas.sgemm(1f, s.rowRange(r0, r1), false, vT, true, 0f, o.rowRange(r0, r1));
-                }
+                Blas.sgemmInSmallBlocks(1f, s, vT, true, 0f, o); // as the kernels do
             });
             // y = concat · W_Oᵀ, row blocks
-            int oChunk = ((rows + T - 1) / T + 15) / 16 * 16;
+            int oChunk = perWorker(rows, T);
             pool.run((rows + oChunk - 1) / oChunk, (task, worker) -> {
                 int r0 = task * oChunk, r1 = Math.min(rows, r0 + oChunk);
                 Blas.sgemm(1f, concat.rowRange(r0, r1), false, woL, true, 1f, y.rowRange(r0, r1));
             });
             // u = x · W₁, f = u · W₂
-            if (rows >= T * MIN_ROWS_PER_TASK) {
-                int chunk = Math.min(MAX_ROWS_PER_TASK, ((rows + T - 1) / T + 15) / 16 * 16);
+            if (rows >= T * MiniLmEncoder.MIN_ROWS_PER_TASK) {
+                int chunk = Math.min(MiniLmEncoder.MAX_ROWS_PER_TASK, perWorker(rows, T));
                 pool.run((rows + chunk - 1) / chunk, (task, worker) -> {
                     int r0 = task * chunk, r1 = Math.min(rows, r0 + chunk);
                     Blas.sgemm(1f, x.rowRange(r0, r1), false, w1L, false, 0f, u.rowRange(r0, r1));
                     Blas.sgemm(1f, u.rowRange(r0, r1), false, w2L, false, 1f, f.rowRange(r0, r1));
                 });
             } else {
-                int iBlock = (I / T + 15) / 16 * 16, eBlock = (E / T + 15) / 16 * 16;
+                int iBlock = perWorker(I, T), eBlock = perWorker(E, T);
                 pool.run((I + iBlock - 1) / iBlock, (task, worker) -> {
                     int c0 = task * iBlock, c1 = Math.min(I, c0 + iBlock);
                     Blas.sgemm(1f, x, false, w1L.colRange(c0, c1), false, 0f, u.colRange(c0, c1));
@@ -142,6 +142,11 @@ final class EncoderProducts implements AutoCloseable {
                 });
             }
         }
+    }
+
+    /** n split over T workers as the encoder and its layers split it: ⌈n / T⌉ rounded up to 16. */
+    private static int perWorker(int n, int T) {
+        return ((n + T - 1) / T + 15) / 16 * 16;
     }
 
     /** The same products as whole calls, each split by OpenBLAS over its own threads. */

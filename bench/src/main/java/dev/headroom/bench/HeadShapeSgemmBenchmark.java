@@ -30,8 +30,8 @@ import java.util.concurrent.TimeUnit;
  *   <li>{@code weighted}: O (256 × 64) = P (256 × 4096) · V, inner dimension 4096, 64 columns;</li>
  *   <li>{@code square}: 2048 × 2048 × 2048.</li>
  *   <li>{@code weighted32}: MiniLM's weighted sum, O (256 × 32) = P (256 × 512) · V, one call;</li>
- *   <li>{@code weighted32-blocks}: the same product in the row blocks of
- *       {@link Blas#smallPathRows} (32 rows here), as the attention kernels run it.</li>
+ *   <li>{@code weighted32-blocks}: the same product by {@link Blas#sgemmInSmallBlocks} (blocks of
+ *       32 rows here), as the attention kernels run it.</li>
  * </ul>
  * GFLOP/s = 2·m·n·k ÷ the time per operation.
  */
@@ -49,8 +49,8 @@ public class HeadShapeSgemmBenchmark {
     /** The operands of the chosen product (views into the buffers below). */
     private Matrix a, b, c;
     private boolean transA, transB;
-    /** Rows of A and C per sgemm call (all of them but for {@code weighted32-blocks}). */
-    private int rowsPerCall = Integer.MAX_VALUE;
+    /** Whether the product runs in the row blocks of {@link Blas#sgemmInSmallBlocks}. */
+    private boolean smallBlocks;
 
     @Setup(Level.Trial)
     public void setUp() {
@@ -78,7 +78,7 @@ public class HeadShapeSgemmBenchmark {
                 b = projection.rowRange(768, 768 + 32);             // V_hᵀ: (32, 512)
                 c = Tensor.allocate(arena, block, 32).matrix();     // O: (256, 32)
                 transB = true;
-                rowsPerCall = shape.endsWith("blocks") ? Blas.smallPathRows(block, 32, 512) : block;
+                smallBlocks = shape.endsWith("blocks");
             }
             case "square" -> {
                 a = random(2048, 2048, 1);
@@ -95,14 +95,8 @@ public class HeadShapeSgemmBenchmark {
 
     @Benchmark
     public Matrix sgemm() {
-        if (rowsPerCall >= c.rows()) {
-            Blas.sgemm(1f, a, transA, b, transB, 0f, c);
-            return c;
-        }
-        for (int r0 = 0; r0 < c.rows(); r0 += rowsPerCall) {
-            int r1 = Math.min(c.rows(), r0 + rowsPerCall);
-            Blas.sgemm(1f, a.rowRange(r0, r1), transA, b, transB, 0f, c.rowRange(r0, r1));
-        }
+        if (smallBlocks) Blas.sgemmInSmallBlocks(1f, a, b, transB, 0f, c);
+        else Blas.sgemm(1f, a, transA, b, transB, 0f, c);
         return c;
     }
 
