@@ -8,18 +8,15 @@ import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
 
 import java.lang.foreign.Arena;
-import java.util.SplittableRandom;
 import java.util.stream.Stream;
 
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 class MultiHeadAttentionTest {
 
+    /** Seeded, uniform in [−1, 1). */
     static Tensor randomInput(Arena arena, long seed, int... shape) {
-        Tensor t = Tensor.allocate(arena, shape);
-        SplittableRandom r = new SplittableRandom(seed);
-        for (long i = 0; i < t.size(); i++) t.set(i, (float) r.nextDouble(-1, 1));
-        return t;
+        return Tensor.uniform(arena, seed, 1, shape);
     }
 
     /**

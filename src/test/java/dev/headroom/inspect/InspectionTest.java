@@ -26,11 +26,9 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 class InspectionTest {
+    /** Seeded, uniform in [−1, 1). */
     static Tensor random(Arena arena, long seed, int... shape) {
-        Tensor t = Tensor.allocate(arena, shape);
-        SplittableRandom r = new SplittableRandom(seed);
-        for (long i = 0; i < t.size(); i++) t.set(i, (float) r.nextDouble(-1, 1));
-        return t;
+        return Tensor.uniform(arena, seed, 1, shape);
     }
 
     @Test
