@@ -253,6 +253,80 @@ public final class AttentionWeights {
         return t;
     }
 
+    /**
+     * These weights without the given query heads, as new tensors in {@code arena} (these are
+     * unchanged): W_Q loses those heads' rows and W_O their columns. With grouped-query attention a
+     * key/value head stays shared while every group keeps the same number of query heads; when
+     * pruning makes groups uneven, each remaining query head gets its own copy of its key/value
+     * head (G' = H').
+     */
+    public AttentionWeights prune(Arena arena, int... heads) {
+        int H = config.heads(), G = config.kvHeads(), d = config.headDim(), E = config.dModel();
+        boolean[] drop = new boolean[H];
+        for (int h : heads) {
+            if (h < 0 || h >= H) throw new IllegalArgumentException("head " + h + " outside [0, " + H + ")");
+            drop[h] = true;
+        }
+        int[] kept = java.util.stream.IntStream.range(0, H).filter(h -> !drop[h]).toArray();
+        if (kept.length == 0) throw new IllegalArgumentException("cannot prune all " + H + " heads");
+        // Keep GQA when every group that survives keeps the same number of query heads.
+        int[] perGroup = new int[G];
+        for (int h : kept) perGroup[config.kvHeadOf(h)]++;
+        int groupSize = 0;
+        boolean even = true;
+        for (int c : perGroup) {
+            if (c == 0) continue;
+            if (groupSize == 0) groupSize = c;
+            even &= c == groupSize;
+        }
+        int[] kvKept = even ? java.util.stream.IntStream.range(0, G).filter(g -> perGroup[g] > 0).toArray()
+                : java.util.Arrays.stream(kept).map(config::kvHeadOf).toArray();
+        AttentionConfig c = new AttentionConfig(E, kept.length, kvKept.length, d, config.scale());
+        Tensor q = Tensor.allocate(arena, kept.length * d, E), o = Tensor.allocate(arena, E, kept.length * d);
+        Tensor k = Tensor.allocate(arena, kvKept.length * d, E), v = Tensor.allocate(arena, kvKept.length * d, E);
+        for (int a = 0; a < kept.length; a++) copyRows(wq, kept[a] * d, q.matrix(), a * d, d);
+        for (int a = 0; a < kvKept.length; a++) {
+            copyRows(wk, kvKept[a] * d, k.matrix(), a * d, d);
+            copyRows(wv, kvKept[a] * d, v.matrix(), a * d, d);
+        }
+        for (int e = 0; e < E; e++) {
+            for (int a = 0; a < kept.length; a++) {
+                MemorySegment.copy(wo.segment(), wo.index(e, kept[a] * d) * Float.BYTES,
+                        o.segment(), o.matrix().index(e, a * d) * Float.BYTES, (long) d * Float.BYTES);
+            }
+        }
+        Map<String, Tensor> sd = new LinkedHashMap<>();
+        sd.put("q_proj.weight", q);
+        sd.put("k_proj.weight", k);
+        sd.put("v_proj.weight", v);
+        sd.put("o_proj.weight", o);
+        if (hasBias()) {
+            sd.put("q_proj.bias", gather(arena, bq, kept, d));
+            sd.put("k_proj.bias", gather(arena, bk, kvKept, d));
+            sd.put("v_proj.bias", gather(arena, bv, kvKept, d));
+            Tensor b = Tensor.allocate(arena, E);
+            MemorySegment.copy(bo.segment(), 0, b.segment(), 0, (long) E * Float.BYTES);
+            sd.put("o_proj.bias", b);
+        }
+        return fromStateDict(c, sd, "");
+    }
+
+    private static void copyRows(Matrix from, int fromRow, Matrix to, int toRow, int rows) {
+        for (int r = 0; r < rows; r++) {
+            MemorySegment.copy(from.segment(), from.index(fromRow + r, 0) * Float.BYTES, to.segment(),
+                    to.index(toRow + r, 0) * Float.BYTES, (long) from.cols() * Float.BYTES);
+        }
+    }
+
+    private static Tensor gather(Arena arena, Tensor bias, int[] heads, int d) {
+        Tensor t = Tensor.allocate(arena, heads.length * d);
+        for (int a = 0; a < heads.length; a++) {
+            MemorySegment.copy(bias.segment(), (long) heads[a] * d * Float.BYTES, t.segment(), (long) a * d * Float.BYTES,
+                    (long) d * Float.BYTES);
+        }
+        return t;
+    }
+
     @Override
     public String toString() {
         return "AttentionWeights(" + describe(config) + ", bias=" + hasBias() + ")";

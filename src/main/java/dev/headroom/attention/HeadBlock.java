@@ -1,6 +1,5 @@
 package dev.headroom.attention;
 
-import dev.headroom.inspect.Inspection;
 import dev.headroom.kernels.Softmax;
 import dev.headroom.sparse.BlockLayout;
 import dev.headroom.tensor.Matrix;
@@ -18,12 +17,12 @@ import dev.headroom.tensor.Matrix;
  *                (leading dimension H·d), written by the kernel
  * @param layout  the compiled sparse layout when the mask has a pattern and the sparse kernel runs, else null
  * @param profile where the kernel adds its time per phase, or null
- * @param inspection what to capture or measure besides the output, or null
+ * @param observer what to show the block's probabilities to, or null
  */
 public record HeadBlock(int batch, int head, int firstQuery,
                         Matrix queryT, Matrix keyT, Matrix valueT, Matrix out,
                         float scale, Mask.Bound mask, Softmax softmax, BlockLayout layout, Profile profile,
-                        Inspection inspection) {
+                        AttentionObserver observer) {
     /** Query rows in this block. */
     public int rows() {
         return queryT.cols();

@@ -10,10 +10,12 @@ import java.util.Arrays;
 /**
  * Which keys each query may attend to. A mask combines any of:
  * <ul>
- *   <li><b>causal</b>: query i sees key j iff j ≤ i + (n_k − n_q). With equal lengths that is
- *       j ≤ i; with a longer key sequence (a cache of earlier tokens) the last query sees every
- *       key. This is the bottom-right alignment of FlashAttention ≥ 2.1; PyTorch's
- *       {@code is_causal} aligns top-left, which differs only when n_q ≠ n_k.</li>
+ *   <li><b>causal</b>: a query at position p sees key j iff j ≤ p. Positions come from
+ *       {@link Positions}: by default query i is at i + (n_k − n_q), so with equal lengths
+ *       that is j ≤ i and with a longer key sequence the last query sees every key (the
+ *       bottom-right alignment of FlashAttention ≥ 2.1; PyTorch's {@code is_causal} aligns
+ *       top-left, which differs only when n_q ≠ n_k); after a KV cache, query i of a sequence
+ *       with c cached tokens is at c + i.</li>
  *   <li><b>key lengths</b>: per batch element b, only keys j &lt; length[b] exist (padding).</li>
  *   <li><b>an explicit mask</b> of shape (n_q, n_k), (B, n_q, n_k) or (B, H, n_q, n_k), either
  *       boolean (one byte per element, non-zero = <em>allowed</em>, as in PyTorch's
@@ -156,11 +158,23 @@ public final class Mask {
     }
 
     /**
-     * Checks the mask against the problem's shapes and returns the form the kernels query.
+     * Checks the mask against the problem's shapes and returns the form the kernels query, with
+     * the queries at their default positions ({@link Positions#bottomRight}).
      *
      * @throws IllegalArgumentException naming the mismatch
      */
     public Bound bind(int batch, int heads, int queries, int keys) {
+        return bind(batch, heads, queries, keys, Positions.bottomRight(queries, keys));
+    }
+
+    /**
+     * Checks the mask against the problem's shapes and returns the form the kernels query, with
+     * the queries at {@code positions}.
+     *
+     * @throws IllegalArgumentException naming the mismatch
+     */
+    public Bound bind(int batch, int heads, int queries, int keys, Positions positions) {
+        positions.check(batch);
         if (keyLengths != null) {
             if (keyLengths.length != batch) {
                 throw new IllegalArgumentException("key lengths " + Arrays.toString(keyLengths) + " give "
@@ -196,7 +210,7 @@ public final class Mask {
                 headStride = plane;
             }
         }
-        return new Bound(this, queries, keys, batchStride, headStride);
+        return new Bound(this, queries, keys, positions, batchStride, headStride);
     }
 
     /** A mask checked against one problem's shapes; what the kernels ask. Immutable, thread-safe. */
@@ -204,12 +218,14 @@ public final class Mask {
         private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
         private final Mask mask;
         private final int queries, keys;
+        private final Positions positions;
         private final long batchStride, headStride;
 
-        Bound(Mask mask, int queries, int keys, long batchStride, long headStride) {
+        Bound(Mask mask, int queries, int keys, Positions positions, long batchStride, long headStride) {
             this.mask = mask;
             this.queries = queries;
             this.keys = keys;
+            this.positions = positions;
             this.batchStride = batchStride;
             this.headStride = headStride;
         }
@@ -228,6 +244,16 @@ public final class Mask {
             return keys;
         }
 
+        /** Where the queries sit among the keys. */
+        public Positions positions() {
+            return positions;
+        }
+
+        /** Position of query i of batch element b. */
+        public long position(int b, int i) {
+            return positions.of(b, i);
+        }
+
         /**
          * The number of leading keys query i of batch b may see before any explicit mask: keys
          * j ≥ keyEnd are never allowed (causal and padding limits). May be 0.
@@ -235,7 +261,7 @@ public final class Mask {
         public int keyEnd(int b, int i) {
             int end = keys;
             if (mask.keyLengths != null) end = Math.min(end, mask.keyLengths[b]);
-            if (mask.causal) end = Math.min(end, Math.max(0, i + keys - queries + 1));
+            if (mask.causal) end = (int) Math.min(end, Math.max(0, positions.of(b, i) + 1));
             return end;
         }
 
@@ -272,14 +298,14 @@ public final class Mask {
         private static final ThreadLocal<boolean[]> ROW = ThreadLocal.withInitial(() -> new boolean[1024]);
 
         /**
-         * Sets keys [j0, j1) of query i (head h) that the pattern forbids to −∞; key j's score is at
-         * {@code row[offset + j − rowStart]}.
+         * Sets keys [j0, j1) of query i (batch b, head h) that the pattern forbids to −∞; key j's
+         * score is at {@code row[offset + j − rowStart]}.
          */
-        public void applyPattern(int h, int i, MemorySegment row, long offset, int rowStart, int j0, int j1) {
+        public void applyPattern(int b, int h, int i, MemorySegment row, long offset, int rowStart, int j0, int j1) {
             if (j1 <= j0) return;
             boolean[] ok = ROW.get();
             if (ok.length < j1 - j0) ROW.set(ok = new boolean[j1 - j0]);
-            mask.pattern.fillRow(h, i, j0, j1, queries, keys, ok);
+            mask.pattern.fillRow(h, positions.of(b, i), j0, j1, keys, ok);
             for (int j = j0; j < j1; j++) {
                 if (!ok[j - j0]) row.setAtIndex(F, offset + j - rowStart, Float.NEGATIVE_INFINITY);
             }

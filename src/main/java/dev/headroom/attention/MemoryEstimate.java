@@ -12,6 +12,25 @@ import dev.headroom.memory.OffHeap;
  *                    and is not counted.
  */
 public record MemoryEstimate(long weights, long activations, long scratch) {
+
+    /**
+     * What a forward of {@code batch} × n_q queries over n_k keys holds with layer {@code c}
+     * (biases when {@code bias}): the weights, the inputs (a key/value input only when
+     * {@code cross}), the output, the projections Qᵀ, Kᵀ, Vᵀ, the concatenated heads, and
+     * {@code threads} workers' scratch for {@code kernel} on blocks of {@code block} queries.
+     */
+    public static MemoryEstimate of(AttentionConfig c, boolean bias, int threads, int block, AttentionKernel kernel,
+                                    int batch, int nq, int nk, boolean cross) {
+        long f = Float.BYTES, E = c.dModel();
+        long weights = f * c.parameterCount(bias);
+        long inputs = f * batch * (nq + (cross ? nk : 0)) * E;
+        long output = f * batch * nq * E;
+        long projections = f * ((long) c.queryWidth() * batch * nq + 2L * c.kvWidth() * batch * nk);
+        long concat = f * batch * nq * c.queryWidth();
+        long scratch = f * threads * kernel.scratchFloats(block, nk);
+        return new MemoryEstimate(weights, inputs + output + projections + concat, scratch);
+    }
+
     public long total() {
         return weights + activations + scratch;
     }

@@ -1,8 +1,6 @@
 package dev.headroom.attention;
 
 import dev.headroom.blas.Blas;
-import dev.headroom.blas.OpenBlas;
-import dev.headroom.inspect.Inspection;
 import dev.headroom.jfr.ForwardEvent;
 import dev.headroom.kernels.Finite;
 import dev.headroom.memory.OffHeap;
@@ -25,17 +23,19 @@ import java.util.concurrent.ConcurrentHashMap;
 /**
  * Multi-head attention, PyTorch semantics, on off-heap memory:
  * <pre>
- *   Q = X W_Qᵀ + b_Q,  K = KV W_Kᵀ + b_K,  V = KV W_Vᵀ + b_V
- *   O_h = softmax(scale · Q_h K_gᵀ + mask) V_g          g = h / (H / G)
- *   Y = [O_1 … O_H] W_Oᵀ + b_O
+ *   Q = X W_Qᵀ + b_Q,  K = KV W_Kᵀ + b_K,  V = KV W_Vᵀ + b_V                      stage 1, project
+ *   O_h = softmax(scale · Q_h K_gᵀ + mask) V_g          g = h / (H / G)         stage 2, attend
+ *   Y = [O_1 … O_H] W_Oᵀ + b_O                                                 stage 3, output projection
  * </pre>
  * Inputs are (n, E) or (B, n, E); KV defaults to X (self-attention) and may be longer or
- * shorter (cross-attention).
+ * shorter (cross-attention). The three stages are methods of their own ({@link #project},
+ * {@link #attend}, {@link #projectOutput}) so that a KV cache, a decoder or an encoder compose
+ * them: the attend stage reads keys and values through {@link KeyValues}, whatever stores them,
+ * and each query's position through {@link Positions}.
  *
  * <p><b>Threads.</b> Work is split in Java across {@code threads} workers (the calling thread
  * and a pool this object owns): projection rows, then (batch, head, block of query rows) tasks,
- * then output rows. Each sgemm runs on one OpenBLAS thread; constructing this object sets
- * OpenBLAS's process-wide thread count to {@link Options#blasThreads()} (1 by default).
+ * then output rows. Each sgemm runs on one OpenBLAS thread (set once when OpenBLAS is loaded).
  *
  * <p><b>Concurrency.</b> One instance serves concurrent {@code forward} calls from any number
  * of threads: the weights are only read, and every call has its own {@link Workspace} (the
@@ -49,61 +49,52 @@ import java.util.concurrent.ConcurrentHashMap;
 public final class MultiHeadAttention implements AutoCloseable {
 
     /**
+     * The layer's settings, the same for every call (per-call settings are {@link CallOptions}).
+     *
      * @param threads      worker threads (default: available processors)
-     * @param blasThreads  OpenBLAS threads per sgemm call, set process-wide at construction (default 1)
      * @param queryBlock   query rows per task; a worker's scores are queryBlock × n_k floats with the
      *                     dense kernel, queryBlock × (key tile or span) with the tiled and sparse ones
      * @param kernel       the attention kernel, or null to choose per call (see {@link #kernelFor})
      * @param softmax      the softmax implementation (default {@link Softmax#VECTOR})
      * @param checkFinite  reject inputs holding NaN or ±∞ (one pass over each input)
-     * @param profile      if not null, time per phase is added to it
      * @param memoryBudget bytes a call may hold off-heap (weights, activations, scratch: {@link #estimate});
      *                     a call whose estimate exceeds it is refused before anything is allocated; 0 = no limit
      */
-    public record Options(int threads, int blasThreads, int queryBlock, AttentionKernel kernel, Softmax softmax,
-                          boolean checkFinite, Profile profile, long memoryBudget) {
+    public record Options(int threads, int queryBlock, AttentionKernel kernel, Softmax softmax,
+                          boolean checkFinite, long memoryBudget) {
         public Options {
             if (threads < 1) throw new IllegalArgumentException("threads must be >= 1, got " + threads);
-            if (blasThreads < 1) throw new IllegalArgumentException("blasThreads must be >= 1, got " + blasThreads);
             if (queryBlock < 1) throw new IllegalArgumentException("queryBlock must be >= 1, got " + queryBlock);
             if (softmax == null) throw new IllegalArgumentException("softmax must be given");
             if (memoryBudget < 0) throw new IllegalArgumentException("memory budget must be >= 0, got " + memoryBudget);
         }
 
         public static Options defaults() {
-            return new Options(Runtime.getRuntime().availableProcessors(), 1, 256, null, Softmax.VECTOR, false, null, 0);
+            return new Options(Runtime.getRuntime().availableProcessors(), 256, null, Softmax.VECTOR, false, 0);
         }
 
         public Options withThreads(int t) {
-            return new Options(t, blasThreads, queryBlock, kernel, softmax, checkFinite, profile, memoryBudget);
-        }
-
-        public Options withBlasThreads(int t) {
-            return new Options(threads, t, queryBlock, kernel, softmax, checkFinite, profile, memoryBudget);
+            return new Options(t, queryBlock, kernel, softmax, checkFinite, memoryBudget);
         }
 
         public Options withQueryBlock(int rows) {
-            return new Options(threads, blasThreads, rows, kernel, softmax, checkFinite, profile, memoryBudget);
+            return new Options(threads, rows, kernel, softmax, checkFinite, memoryBudget);
         }
 
         public Options withKernel(AttentionKernel k) {
-            return new Options(threads, blasThreads, queryBlock, k, softmax, checkFinite, profile, memoryBudget);
+            return new Options(threads, queryBlock, k, softmax, checkFinite, memoryBudget);
         }
 
         public Options withSoftmax(Softmax s) {
-            return new Options(threads, blasThreads, queryBlock, kernel, s, checkFinite, profile, memoryBudget);
+            return new Options(threads, queryBlock, kernel, s, checkFinite, memoryBudget);
         }
 
         public Options withCheckFinite(boolean check) {
-            return new Options(threads, blasThreads, queryBlock, kernel, softmax, check, profile, memoryBudget);
-        }
-
-        public Options withProfile(Profile p) {
-            return new Options(threads, blasThreads, queryBlock, kernel, softmax, checkFinite, p, memoryBudget);
+            return new Options(threads, queryBlock, kernel, softmax, check, memoryBudget);
         }
 
         public Options withMemoryBudget(long bytes) {
-            return new Options(threads, blasThreads, queryBlock, kernel, softmax, checkFinite, profile, bytes);
+            return new Options(threads, queryBlock, kernel, softmax, checkFinite, bytes);
         }
     }
 
@@ -119,7 +110,7 @@ public final class MultiHeadAttention implements AutoCloseable {
     private final Options options;
     private final WorkerPool pool;
     private final boolean ownsPool;
-    /** Compiled sparse layouts by (pattern, sizes): compiling is O(tiles), reuse is free. */
+    /** Compiled sparse layouts by (pattern, sizes, start): compiling is O(tiles), reuse is free. */
     private final Map<List<Object>, BlockLayout> layouts = new ConcurrentHashMap<>();
 
     public MultiHeadAttention(AttentionWeights weights, Options options) {
@@ -136,7 +127,6 @@ public final class MultiHeadAttention implements AutoCloseable {
         this.weights = weights;
         this.options = sharedPool == null ? options : options.withThreads(sharedPool.threads());
         this.ownsPool = sharedPool == null;
-        OpenBlas.setThreads(options.blasThreads());
         if (this.options.threads() > 1) {
             for (Matrix m : List.of(weights.wq, weights.wk, weights.wv, weights.wo)) {
                 if (!WorkerPool.shareable(m.segment())) {
@@ -165,6 +155,11 @@ public final class MultiHeadAttention implements AutoCloseable {
         return options;
     }
 
+    /** The workers this layer runs on (its own, or the shared pool it was given). */
+    public WorkerPool pool() {
+        return pool;
+    }
+
     /** Self-attention without a mask; the output is allocated in {@code arena}. */
     public Tensor forward(Tensor x, Arena arena) {
         return forward(x, null, Mask.none(), arena);
@@ -190,116 +185,102 @@ public final class MultiHeadAttention implements AutoCloseable {
 
     /** The allocation-free form: writes {@code out} (shaped like {@code query}), scratch in {@code ws}. */
     public void forward(Tensor query, Tensor keyValue, Mask mask, Tensor out, Workspace ws) {
-        forward(query, keyValue, mask, out, ws, null);
+        forward(query, keyValue, mask, out, ws, CallOptions.NONE);
     }
 
     /**
-     * As {@link #forward(Tensor, Tensor, Mask, Tensor, Workspace)}, and also captures attention
-     * probabilities, accumulates per-head statistics or zeroes chosen heads, as {@code inspection}
-     * says (null: none of it).
+     * As {@link #forward(Tensor, Tensor, Mask, Tensor, Workspace)}, and also shows {@code observer}
+     * the heads kept and the probabilities it asks for (null: a plain call).
      */
-    public void forward(Tensor query, Tensor keyValue, Mask mask, Tensor out, Workspace ws, Inspection inspection) {
+    public void forward(Tensor query, Tensor keyValue, Mask mask, Tensor out, Workspace ws, AttentionObserver observer) {
+        forward(query, keyValue, mask, out, ws, CallOptions.observing(observer));
+    }
+
+    /** As {@link #forward(Tensor, Tensor, Mask, Tensor, Workspace)}, with per-call options. */
+    public void forward(Tensor query, Tensor keyValue, Mask mask, Tensor out, Workspace ws, CallOptions call) {
         ForwardEvent event = new ForwardEvent();
         event.begin();
-        Plan plan = plan(query, keyValue, mask, out, inspection);
-        int B = plan.batch, nq = plan.queries, nk = plan.keys, d = config.headDim(), block = plan.block;
-        int qw = config.queryWidth(), kw = config.kvWidth();
-        long qFloats = (long) qw * B * nq, kFloats = (long) kw * B * nk;
-        AttentionKernel kernel = plan.kernel;
-        Mask.Bound bound = plan.bound;
-        BlockLayout layout = plan.layout;
-
-        ws.acquire();
+        Plan plan = plan(query, keyValue, mask, out, call.observer());
+        int B = plan.batch, nq = plan.queries, nk = plan.keys;
         long allocated;
+        ws.acquire();
         try {
             allocated = ws.prepare(plan.projectionFloats, plan.concatFloats, pool.threads(), plan.scratchFloats);
+            long qFloats = (long) config.queryWidth() * B * nq, kFloats = (long) config.kvWidth() * B * nk;
             MemorySegment P = ws.projection();
             /* Qᵀ: (H·d, B·n_q), columns are tokens; head h is rows [h·d, (h+1)·d). */
-            Matrix qT = new Matrix(P, 0, qw, B * nq, B * nq);
+            Matrix qT = new Matrix(P, 0, config.queryWidth(), B * nq, B * nq);
             /* Kᵀ, Vᵀ: (G·d, B·n_k) each, after Qᵀ in the same buffer. */
-            Matrix kT = new Matrix(P, qFloats, kw, B * nk, B * nk);
-            Matrix vT = new Matrix(P, qFloats + kFloats, kw, B * nk, B * nk);
+            Matrix kT = new Matrix(P, qFloats, config.kvWidth(), B * nk, B * nk);
+            Matrix vT = new Matrix(P, qFloats + kFloats, config.kvWidth(), B * nk, B * nk);
             /* concat: (B·n_q, H·d), head h's output in columns [h·d, (h+1)·d). */
-            Matrix concat = Matrix.of(ws.concat(), 0, B * nq, qw);
-            Matrix x = query.matrix(), kv = (keyValue == null ? query : keyValue).matrix();
+            Matrix concat = Matrix.of(ws.concat(), 0, B * nq, config.queryWidth());
 
-            // 1. project: Qᵀ = W_Q Xᵀ + b_Q, Kᵀ = W_K KVᵀ + b_K, Vᵀ = W_V KVᵀ + b_V
-            project(List.of(
-                    new Projection(weights.wq, weights.bq, x, qT),
-                    new Projection(weights.wk, weights.bk, kv, kT),
-                    new Projection(weights.wv, weights.bv, kv, vT)));
-
-            // 2. O_h = softmax(scale · Q_h K_gᵀ + mask) V_g, per batch element, head and block of query rows
-            int blocks = (nq + block - 1) / block;
-            pool.run(B * config.heads() * blocks, (task, worker) -> {
-                int b = task / (config.heads() * blocks), h = task / blocks % config.heads();
-                int q0 = task % blocks * block, q1 = Math.min(nq, q0 + block), g = config.kvHeadOf(h);
-                if (inspection != null && !inspection.keeps(h)) { // ablation: the head contributes nothing
-                    SpanAttention.zero(concat.rowRange(b * nq + q0, b * nq + q1).colRange(h * d, (h + 1) * d));
-                    if (inspection.progress() != null) inspection.progress().accept(q1 - q0);
-                    return;
-                }
-                HeadBlock hb = new HeadBlock(b, h, q0,
-                        qT.rowRange(h * d, (h + 1) * d).colRange(b * nq + q0, b * nq + q1),
-                        kT.rowRange(g * d, (g + 1) * d).colRange(b * nk, (b + 1) * nk),
-                        vT.rowRange(g * d, (g + 1) * d).colRange(b * nk, (b + 1) * nk),
-                        concat.rowRange(b * nq + q0, b * nq + q1).colRange(h * d, (h + 1) * d),
-                        config.scale(), bound, options.softmax(), layout, options.profile(), inspection);
-                kernel.attend(hb, ws.scratch(worker));
-                if (inspection != null && inspection.progress() != null) inspection.progress().accept(q1 - q0);
-            });
-
-            // 3. Y = concat(O_1 … O_H) W_Oᵀ + b_O
-            Matrix y = out.matrix();
-            int chunk = rowChunk(y.rows());
-            pool.run((y.rows() + chunk - 1) / chunk, (task, worker) -> {
-                long t = startTimer();
-                int r0 = task * chunk, r1 = Math.min(y.rows(), r0 + chunk);
-                Matrix yRows = y.rowRange(r0, r1);
-                if (weights.bo != null) yRows.fillRows(weights.bo.segment(), 0);
-                Blas.sgemm(1f, concat.rowRange(r0, r1), false, weights.wo, true, weights.bo != null ? 1f : 0f, yRows);
-                stopTimer(Profile.Phase.OUTPUT_PROJECTION, t);
-            });
+            project(query.matrix(), (keyValue == null ? query : keyValue).matrix(), qT, kT, vT, call.profile());
+            attend(plan, qT, KeyValues.projected(kT, vT, config.headDim(), nk), concat, ws, call);
+            projectOutput(concat, out.matrix(), call.profile());
         } finally {
             ws.releaseUse();
         }
-        if (event.shouldCommit()) {
-            event.kernel = kernel.name();
-            event.batch = B;
-            event.queries = nq;
-            event.keys = nk;
-            event.heads = config.heads();
-            event.dModel = config.dModel();
-            event.threads = pool.threads();
-            event.mask = describe(mask);
-            event.bytesAllocated = allocated;
-            event.workspaceBytes = ws.byteSize();
-            event.offHeapBytes = OffHeap.currentBytes();
-            event.offHeapPeakBytes = OffHeap.peakBytes();
-            event.commit();
-        }
+        event.commit(plan.kernel.name(), B, nq, nk, config.heads(), config.dModel(), pool.threads(), describe(mask),
+                allocated, ws.byteSize());
     }
 
-    private void checkInspection(Inspection inspection, Shapes s) {
-        if (inspection == null) return;
-        if (inspection.capture() != null) {
-            inspection.capture().check(s.batch, config.heads(), s.queries, s.keys);
-            if (pool.threads() > 1 && !WorkerPool.shareable(inspection.capture().probabilities().segment())) {
-                throw new IllegalArgumentException("the attention capture lives in a confined arena, which the worker threads "
-                        + "cannot write; allocate it in a shared arena or use Options.withThreads(1)");
+    // ---- the stages -------------------------------------------------------------------------
+
+    /**
+     * Stage 1, project: Qᵀ = W_Q Xᵀ + b_Q, Kᵀ = W_K KVᵀ + b_K, Vᵀ = W_V KVᵀ + b_V, split over the
+     * workers as one stacked row space [W_Q; W_K; W_V]. {@code x}: (n_q, E) rows of tokens;
+     * {@code kv}: (n_k, E); {@code qT}: (H·d, n_q), {@code kT}, {@code vT}: (G·d, n_k), written.
+     * {@code kv}, {@code kT} and {@code vT} may all be null to project queries only.
+     */
+    public void project(Matrix x, Matrix kv, Matrix qT, Matrix kT, Matrix vT, Profile profile) {
+        List<Projection> projections = new ArrayList<>(3);
+        projections.add(new Projection(weights.wq, weights.bq, x, qT));
+        if (kv != null) {
+            projections.add(new Projection(weights.wk, weights.bk, kv, kT));
+            projections.add(new Projection(weights.wv, weights.bv, kv, vT));
+        }
+        project(projections, profile);
+    }
+
+    /**
+     * Stage 2, attend: O_h = softmax(scale · Q_h K_gᵀ + mask) V_g for every batch element, head and
+     * block of query rows, written into {@code concat} (B·n_q, H·d), head h in columns
+     * [h·d, (h+1)·d). {@code qT}: (H·d, B·n_q); keys and values come from {@code kv}; the plan
+     * holds the mask bound to the queries' positions, the kernel and the sparse layout.
+     */
+    void attend(Plan plan, Matrix qT, KeyValues kv, Matrix concat, Workspace ws, CallOptions call) {
+        int nq = plan.queries, d = config.headDim(), H = config.heads(), block = plan.block;
+        AttentionObserver observer = call.observer();
+        int blocks = (nq + block - 1) / block;
+        pool.run(plan.batch * H * blocks, (task, worker) -> {
+            int b = task / (H * blocks), h = task / blocks % H;
+            int q0 = task % blocks * block, q1 = Math.min(nq, q0 + block), g = config.kvHeadOf(h);
+            Matrix o = concat.rowRange(b * nq + q0, b * nq + q1).colRange(h * d, (h + 1) * d);
+            if (observer != null && !observer.keeps(h)) { // ablation: the head contributes nothing
+                SpanAttention.zero(o);
+            } else {
+                HeadBlock hb = new HeadBlock(b, h, q0, qT.rowRange(h * d, (h + 1) * d).colRange(b * nq + q0, b * nq + q1),
+                        kv.keysT(b, g), kv.valuesT(b, g), o, config.scale(), plan.bound, options.softmax(), plan.layout,
+                        call.profile(), observer);
+                plan.kernel.attend(hb, ws.scratch(worker));
             }
-        }
-        if (inspection.statistics() != null) {
-            if (inspection.statistics().heads() != config.heads()) {
-                throw new IllegalArgumentException("statistics were made for " + inspection.statistics().heads()
-                        + " heads, the layer has " + config.heads());
-            }
-            inspection.statistics().options().check(s.batch, s.queries, s.keys);
-        }
-        if (inspection.keepHead() != null && inspection.keepHead().length != config.heads()) {
-            throw new IllegalArgumentException("head mask has " + inspection.keepHead().length + " entries, the layer has "
-                    + config.heads() + " heads");
-        }
+            if (observer != null) observer.finished(q1 - q0);
+        });
+    }
+
+    /** Stage 3, output projection: Y = concat W_Oᵀ + b_O; {@code concat}: (rows, H·d), {@code y}: (rows, E). */
+    public void projectOutput(Matrix concat, Matrix y, Profile profile) {
+        int chunk = rowChunk(y.rows());
+        pool.run((y.rows() + chunk - 1) / chunk, (task, worker) -> {
+            long t = profile == null ? 0 : System.nanoTime();
+            int r0 = task * chunk, r1 = Math.min(y.rows(), r0 + chunk);
+            Matrix yRows = y.rowRange(r0, r1);
+            if (weights.bo != null) yRows.fillRows(weights.bo.segment(), 0);
+            Blas.sgemm(1f, concat.rowRange(r0, r1), false, weights.wo, true, weights.bo != null ? 1f : 0f, yRows);
+            if (profile != null) profile.add(Profile.Phase.OUTPUT_PROJECTION, System.nanoTime() - t);
+        });
     }
 
     private static String describe(Mask mask) {
@@ -318,7 +299,7 @@ public final class MultiHeadAttention implements AutoCloseable {
      * concatenated heads, and every worker's kernel scratch.
      */
     public MemoryEstimate estimate(int batch, int nq, int nk, boolean cross, Mask mask) {
-        return estimate(config, weights.hasBias(), options.threads(), Math.min(options.queryBlock(), nq),
+        return MemoryEstimate.of(config, weights.hasBias(), options.threads(), Math.min(options.queryBlock(), nq),
                 kernelFor(mask, nk), batch, nq, nk, cross);
     }
 
@@ -329,101 +310,23 @@ public final class MultiHeadAttention implements AutoCloseable {
      */
     public static MemoryEstimate estimate(AttentionConfig config, int n, AttentionPattern pattern) {
         Options o = Options.defaults();
-        return estimate(config, true, o.threads(), Math.min(o.queryBlock(), n), defaultKernel(pattern, n), 1, n, n, false);
-    }
-
-    private static MemoryEstimate estimate(AttentionConfig c, boolean bias, int threads, int block, AttentionKernel kernel,
-                                           int batch, int nq, int nk, boolean cross) {
-        long f = Float.BYTES, E = c.dModel();
-        long weights = f * c.parameterCount(bias);
-        long inputs = f * batch * (nq + (cross ? nk : 0)) * E;
-        long output = f * batch * nq * E;
-        long projections = f * ((long) c.queryWidth() * batch * nq + 2L * c.kvWidth() * batch * nk);
-        long concat = f * batch * nq * c.queryWidth();
-        long scratch = f * threads * kernel.scratchFloats(block, nk);
-        return new MemoryEstimate(weights, inputs + output + projections + concat, scratch);
+        return MemoryEstimate.of(config, true, o.threads(), Math.min(o.queryBlock(), n), defaultKernel(pattern, n), 1, n, n, false);
     }
 
     /**
-     * A smaller layer without the given query heads: W_Q, W_K, W_V lose those heads' rows and W_O
-     * their columns (new tensors in {@code arena}; this layer is unchanged). Its output equals this
-     * layer's with those heads masked ({@link Inspection#ablate}). With grouped-query attention, a
-     * key/value head stays shared while every group keeps the same number of query heads; when
-     * pruning makes groups uneven, each remaining query head gets its own copy of its key/value
-     * head (G' = H'). The new layer runs as this one does: on a pool of its own, or on this
-     * layer's shared pool. Close it either way.
+     * A smaller layer without the given query heads ({@link AttentionWeights#prune}: new tensors in
+     * {@code arena}; this layer is unchanged). Its output equals this layer's with those heads
+     * masked ({@code Inspection.ablate}). The new layer runs as this one does: on a pool of its
+     * own, or on this layer's shared pool. Close it either way.
      */
     public MultiHeadAttention prune(Arena arena, int... heads) {
-        int H = config.heads(), G = config.kvHeads(), d = config.headDim(), E = config.dModel();
-        boolean[] drop = new boolean[H];
-        for (int h : heads) {
-            if (h < 0 || h >= H) throw new IllegalArgumentException("head " + h + " outside [0, " + H + ")");
-            drop[h] = true;
-        }
-        int[] kept = java.util.stream.IntStream.range(0, H).filter(h -> !drop[h]).toArray();
-        if (kept.length == 0) throw new IllegalArgumentException("cannot prune all " + H + " heads");
         // Refuse a confined arena before copying anything into it (the constructor would, after);
         // the probe is a zero-length segment in the arena's scope, so it allocates nothing.
         if (options.threads() > 1 && !WorkerPool.shareable(MemorySegment.NULL.reinterpret(arena, null))) {
             throw new IllegalArgumentException("the pruned weights would live in a confined arena, which the " + options.threads()
                     + " worker threads cannot read; pass Arena.ofShared() or TrackedArena.ofShared()");
         }
-        // Keep GQA when every group that survives keeps the same number of query heads.
-        int[] perGroup = new int[G];
-        for (int h : kept) perGroup[config.kvHeadOf(h)]++;
-        int groupSize = 0;
-        boolean even = true;
-        for (int c : perGroup) {
-            if (c == 0) continue;
-            if (groupSize == 0) groupSize = c;
-            even &= c == groupSize;
-        }
-        int[] kvKept = even ? java.util.stream.IntStream.range(0, G).filter(g -> perGroup[g] > 0).toArray()
-                : java.util.Arrays.stream(kept).map(config::kvHeadOf).toArray();
-        AttentionConfig c = new AttentionConfig(E, kept.length, kvKept.length, d, config.scale());
-        Tensor wq = Tensor.allocate(arena, kept.length * d, E), wo = Tensor.allocate(arena, E, kept.length * d);
-        Tensor wk = Tensor.allocate(arena, kvKept.length * d, E), wv = Tensor.allocate(arena, kvKept.length * d, E);
-        for (int a = 0; a < kept.length; a++) copyRows(weights.wq, kept[a] * d, wq.matrix(), a * d, d);
-        for (int a = 0; a < kvKept.length; a++) {
-            copyRows(weights.wk, kvKept[a] * d, wk.matrix(), a * d, d);
-            copyRows(weights.wv, kvKept[a] * d, wv.matrix(), a * d, d);
-        }
-        for (int e = 0; e < E; e++) {
-            for (int a = 0; a < kept.length; a++) {
-                MemorySegment.copy(weights.wo.segment(), weights.wo.index(e, kept[a] * d) * Float.BYTES,
-                        wo.segment(), wo.matrix().index(e, a * d) * Float.BYTES, (long) d * Float.BYTES);
-            }
-        }
-        java.util.Map<String, Tensor> sd = new java.util.LinkedHashMap<>();
-        sd.put("q_proj.weight", wq);
-        sd.put("k_proj.weight", wk);
-        sd.put("v_proj.weight", wv);
-        sd.put("o_proj.weight", wo);
-        if (weights.hasBias()) {
-            sd.put("q_proj.bias", gather(arena, weights.bq, kept, d));
-            sd.put("k_proj.bias", gather(arena, weights.bk, kvKept, d));
-            sd.put("v_proj.bias", gather(arena, weights.bv, kvKept, d));
-            Tensor bo = Tensor.allocate(arena, E);
-            MemorySegment.copy(weights.bo.segment(), 0, bo.segment(), 0, (long) E * Float.BYTES);
-            sd.put("o_proj.bias", bo);
-        }
-        return new MultiHeadAttention(AttentionWeights.fromStateDict(c, sd, ""), options.withProfile(null), ownsPool ? null : pool);
-    }
-
-    private static void copyRows(Matrix from, int fromRow, Matrix to, int toRow, int rows) {
-        for (int r = 0; r < rows; r++) {
-            MemorySegment.copy(from.segment(), from.index(fromRow + r, 0) * Float.BYTES, to.segment(),
-                    to.index(toRow + r, 0) * Float.BYTES, (long) from.cols() * Float.BYTES);
-        }
-    }
-
-    private static Tensor gather(Arena arena, Tensor bias, int[] heads, int d) {
-        Tensor t = Tensor.allocate(arena, heads.length * d);
-        for (int a = 0; a < heads.length; a++) {
-            MemorySegment.copy(bias.segment(), (long) heads[a] * d * Float.BYTES, t.segment(), (long) a * d * Float.BYTES,
-                    (long) d * Float.BYTES);
-        }
-        return t;
+        return new MultiHeadAttention(weights.prune(arena, heads), options, ownsPool ? null : pool);
     }
 
     /**
@@ -443,36 +346,53 @@ public final class MultiHeadAttention implements AutoCloseable {
     }
 
     /** What a call will do, decided and checked before anything runs or is allocated. */
-    private record Plan(int batch, int queries, int keys, int block, AttentionKernel kernel, Mask.Bound bound,
-                        BlockLayout layout, long projectionFloats, long concatFloats, long scratchFloats) {}
+    record Plan(int batch, int queries, int keys, int block, AttentionKernel kernel, Mask.Bound bound,
+                BlockLayout layout, long projectionFloats, long concatFloats, long scratchFloats) {}
 
-    private Plan plan(Tensor query, Tensor keyValue, Mask mask, Tensor out, Inspection inspection) {
+    private Plan plan(Tensor query, Tensor keyValue, Mask mask, Tensor out, AttentionObserver observer) {
         if (pool.isClosed()) throw new IllegalStateException("this MultiHeadAttention (or the pool it runs on) is closed");
         Shapes s = checkInputs(query, keyValue == null ? query : keyValue, out);
-        Mask.Bound bound = mask.bind(s.batch, config.heads(), s.queries, s.keys);
-        checkInspection(inspection, s);
+        return plan(s.batch, s.queries, s.keys, keyValue != null, mask, Positions.bottomRight(s.queries, s.keys), observer);
+    }
+
+    /**
+     * The plan of an attend over {@code batch} × n_q queries at {@code positions} against n_k keys
+     * per batch element: binds the mask, checks the observer and the budget, picks the kernel and
+     * compiles the sparse layout. {@code cross}: whether a separate key/value input exists (for the
+     * memory estimate).
+     */
+    Plan plan(int batch, int nq, int nk, boolean cross, Mask mask, Positions positions, AttentionObserver observer) {
+        Mask.Bound bound = mask.bind(batch, config.heads(), nq, nk, positions);
+        if (observer != null) observer.check(batch, config.heads(), nq, nk, pool.threads() > 1);
         MemorySegment explicit = mask.explicitSegment();
         if (explicit != null && pool.threads() > 1 && !WorkerPool.shareable(explicit)) {
             throw new IllegalArgumentException("the explicit mask lives in a confined arena, which the worker threads "
                     + "cannot read; allocate it in a shared arena or use Options.withThreads(1)");
         }
-        int B = s.batch, nq = s.queries, nk = s.keys, block = Math.min(options.queryBlock(), nq);
+        int block = Math.min(options.queryBlock(), nq);
         AttentionKernel kernel = kernelFor(mask, nk);
         if (kernel instanceof SparseKernel && mask.pattern() == null) {
             throw new IllegalArgumentException("the " + kernel.name() + " kernel needs a mask with a sparse pattern "
                     + "(Mask.pattern(...) or withPattern); this mask has none");
         }
         if (options.memoryBudget() > 0) {
-            MemoryEstimate e = estimate(B, nq, nk, keyValue != null, mask);
+            MemoryEstimate e = estimate(batch, nq, nk, cross, mask);
             if (e.total() > options.memoryBudget()) {
-                throw new MemoryBudgetExceededException("forward of batch " + B + ", n_q=" + nq + ", n_k=" + nk + " with the "
+                throw new MemoryBudgetExceededException("forward of batch " + batch + ", n_q=" + nq + ", n_k=" + nk + " with the "
                         + kernel.name() + " kernel needs an estimated " + e + ", over the memory budget of "
                         + OffHeap.format(options.memoryBudget()), e, options.memoryBudget());
             }
         }
-        BlockLayout layout = kernel instanceof SparseKernel sparse ? layout(mask.pattern(), nq, nk, block, sparse.keyBlock()) : null;
-        long projection = (long) config.queryWidth() * B * nq + 2L * config.kvWidth() * B * nk;
-        return new Plan(B, nq, nk, block, kernel, bound, layout, projection, (long) B * nq * config.queryWidth(),
+        BlockLayout layout = null;
+        if (kernel instanceof SparseKernel sparse) {
+            if (!positions.isUniform()) {
+                throw new IllegalArgumentException("the sparse kernel needs every batch element's queries at the same "
+                        + "positions, got " + positions);
+            }
+            layout = layout(mask.pattern(), nq, nk, positions.start(0), block, sparse.keyBlock());
+        }
+        long projection = (long) config.queryWidth() * batch * nq + 2L * config.kvWidth() * batch * nk;
+        return new Plan(batch, nq, nk, block, kernel, bound, layout, projection, (long) batch * nq * config.queryWidth(),
                 kernel.scratchFloats(block, nk));
     }
 
@@ -491,12 +411,12 @@ public final class MultiHeadAttention implements AutoCloseable {
     }
 
     /** The compiled layout of {@code pattern} for these sizes, from the cache when it is there. */
-    BlockLayout layout(AttentionPattern pattern, int nq, int nk, int queryBlock, int keyBlock) {
-        List<Object> key = List.of(pattern, nq, nk, queryBlock, keyBlock);
+    BlockLayout layout(AttentionPattern pattern, int nq, int nk, long start, int queryBlock, int keyBlock) {
+        List<Object> key = List.of(pattern, nq, nk, start, queryBlock, keyBlock);
         BlockLayout l = layouts.get(key);
         if (l != null) return l;
         if (layouts.size() >= 16) layouts.clear(); // a handful of shapes per instance is the normal case
-        l = BlockLayout.compile(pattern, config.heads(), nq, nk, queryBlock, keyBlock);
+        l = BlockLayout.compile(pattern, config.heads(), nq, nk, start, queryBlock, keyBlock);
         layouts.put(key, l);
         return l;
     }
@@ -509,7 +429,7 @@ public final class MultiHeadAttention implements AutoCloseable {
      * thread, so every worker gets an equal share; a chunk that crosses from one matrix into the
      * next is two sgemm calls.
      */
-    private void project(List<Projection> projections) {
+    private void project(List<Projection> projections, Profile profile) {
         int totalRows = 0;
         for (Projection p : projections) totalRows += p.weight.rows();
         int chunk = rowChunk(totalRows);
@@ -532,7 +452,7 @@ public final class MultiHeadAttention implements AutoCloseable {
         }
         if (!current.isEmpty()) tasks.add(current);
         pool.run(tasks.size(), (task, worker) -> {
-            long t = startTimer();
+            long t = profile == null ? 0 : System.nanoTime();
             for (Piece piece : tasks.get(task)) {
                 Projection p = piece.p;
                 Matrix outRows = p.out.rowRange(piece.r0, piece.r1);
@@ -543,7 +463,7 @@ public final class MultiHeadAttention implements AutoCloseable {
                 }
                 Blas.sgemm(1f, p.weight.rowRange(piece.r0, piece.r1), false, p.input, true, p.bias != null ? 1f : 0f, outRows);
             }
-            stopTimer(Profile.Phase.PROJECTIONS, t);
+            if (profile != null) profile.add(Profile.Phase.PROJECTIONS, System.nanoTime() - t);
         });
     }
 
@@ -551,14 +471,6 @@ public final class MultiHeadAttention implements AutoCloseable {
     private int rowChunk(int rows) {
         int perThread = (rows + pool.threads() - 1) / pool.threads();
         return Math.max(16, (perThread + 15) / 16 * 16);
-    }
-
-    private long startTimer() {
-        return options.profile() == null ? 0 : System.nanoTime();
-    }
-
-    private void stopTimer(Profile.Phase phase, long start) {
-        if (options.profile() != null) options.profile().add(phase, System.nanoTime() - start);
     }
 
 

@@ -51,7 +51,7 @@ final class SpanAttention {
      * {@code maxSpan} keys long.
      */
     static void attend(HeadBlock blk, MemorySegment scratch, Spans spans, int maxSpan) {
-        int m = blk.rows(), b = blk.batch(), h = blk.head(), q0 = blk.firstQuery();
+        int m = blk.rows(), q0 = blk.firstQuery();
         Softmax softmax = blk.softmax();
         Matrix out = blk.out();
         /* runningMax M, runningSum L: (m) each, after the scores in the scratch. */
@@ -62,7 +62,7 @@ final class SpanAttention {
         }
         if (spans.count() == 0) {
             zero(out);
-            if (blk.inspection() != null && blk.inspection().sweeps(h)) InspectionSweep.run(blk, scratch, spans, maxSpan);
+            observe(blk, scratch, spans, maxSpan);
             return;
         }
         for (int s = 0; s < spans.count(); s++) {
@@ -109,22 +109,28 @@ final class SpanAttention {
         }
         blk.lap(Profile.Phase.WEIGHTED_SUM, t);
 
-        // Inspection only: a second sweep with the final M and L (see InspectionSweep)
-        if (blk.inspection() != null && blk.inspection().sweeps(h)) InspectionSweep.run(blk, scratch, spans, maxSpan);
+        // Observed blocks only: a second sweep with the final M and L (see ProbabilitySweep)
+        observe(blk, scratch, spans, maxSpan);
+    }
+
+    private static void observe(HeadBlock blk, MemorySegment scratch, Spans spans, int maxSpan) {
+        if (blk.observer() == null) return;
+        AttentionObserver.Rows rows = blk.observer().rows(blk.batch(), blk.head(), blk.firstQuery(), blk.rows(), blk.keys());
+        if (rows != null) ProbabilitySweep.run(blk, scratch, spans, maxSpan, rows);
     }
 
     /**
      * Masks the scores of query row i for keys [k0, k0 + kn) (at {@code row} in {@code scratch}):
      * the explicit mask, then the sparse pattern over {@code patternRanges}; returns how many of
      * the span's keys the row may see at all (the rest are past its causal or padding end). The
-     * kernels and the inspection sweep both call this, so the probabilities they see agree.
+     * kernels and the probability sweep both call this, so the probabilities they see agree.
      */
     static int maskRow(HeadBlock blk, MemorySegment scratch, long row, int i, int k0, int kn, int[] patternRanges) {
         Mask.Bound mask = blk.mask();
         int len = Math.clamp((long) mask.keyEnd(blk.batch(), i) - k0, 0, kn);
         if (mask.hasExplicit()) mask.applyExplicit(blk.batch(), blk.head(), i, scratch, row, k0, k0 + len);
         for (int r = 0; r < patternRanges.length; r += 2) {
-            mask.applyPattern(blk.head(), i, scratch, row, k0, patternRanges[r], Math.min(patternRanges[r + 1], k0 + len));
+            mask.applyPattern(blk.batch(), blk.head(), i, scratch, row, k0, patternRanges[r], Math.min(patternRanges[r + 1], k0 + len));
         }
         return len;
     }

@@ -11,7 +11,8 @@ import java.util.List;
 import java.util.Set;
 
 /**
- * Finds and loads OpenBLAS, and exposes its threading controls.
+ * Finds and loads OpenBLAS, and exposes its threading controls. Once loaded, OpenBLAS runs each
+ * call on one thread until {@link #setThreads} says otherwise.
  *
  * <p>The jextract bindings were generated without {@code --library}, so they look symbols up
  * with {@code SymbolLookup.loaderLookup()}: whatever this class loads with {@link System#load}
@@ -94,6 +95,10 @@ public final class OpenBlas {
                     + ") loaded but does not export OpenBLAS's openblas_get_num_threads: " + e
                     + ". " + INSTALL_HINT, e);
         }
+        // Headroom splits work over its own workers and runs every sgemm on one OpenBLAS thread, so
+        // the process-wide count is set here, once, when the library is loaded (not by each layer);
+        // only code that measures OpenBLAS's own threading changes it, with setThreads.
+        cblas_h.openblas_set_num_threads(1);
         return p;
     }
 

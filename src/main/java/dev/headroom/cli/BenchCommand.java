@@ -2,6 +2,7 @@ package dev.headroom.cli;
 
 import dev.headroom.attention.AttentionConfig;
 import dev.headroom.attention.AttentionWeights;
+import dev.headroom.attention.CallOptions;
 import dev.headroom.attention.Mask;
 import dev.headroom.attention.MultiHeadAttention;
 import dev.headroom.attention.Profile;
@@ -119,7 +120,7 @@ final class BenchCommand implements Callable<Integer> {
             AttentionWeights w = AttentionWeights.random(config, true, 42, arena);
             Profile profile = breakdown ? new Profile() : null;
             MultiHeadAttention.Options options = MultiHeadAttention.Options.defaults().withThreads(t)
-                    .withQueryBlock(queryBlock).withProfile(profile);
+                    .withQueryBlock(queryBlock);
             try (MultiHeadAttention mha = new MultiHeadAttention(w, options);
                  ProgressBar bar = progressBar("bench", (long) lengths.length * (repeats + 1))) {
                 for (int n : lengths) {
@@ -175,7 +176,7 @@ final class BenchCommand implements Callable<Integer> {
             double[] ms = new double[repeats];
             for (int r = 0; r < repeats; r++) {
                 long t0 = System.nanoTime();
-                mha.forward(x, null, mask, y, ws);
+                mha.forward(x, null, mask, y, ws, new CallOptions(null, profile));
                 ms[r] = (System.nanoTime() - t0) / 1e6;
                 bar.step();
             }

@@ -121,7 +121,7 @@ final class LongBench {
             Tensor x = input(arena, n), y = Tensor.allocate(arena, 1, n, layer.dModel());
             Mask mask = c.pattern == null ? Mask.none() : Mask.pattern(c.pattern);
             double density = c.pattern == null ? 1.0
-                    : BlockLayout.compile(c.pattern, layer.heads(), n, n, 256, 64).density();
+                    : BlockLayout.compile(c.pattern, layer.heads(), n, n, 0, 256, 64).density();
             long inputsRss = Rss.current();
             Rss.resetPeak();
             OffHeap.resetPeak();

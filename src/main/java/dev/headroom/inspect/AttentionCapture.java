@@ -1,6 +1,9 @@
 package dev.headroom.inspect;
 
+import dev.headroom.attention.AttentionObserver;
 import dev.headroom.tensor.Tensor;
+
+import java.lang.foreign.MemorySegment;
 
 import java.lang.foreign.Arena;
 import java.util.Arrays;
@@ -107,6 +110,34 @@ public final class AttentionCapture {
     /** p(b, h, i → j), for captured h and i. */
     public float get(int b, int h, int i, int j) {
         return probabilities.get(index(b, h, i) + j);
+    }
+
+    /**
+     * The receiver of head h's probabilities for query rows [q0, q0 + m) of batch element b: zeroes
+     * the captured rows first (keys that are masked or that a sparse pattern skips stay 0), then
+     * copies each span of a captured row into place.
+     */
+    AttentionObserver.Rows rows(int b, int h, int q0, int m) {
+        for (int i = q0; i < q0 + m; i++) {
+            if (hasRow(i)) probabilities.segment().asSlice(index(b, h, i) * Float.BYTES, (long) keys * Float.BYTES).fill((byte) 0);
+        }
+        return new AttentionObserver.Rows() {
+            @Override
+            public boolean wants(int row) {
+                return hasRow(q0 + row);
+            }
+
+            @Override
+            public boolean wantsEveryRow() {
+                return false;
+            }
+
+            @Override
+            public void probabilities(int row, long position, int k0, MemorySegment p, long offset, int len) {
+                MemorySegment.copy(p, offset * Float.BYTES, probabilities.segment(), (index(b, h, q0 + row) + k0) * Float.BYTES,
+                        (long) len * Float.BYTES);
+            }
+        };
     }
 
     /** Checks the capture against a call's shapes. */

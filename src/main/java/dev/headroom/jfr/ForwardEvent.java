@@ -64,4 +64,26 @@ public final class ForwardEvent extends Event {
     @Description("Process-wide high-water mark of Headroom's off-heap bytes since the last reset")
     @DataAmount
     public long offHeapPeakBytes;
+
+    /**
+     * Fills the fields of a call that ran and commits the event, if a recording wants it (the
+     * caller began it): the process-wide off-heap figures are read now, at the end of the call.
+     */
+    public void commit(String kernel, int batch, int queries, int keys, int heads, int dModel, int threads, String mask,
+                       long bytesAllocated, long workspaceBytes) {
+        if (!shouldCommit()) return;
+        this.kernel = kernel;
+        this.batch = batch;
+        this.queries = queries;
+        this.keys = keys;
+        this.heads = heads;
+        this.dModel = dModel;
+        this.threads = threads;
+        this.mask = mask;
+        this.bytesAllocated = bytesAllocated;
+        this.workspaceBytes = workspaceBytes;
+        this.offHeapBytes = dev.headroom.memory.OffHeap.currentBytes();
+        this.offHeapPeakBytes = dev.headroom.memory.OffHeap.peakBytes();
+        commit();
+    }
 }

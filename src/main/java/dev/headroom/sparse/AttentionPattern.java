@@ -8,10 +8,10 @@ import java.util.SplittableRandom;
  * what make long sequences cheap: the sparse kernel compiles a pattern into a {@link BlockLayout}
  * and skips the tiles that hold no allowed pair instead of computing and masking them.
  *
- * <p>Positions: with n_q queries and n_k keys, query i sits at key position
- * {@code p = i + n_k − n_q} (bottom-right alignment, as the causal mask), so for
- * self-attention p = i and for a query block at the end of a longer context the windows line up
- * with the last keys.
+ * <p>Positions: a pattern sees each query by its position p among the keys, which the caller
+ * decides ({@link dev.headroom.attention.Positions}): p = i for self-attention, the cached length
+ * plus i for queries after a KV cache, i + n_k − n_q (bottom-right) by default when the lengths
+ * differ. Patterns never derive it themselves.
  *
  * <p>A pattern gives the truth per element ({@link #allowed}) and may classify whole tiles
  * analytically ({@link #classify}); the default classification evaluates every element, which
@@ -19,15 +19,18 @@ import java.util.SplittableRandom;
  */
 public interface AttentionPattern {
 
-    /** Whether query i may attend to key j in head h (n_q queries, n_k keys). */
-    boolean allowed(int head, int i, int j, int nq, int nk);
+    /** Whether the query at position p may attend to key j in head h, with n_k = {@code keys} keys. */
+    boolean allowed(int head, long p, int j, int keys);
 
-    /** The kind of tile rows [q0, q1) × keys [k0, k1) in head h. Must agree with {@link #allowed}. */
-    default TileKind classify(int head, int q0, int q1, int k0, int k1, int nq, int nk) {
+    /**
+     * The kind of tile: queries at positions [p0, p1) × keys [k0, k1) in head h. Must agree with
+     * {@link #allowed}.
+     */
+    default TileKind classify(int head, long p0, long p1, int k0, int k1, int keys) {
         boolean any = false, all = true;
-        for (int i = q0; i < q1; i++) {
+        for (long p = p0; p < p1; p++) {
             for (int j = k0; j < k1; j++) {
-                if (allowed(head, i, j, nq, nk)) any = true;
+                if (allowed(head, p, j, keys)) any = true;
                 else all = false;
                 if (any && !all) return TileKind.PARTIAL;
             }
@@ -36,12 +39,12 @@ public interface AttentionPattern {
     }
 
     /**
-     * Writes into {@code allowed[0 .. j1 − j0)} whether query i may attend to each key of
-     * [j0, j1) in head h. The kernel calls this for the partial tiles, one query row at a time;
-     * built-in patterns fill whole runs instead of testing pair by pair.
+     * Writes into {@code allowed[0 .. j1 − j0)} whether the query at position p may attend to
+     * each key of [j0, j1) in head h. The kernel calls this for the partial tiles, one query row at
+     * a time; built-in patterns fill whole runs instead of testing pair by pair.
      */
-    default void fillRow(int head, int i, int j0, int j1, int nq, int nk, boolean[] allowed) {
-        for (int j = j0; j < j1; j++) allowed[j - j0] = allowed(head, i, j, nq, nk);
+    default void fillRow(int head, long p, int j0, int j1, int keys, boolean[] allowed) {
+        for (int j = j0; j < j1; j++) allowed[j - j0] = allowed(head, p, j, keys);
     }
 
     /** True when every head has the same pattern (then one layout serves all heads). */
@@ -152,12 +155,16 @@ public interface AttentionPattern {
         return new Segments(segmentLengths);
     }
 
-    /** Any predicate; its layout is compiled by evaluating every pair (O(n_q·n_k), for moderate n). */
+    /**
+     * Any predicate of (head, query position, key); its layout is compiled by evaluating every pair
+     * (O(n_q·n_k), for moderate n). Positions below 0 (queries before the first key, possible in
+     * cross-attention with fewer keys than queries) are never allowed.
+     */
     static AttentionPattern predicate(String name, Predicate p) {
         return new AttentionPattern() {
             @Override
-            public boolean allowed(int head, int i, int j, int nq, int nk) {
-                return p.allowed(head, i, j);
+            public boolean allowed(int head, long position, int j, int keys) {
+                return position >= 0 && position <= Integer.MAX_VALUE && p.allowed(head, (int) position, j);
             }
 
             @Override
@@ -177,26 +184,24 @@ public interface AttentionPattern {
         return new PerHead(patterns.clone());
     }
 
-    /** (head, query, key) → allowed. */
+    /** (head, query position, key) → allowed. */
     @FunctionalInterface
     interface Predicate {
-        boolean allowed(int head, int i, int j);
+        boolean allowed(int head, int p, int j);
     }
 
     // ---- implementations ---------------------------------------------------------------------
 
-    /** Keys j with p − before ≤ j ≤ p + after, p = i + n_k − n_q. */
+    /** Keys j with p − before ≤ j ≤ p + after for the query at position p. */
     record Band(int before, int after, String name) implements AttentionPattern {
         @Override
-        public boolean allowed(int head, int i, int j, int nq, int nk) {
-            long p = (long) i + nk - nq;
+        public boolean allowed(int head, long p, int j, int keys) {
             return j >= p - before && j <= p + after;
         }
 
         @Override
-        public TileKind classify(int head, int q0, int q1, int k0, int k1, int nq, int nk) {
-            long shift = (long) nk - nq;
-            long pFirst = q0 + shift, pLast = q1 - 1 + shift;
+        public TileKind classify(int head, long p0, long p1, int k0, int k1, int keys) {
+            long pFirst = p0, pLast = p1 - 1;
             // allowed iff j − p ∈ [−before, after]; over the tile j − p spans [k0 − pLast, k1 − 1 − pFirst]
             long lo = k0 - pLast, hi = k1 - 1 - pFirst;
             if (hi < -before || lo > after) return TileKind.EMPTY;
@@ -205,8 +210,7 @@ public interface AttentionPattern {
         }
 
         @Override
-        public void fillRow(int head, int i, int j0, int j1, int nq, int nk, boolean[] allowed) {
-            long p = (long) i + nk - nq;
+        public void fillRow(int head, long p, int j0, int j1, int keys, boolean[] allowed) {
             int from = (int) Math.clamp(p - before, j0, j1), to = (int) Math.clamp(p + after + 1, j0, j1);
             Arrays.fill(allowed, 0, j1 - j0, false);
             if (from < to) Arrays.fill(allowed, from - j0, to - j0, true);
@@ -220,20 +224,20 @@ public interface AttentionPattern {
 
     record Dilated(int half, int dilation) implements AttentionPattern {
         @Override
-        public boolean allowed(int head, int i, int j, int nq, int nk) {
-            long off = j - ((long) i + nk - nq);
+        public boolean allowed(int head, long p, int j, int keys) {
+            long off = j - p;
             return Math.abs(off) <= (long) half * dilation && off % dilation == 0;
         }
 
         @Override
-        public TileKind classify(int head, int q0, int q1, int k0, int k1, int nq, int nk) {
-            long shift = (long) nk - nq, reach = (long) half * dilation;
+        public TileKind classify(int head, long p0, long p1, int k0, int k1, int keys) {
+            long reach = (long) half * dilation;
             // off = j − p takes every integer in [lo, hi] over the tile; allowed offsets are the
             // multiples of the dilation within [−reach, reach].
-            long lo = Math.max(k0 - (q1 - 1 + shift), -reach), hi = Math.min(k1 - 1 - (q0 + shift), reach);
+            long lo = Math.max(k0 - (p1 - 1), -reach), hi = Math.min(k1 - 1 - p0, reach);
             if (lo > hi || Math.floorDiv(hi, dilation) * dilation < lo) return TileKind.EMPTY;
-            boolean oneOffset = (q1 - q0 == 1 && k1 - k0 == 1);
-            if (dilation == 1 && k0 - (q1 - 1 + shift) >= -reach && k1 - 1 - (q0 + shift) <= reach) return TileKind.FULL;
+            boolean oneOffset = (p1 - p0 == 1 && k1 - k0 == 1);
+            if (dilation == 1 && k0 - (p1 - 1) >= -reach && k1 - 1 - p0 <= reach) return TileKind.FULL;
             return oneOffset ? TileKind.FULL : TileKind.PARTIAL;
         }
 
@@ -272,21 +276,20 @@ public interface AttentionPattern {
         }
 
         @Override
-        public boolean allowed(int head, int i, int j, int nq, int nk) {
-            return isGlobal(j) || isGlobal((long) i + nk - nq);
+        public boolean allowed(int head, long p, int j, int keys) {
+            return isGlobal(j) || isGlobal(p);
         }
 
         @Override
-        public TileKind classify(int head, int q0, int q1, int k0, int k1, int nq, int nk) {
-            long shift = (long) nk - nq;
-            if (allIn(k0, k1) || allIn(q0 + shift, q1 + shift)) return TileKind.FULL;
-            if (anyIn(k0, k1) || anyIn(q0 + shift, q1 + shift)) return TileKind.PARTIAL;
+        public TileKind classify(int head, long p0, long p1, int k0, int k1, int keys) {
+            if (allIn(k0, k1) || allIn(p0, p1)) return TileKind.FULL;
+            if (anyIn(k0, k1) || anyIn(p0, p1)) return TileKind.PARTIAL;
             return TileKind.EMPTY;
         }
 
         @Override
-        public void fillRow(int head, int i, int j0, int j1, int nq, int nk, boolean[] allowed) {
-            boolean all = isGlobal((long) i + nk - nq);
+        public void fillRow(int head, long p, int j0, int j1, int keys, boolean[] allowed) {
+            boolean all = isGlobal(p);
             Arrays.fill(allowed, 0, j1 - j0, all);
             if (all) return;
             int at = Arrays.binarySearch(positions, j0);
@@ -330,23 +333,21 @@ public interface AttentionPattern {
         }
 
         @Override
-        public boolean allowed(int head, int i, int j, int nq, int nk) {
-            long p = (long) i + nk - nq;
+        public boolean allowed(int head, long p, int j, int keys) {
             if (p < 0) return false;
-            for (int kb : chosen(head, p / b, nk)) if (j / b == kb) return true;
+            for (int kb : chosen(head, p / b, keys)) if (j / b == kb) return true;
             return false;
         }
 
         @Override
-        public TileKind classify(int head, int q0, int q1, int k0, int k1, int nq, int nk) {
-            long shift = (long) nk - nq;
-            long pFirst = q0 + shift, pLast = q1 - 1 + shift;
+        public TileKind classify(int head, long p0, long p1, int k0, int k1, int keys) {
+            long pFirst = p0, pLast = p1 - 1;
             if (pLast < 0) return TileKind.EMPTY;
             // Rows are grouped by pattern block p / b; each group sees the union of its chosen key
             // blocks. The tile is FULL if every group's union covers [k0, k1), EMPTY if none touches it.
             boolean any = false, all = pFirst >= 0;
             for (long qb = Math.max(0, pFirst) / b; qb <= pLast / b; qb++) {
-                int[] chosen = chosen(head, qb, nk).clone();
+                int[] chosen = chosen(head, qb, keys).clone();
                 Arrays.sort(chosen);
                 long covered = k0;                      // [k0, covered) is covered so far
                 for (int kb : chosen) {
@@ -362,11 +363,10 @@ public interface AttentionPattern {
         }
 
         @Override
-        public void fillRow(int head, int i, int j0, int j1, int nq, int nk, boolean[] allowed) {
+        public void fillRow(int head, long p, int j0, int j1, int keys, boolean[] allowed) {
             Arrays.fill(allowed, 0, j1 - j0, false);
-            long p = (long) i + nk - nq;
             if (p < 0) return;
-            for (int kb : chosen(head, p / b, nk)) {
+            for (int kb : chosen(head, p / b, keys)) {
                 int from = Math.max(j0, kb * b), to = Math.min(j1, (kb + 1) * b);
                 if (from < to) Arrays.fill(allowed, from - j0, to - j0, true);
             }
@@ -385,16 +385,15 @@ public interface AttentionPattern {
 
     record Strided(int l) implements AttentionPattern {
         @Override
-        public boolean allowed(int head, int i, int j, int nq, int nk) {
-            long back = (long) i + nk - nq - j;
+        public boolean allowed(int head, long p, int j, int keys) {
+            long back = p - j;
             return back >= 0 && (back < l || back % l == 0);
         }
 
         @Override
-        public TileKind classify(int head, int q0, int q1, int k0, int k1, int nq, int nk) {
-            long shift = (long) nk - nq;
+        public TileKind classify(int head, long p0, long p1, int k0, int k1, int keys) {
             // back = p − j takes every integer value in [minBack, maxBack] over the tile
-            long minBack = q0 + shift - (k1 - 1), maxBack = q1 - 1 + shift - k0;
+            long minBack = p0 - (k1 - 1), maxBack = p1 - 1 - k0;
             if (maxBack < 0) return TileKind.EMPTY;
             if (minBack >= 0 && maxBack < l) return TileKind.FULL;
             long lowest = Math.max(0, minBack);
@@ -411,15 +410,13 @@ public interface AttentionPattern {
 
     record Fixed(int l, int c) implements AttentionPattern {
         @Override
-        public boolean allowed(int head, int i, int j, int nq, int nk) {
-            long p = (long) i + nk - nq;
+        public boolean allowed(int head, long p, int j, int keys) {
             return j <= p && (j / l == p / l || j % l >= l - c);
         }
 
         @Override
-        public TileKind classify(int head, int q0, int q1, int k0, int k1, int nq, int nk) {
-            long shift = (long) nk - nq;
-            long pFirst = q0 + shift, pLast = q1 - 1 + shift;
+        public TileKind classify(int head, long p0, long p1, int k0, int k1, int keys) {
+            long pFirst = p0, pLast = p1 - 1;
             if (pLast < k0) return TileKind.EMPTY;                        // every key is after every query
             // Column by column: which query positions p in [pFirst, pLast] may see key j.
             boolean any = false, all = true;
@@ -465,30 +462,27 @@ public interface AttentionPattern {
         }
 
         @Override
-        public boolean allowed(int head, int i, int j, int nq, int nk) {
-            long p = (long) i + nk - nq;
+        public boolean allowed(int head, long p, int j, int keys) {
             if (p < 0) return false;
             int s = seg(p);
             return s < ends.length && s == seg(j);
         }
 
         @Override
-        public TileKind classify(int head, int q0, int q1, int k0, int k1, int nq, int nk) {
-            long shift = (long) nk - nq;
-            long qLo = Math.max(0, q0 + shift), qHi = q1 - 1 + shift;
+        public TileKind classify(int head, long p0, long p1, int k0, int k1, int keys) {
+            long qLo = Math.max(0, p0), qHi = p1 - 1;
             if (qHi < 0) return TileKind.EMPTY;
             int qa = seg(qLo), qb = seg(qHi), ka = seg(k0), kb = seg(k1 - 1);
             // Segments are consecutive, so the two ranges share a pair only if their segment ranges overlap.
             int lo = Math.max(qa, ka), hi = Math.min(Math.min(qb, kb), ends.length - 1);
             if (lo > hi) return TileKind.EMPTY;
-            if (q0 + shift >= 0 && qa == qb && ka == kb && qa == ka) return TileKind.FULL;
+            if (p0 >= 0 && qa == qb && ka == kb && qa == ka) return TileKind.FULL;
             return TileKind.PARTIAL;
         }
 
         @Override
-        public void fillRow(int head, int i, int j0, int j1, int nq, int nk, boolean[] allowed) {
+        public void fillRow(int head, long p, int j0, int j1, int keys, boolean[] allowed) {
             Arrays.fill(allowed, 0, j1 - j0, false);
-            long p = (long) i + nk - nq;
             if (p < 0) return;
             int s = seg(p);
             if (s >= ends.length) return;
@@ -514,25 +508,25 @@ public interface AttentionPattern {
         }
 
         @Override
-        public boolean allowed(int head, int i, int j, int nq, int nk) {
-            return union ? a.allowed(head, i, j, nq, nk) || b.allowed(head, i, j, nq, nk)
-                    : a.allowed(head, i, j, nq, nk) && b.allowed(head, i, j, nq, nk);
+        public boolean allowed(int head, long p, int j, int keys) {
+            return union ? a.allowed(head, p, j, keys) || b.allowed(head, p, j, keys)
+                    : a.allowed(head, p, j, keys) && b.allowed(head, p, j, keys);
         }
 
         @Override
-        public TileKind classify(int head, int q0, int q1, int k0, int k1, int nq, int nk) {
-            TileKind x = a.classify(head, q0, q1, k0, k1, nq, nk);
+        public TileKind classify(int head, long p0, long p1, int k0, int k1, int keys) {
+            TileKind x = a.classify(head, p0, p1, k0, k1, keys);
             if (union && x == TileKind.FULL) return x;
             if (!union && x == TileKind.EMPTY) return x;
-            TileKind y = b.classify(head, q0, q1, k0, k1, nq, nk);
+            TileKind y = b.classify(head, p0, p1, k0, k1, keys);
             TileKind k = union ? x.or(y) : x.and(y);
             // Two partial tiles may still cover every pair together (or share none); decide exactly,
             // a row at a time.
             if (k != TileKind.PARTIAL || x != TileKind.PARTIAL || y != TileKind.PARTIAL) return k;
             boolean[] row = new boolean[k1 - k0];
             boolean any = false, all = true;
-            for (int i = q0; i < q1 && !(any && !all); i++) {
-                fillRow(head, i, k0, k1, nq, nk, row);
+            for (long p = p0; p < p1 && !(any && !all); p++) {
+                fillRow(head, p, k0, k1, keys, row);
                 for (boolean v : row) {
                     any |= v;
                     all &= v;
@@ -556,13 +550,13 @@ public interface AttentionPattern {
         }
 
         @Override
-        public void fillRow(int head, int i, int j0, int j1, int nq, int nk, boolean[] allowed) {
+        public void fillRow(int head, long p, int j0, int j1, int keys, boolean[] allowed) {
             int n = j1 - j0;
-            a.fillRow(head, i, j0, j1, nq, nk, allowed);
+            a.fillRow(head, p, j0, j1, keys, allowed);
             RowBuffers buffers = BUFFERS.get();
             boolean[] other = buffers.borrow(n);
             try {
-                b.fillRow(head, i, j0, j1, nq, nk, other);
+                b.fillRow(head, p, j0, j1, keys, other);
             } finally {
                 buffers.depth--;
             }
@@ -590,18 +584,18 @@ public interface AttentionPattern {
         }
 
         @Override
-        public boolean allowed(int head, int i, int j, int nq, int nk) {
-            return of(head).allowed(head, i, j, nq, nk);
+        public boolean allowed(int head, long p, int j, int keys) {
+            return of(head).allowed(head, p, j, keys);
         }
 
         @Override
-        public TileKind classify(int head, int q0, int q1, int k0, int k1, int nq, int nk) {
-            return of(head).classify(head, q0, q1, k0, k1, nq, nk);
+        public TileKind classify(int head, long p0, long p1, int k0, int k1, int keys) {
+            return of(head).classify(head, p0, p1, k0, k1, keys);
         }
 
         @Override
-        public void fillRow(int head, int i, int j0, int j1, int nq, int nk, boolean[] allowed) {
-            of(head).fillRow(head, i, j0, j1, nq, nk, allowed);
+        public void fillRow(int head, long p, int j0, int j1, int keys, boolean[] allowed) {
+            of(head).fillRow(head, p, j0, j1, keys, allowed);
         }
 
         @Override

@@ -3,7 +3,7 @@ package dev.headroom.sparse;
 import java.util.Arrays;
 
 /**
- * A pattern compiled for one problem size: for every head and every block of
+ * A pattern compiled for one problem size and query start position: for every head and every block of
  * {@code queryBlock} query rows, the key blocks of {@code keyBlock} keys that hold an allowed
  * pair, each FULL or PARTIAL. Empty tiles are simply absent. The sparse kernel walks these lists;
  * nothing is ever computed for a tile that is not listed.
@@ -15,13 +15,16 @@ import java.util.Arrays;
 public final class BlockLayout {
     private final AttentionPattern pattern;
     private final int heads, nq, nk, queryBlock, keyBlock, queryBlocks, keyBlocks;
+    /** Position of query 0 among the keys (query i is at start + i). */
+    private final long start;
     /** Per distinct head layout: CSR over query blocks of (key block, kind). */
     private final int[][] rowStart;
     private final int[][] keyBlockIndex;
     private final byte[][] kind;
 
-    private BlockLayout(AttentionPattern pattern, int heads, int nq, int nk, int queryBlock, int keyBlock) {
+    private BlockLayout(AttentionPattern pattern, int heads, int nq, int nk, long start, int queryBlock, int keyBlock) {
         this.pattern = pattern;
+        this.start = start;
         this.heads = heads;
         this.nq = nq;
         this.nk = nk;
@@ -36,26 +39,30 @@ public final class BlockLayout {
         for (int h = 0; h < distinct; h++) compileHead(h);
     }
 
-    /** Compiles {@code pattern} for {@code heads} heads, n_q queries and n_k keys. */
-    public static BlockLayout compile(AttentionPattern pattern, int heads, int nq, int nk, int queryBlock, int keyBlock) {
+    /**
+     * Compiles {@code pattern} for {@code heads} heads, n_q queries at positions start … start + n_q − 1,
+     * and n_k keys.
+     */
+    public static BlockLayout compile(AttentionPattern pattern, int heads, int nq, int nk, long start, int queryBlock,
+                                      int keyBlock) {
         if (heads < 1 || nq < 1 || nk < 1 || queryBlock < 1 || keyBlock < 1) {
             throw new IllegalArgumentException("block layout needs positive sizes: heads=" + heads + ", n_q=" + nq
                     + ", n_k=" + nk + ", blocks " + queryBlock + "×" + keyBlock);
         }
-        return new BlockLayout(pattern, heads, nq, nk, queryBlock, keyBlock);
+        return new BlockLayout(pattern, heads, nq, nk, start, queryBlock, keyBlock);
     }
 
     private void compileHead(int h) {
-        int[] start = new int[queryBlocks + 1];
+        int[] rowStart = new int[queryBlocks + 1];
         int[] keys = new int[Math.max(16, queryBlocks * 4)];
         byte[] kinds = new byte[keys.length];
         int count = 0;
         for (int qb = 0; qb < queryBlocks; qb++) {
-            start[qb] = count;
+            rowStart[qb] = count;
             int q0 = qb * queryBlock, q1 = Math.min(nq, q0 + queryBlock);
             for (int kb = 0; kb < keyBlocks; kb++) {
                 int k0 = kb * keyBlock, k1 = Math.min(nk, k0 + keyBlock);
-                TileKind t = pattern.classify(h, q0, q1, k0, k1, nq, nk);
+                TileKind t = pattern.classify(h, start + q0, start + q1, k0, k1, nk);
                 if (t == TileKind.EMPTY) continue;
                 if (count == keys.length) {
                     keys = Arrays.copyOf(keys, keys.length * 2);
@@ -66,8 +73,8 @@ public final class BlockLayout {
                 count++;
             }
         }
-        start[queryBlocks] = count;
-        rowStart[h] = start;
+        rowStart[queryBlocks] = count;
+        this.rowStart[h] = rowStart;
         keyBlockIndex[h] = Arrays.copyOf(keys, count);
         kind[h] = Arrays.copyOf(kinds, count);
     }
@@ -79,6 +86,11 @@ public final class BlockLayout {
 
     public AttentionPattern pattern() {
         return pattern;
+    }
+
+    /** Position of query 0. */
+    public long start() {
+        return start;
     }
 
     public int queryBlock() {
@@ -146,7 +158,7 @@ public final class BlockLayout {
                     if (tileKind(h, qb, t) == TileKind.FULL) {
                         allowed += (double) (q1 - q0) * (k1 - k0);
                     } else {
-                        for (int i = q0; i < q1; i++) for (int j = k0; j < k1; j++) if (pattern.allowed(h, i, j, nq, nk)) allowed++;
+                        for (int i = q0; i < q1; i++) for (int j = k0; j < k1; j++) if (pattern.allowed(h, start + i, j, nk)) allowed++;
                     }
                 }
             }
@@ -161,7 +173,7 @@ public final class BlockLayout {
 
     @Override
     public String toString() {
-        return "BlockLayout(" + pattern.describe() + ", " + heads + " heads, " + nq + "×" + nk + " in " + queryBlock + "×"
+        return "BlockLayout(" + pattern.describe() + ", " + heads + " heads, " + nq + "×" + nk + " from position " + start + " in " + queryBlock + "×"
                 + keyBlock + " tiles: " + tiles(TileKind.FULL) + " full, " + tiles(TileKind.PARTIAL) + " partial, "
                 + tiles(TileKind.EMPTY) + " skipped)";
     }

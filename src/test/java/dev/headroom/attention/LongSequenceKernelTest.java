@@ -68,7 +68,7 @@ class LongSequenceKernelTest {
     static Mask explicitEquivalent(Arena arena, AttentionPattern p, int batch, int heads, int nq, int nk) {
         MemorySegment m = arena.allocate((long) batch * heads * nq * nk);
         for (int b = 0; b < batch; b++) for (int h = 0; h < heads; h++) for (int i = 0; i < nq; i++) for (int j = 0; j < nk; j++) {
-            m.set(ValueLayout.JAVA_BYTE, (((long) b * heads + h) * nq + i) * nk + j, (byte) (p.allowed(h, i, j, nq, nk) ? 1 : 0));
+            m.set(ValueLayout.JAVA_BYTE, (((long) b * heads + h) * nq + i) * nk + j, (byte) (p.allowed(h, (long) i + nk - nq, j, nk) ? 1 : 0));
         }
         return Mask.none().withAllowed(m, batch, heads, nq, nk);
     }
@@ -127,11 +127,11 @@ class LongSequenceKernelTest {
                 int q0 = r.nextInt(nq), q1 = q0 + 1 + r.nextInt(nq - q0), k0 = r.nextInt(nk), k1 = k0 + 1 + r.nextInt(nk - k0);
                 boolean any = false, all = true;
                 for (int i = q0; i < q1; i++) for (int j = k0; j < k1; j++) {
-                    boolean a = p.allowed(h, i, j, nq, nk);
+                    boolean a = p.allowed(h, (long) i + nk - nq, j, nk);
                     any |= a;
                     all &= a;
                 }
-                TileKind k = p.classify(h, q0, q1, k0, k1, nq, nk);
+                TileKind k = p.classify(h, (long) q0 + nk - nq, (long) q1 + nk - nq, k0, k1, nk);
                 String where = p.describe() + " tile [" + q0 + "," + q1 + ")×[" + k0 + "," + k1 + ") of " + nq + "×" + nk + " head " + h;
                 if (k == TileKind.EMPTY) assertTrue(!any, where + " called EMPTY but holds an allowed pair");
                 if (k == TileKind.FULL) assertTrue(all, where + " called FULL but holds a forbidden pair");
@@ -144,7 +144,7 @@ class LongSequenceKernelTest {
     void compiledLayoutsAgreeWithTheElementsInEveryHead() {
         int n = 61, qb = 16, kb = 8;
         for (AttentionPattern p : patterns()) {
-            BlockLayout layout = BlockLayout.compile(p, 4, n, n, qb, kb);
+            BlockLayout layout = BlockLayout.compile(p, 4, n, n, 0, qb, kb);
             for (int h = 0; h < 4; h++) {
                 for (int q = 0; q < layout.queryBlocks(); q++) {
                     java.util.Map<Integer, TileKind> listed = new java.util.HashMap<>();
@@ -152,7 +152,7 @@ class LongSequenceKernelTest {
                     for (int k = 0; k < layout.keyBlocks(); k++) {
                         boolean any = false, all = true;
                         for (int i = q * qb; i < Math.min(n, (q + 1) * qb); i++) for (int j = k * kb; j < Math.min(n, (k + 1) * kb); j++) {
-                            boolean a = p.allowed(h, i, j, n, n);
+                            boolean a = p.allowed(h, i, j, n);
                             any |= a;
                             all &= a;
                         }
@@ -173,9 +173,9 @@ class LongSequenceKernelTest {
                 int nq = 1 + r.nextInt(150), nk = 1 + r.nextInt(150), h = r.nextInt(4), i = r.nextInt(nq);
                 int j0 = r.nextInt(nk), j1 = j0 + 1 + r.nextInt(nk - j0);
                 java.util.Arrays.fill(row, true);
-                p.fillRow(h, i, j0, j1, nq, nk, row);
+                p.fillRow(h, (long) i + nk - nq, j0, j1, nk, row);
                 for (int j = j0; j < j1; j++) {
-                    assertEquals(p.allowed(h, i, j, nq, nk), row[j - j0], p.describe() + " row " + i + " key " + j + " of " + nq + "×" + nk);
+                    assertEquals(p.allowed(h, (long) i + nk - nq, j, nk), row[j - j0], p.describe() + " row " + i + " key " + j + " of " + nq + "×" + nk);
                 }
             }
         }
@@ -185,7 +185,7 @@ class LongSequenceKernelTest {
     void theSparseKernelComputesExactlyTheNonEmptyTiles() {
         int n = 1000, block = 100, keyBlock = 64;
         AttentionPattern window = AttentionPattern.slidingWindow(128);
-        BlockLayout layout = BlockLayout.compile(window, C.heads(), n, n, block, keyBlock);
+        BlockLayout layout = BlockLayout.compile(window, C.heads(), n, n, 0, block, keyBlock);
         // count by brute force: a tile is non-empty iff it holds an allowed pair
         long nonEmpty = 0, total = 0;
         for (int q0 = 0; q0 < n; q0 += block) for (int k0 = 0; k0 < n; k0 += keyBlock) {
@@ -202,8 +202,10 @@ class LongSequenceKernelTest {
         Profile profile = new Profile();
         try (Arena arena = TrackedArena.ofShared();
              MultiHeadAttention mha = new MultiHeadAttention(AttentionWeights.random(C, false, 1, arena),
-                     with(new SparseKernel(keyBlock, 256), block).withProfile(profile))) {
-            mha.forward(randomInput(arena, 1, n, C.dModel()), Mask.pattern(window), arena);
+                     with(new SparseKernel(keyBlock, 256), block));
+             Workspace ws = new Workspace()) {
+            Tensor x = randomInput(arena, 1, n, C.dModel());
+            mha.forward(x, null, Mask.pattern(window), Tensor.allocate(arena, x.shape()), ws, CallOptions.profiling(profile));
         }
         assertEquals(nonEmpty, profile.tilesComputed(), "tiles visited by the kernel");
         // density: the exact share of allowed pairs
