@@ -5,20 +5,28 @@ import dev.headroom.tensor.Tensor;
 
 /**
  * Multi-head attention written the plainest way, in double precision, straight from the
- * formulas: the independent reference the runtime is tested against. It shares nothing with
- * the runtime but the weight views and the raw mask data; the mask rules (causal alignment,
- * padding, broadcasting of explicit masks) are written again here.
+ * formulas, one loop per step: the one reference path every fast path (dense, tiled, sparse,
+ * the KV cache, the benchmarks' C reference) is tested against. It shares nothing with the
+ * runtime but the weight views and the raw mask data; the mask rules (causal by position,
+ * padding, broadcasting of explicit masks, patterns by their element truth) are written again
+ * here. O(B·H·n_q·n_k·d) time and O(n) Java heap per row: for small problems only.
  */
-final class ReferenceAttention {
+public final class ReferenceAttention {
     private ReferenceAttention() {}
 
-    /** Y (B, n_q, E) in double for query (B, n_q, E) or (n_q, E) and keyValue likewise. */
-    static double[][][] forward(AttentionWeights w, Tensor query, Tensor keyValue, Mask mask) {
+    /** Y (B, n_q, E) in double for query (B, n_q, E) or (n_q, E) and keyValue likewise, queries at their default positions. */
+    public static double[][][] forward(AttentionWeights w, Tensor query, Tensor keyValue, Mask mask) {
+        Tensor kv = keyValue == null ? query : keyValue;
+        return forward(w, query, keyValue, mask, Positions.bottomRight(query.dim(-2), kv.dim(-2)));
+    }
+
+    /** Y (B, n_q, E) in double, with query i of batch element b at position {@code positions.of(b, i)}. */
+    public static double[][][] forward(AttentionWeights w, Tensor query, Tensor keyValue, Mask mask, Positions positions) {
         AttentionConfig c = w.config();
         Tensor kvT = keyValue == null ? query : keyValue;
         int B = query.rank() == 3 ? query.dim(0) : 1, nq = query.dim(-2), nk = kvT.dim(-2);
         int E = c.dModel(), H = c.heads(), d = c.headDim();
-        mask.bind(B, H, nq, nk); // the same shape checks the runtime applies
+        mask.bind(B, H, nq, nk, positions); // the same shape checks the runtime applies
         double[][][] y = new double[B][nq][E];
         for (int b = 0; b < B; b++) {
             double[][] x = rows(query, b, nq, E), kv = rows(kvT, b, nk, E);
@@ -31,7 +39,7 @@ final class ReferenceAttention {
                     double max = Double.NEGATIVE_INFINITY;
                     for (int j = 0; j < nk; j++) {
                         double add = explicit(mask, b, h, i, j, H, nq, nk);
-                        if (!allowed(mask, b, i, j, nq, nk) || add == Double.NEGATIVE_INFINITY) {
+                        if (!allowed(mask, b, h, positions.of(b, i), j, nk) || add == Double.NEGATIVE_INFINITY) {
                             s[j] = Double.NEGATIVE_INFINITY;
                             continue;
                         }
@@ -59,11 +67,20 @@ final class ReferenceAttention {
         return y;
     }
 
-    /** Causal (bottom-right aligned: j ≤ i + n_k − n_q) and padding rules. */
-    static boolean allowed(Mask mask, int b, int i, int j, int nq, int nk) {
-        if (mask.isCausal() && j > i + nk - nq) return false;
+    /** Causal (key j ≤ the query's position p), padding and pattern rules. */
+    static boolean allowed(Mask mask, int b, int h, long p, int j, int nk) {
+        if (mask.isCausal() && j > p) return false;
+        if (mask.pattern() != null && !mask.pattern().allowed(h, p, j, nk)) return false;
         int[] lengths = mask.keyLengthsOrNull();
         return lengths == null || j < lengths[b];
+    }
+
+    /** The rows of {@code y} flattened: (B·n_q·E), as {@link Tensor#toArray()} orders a (B, n_q, E) tensor. */
+    public static double[] flatten(double[][][] y) {
+        int B = y.length, n = y[0].length, E = y[0][0].length;
+        double[] flat = new double[B * n * E];
+        for (int b = 0; b < B; b++) for (int i = 0; i < n; i++) System.arraycopy(y[b][i], 0, flat, (b * n + i) * E, E);
+        return flat;
     }
 
     /** The explicit mask's term: 0 or −∞ for boolean masks, the value for additive ones, 0 without. */
