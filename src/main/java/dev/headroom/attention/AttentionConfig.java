@@ -11,10 +11,27 @@ package dev.headroom.attention;
  * @param headDim  d, the width of one head (E / H by default; may differ, then the Q/K/V
  *                 projections have H·d or G·d rows and the output projection H·d columns)
  * @param scale    the factor on Q·Kᵀ, 1/√d by default
+ * @param rope     rotary position embedding applied to Q and K, or null
+ * @param alibiSlopes per query head, the ALiBi slope m_h: head h adds −m_h·|p − j| to its scores
+ *                 ({@link Alibi}); null for none. Kept per head (not recomputed from H) so that a
+ *                 pruned layer keeps its heads' slopes.
  */
-public record AttentionConfig(int dModel, int heads, int kvHeads, int headDim, float scale) {
+public record AttentionConfig(int dModel, int heads, int kvHeads, int headDim, float scale, RotaryEmbedding rope,
+                              float[] alibiSlopes) {
+
+    /** A layer without position encoding. */
+    public AttentionConfig(int dModel, int heads, int kvHeads, int headDim, float scale) {
+        this(dModel, heads, kvHeads, headDim, scale, null, null);
+    }
 
     public AttentionConfig {
+        if (alibiSlopes != null && alibiSlopes.length != heads) {
+            throw new IllegalArgumentException("ALiBi needs one slope per head: " + alibiSlopes.length + " slopes for " + heads
+                    + " heads");
+        }
+        if (rope != null && rope.rotaryDims() > headDim) {
+            throw new IllegalArgumentException("RoPE rotates " + rope.rotaryDims() + " dimensions but head_dim is " + headDim);
+        }
         if (dModel < 1) throw new IllegalArgumentException("d_model must be >= 1, got " + dModel);
         if (heads < 1) throw new IllegalArgumentException("heads must be >= 1, got " + heads);
         if (kvHeads < 1) throw new IllegalArgumentException("kv_heads must be >= 1, got " + kvHeads);
@@ -46,16 +63,30 @@ public record AttentionConfig(int dModel, int heads, int kvHeads, int headDim, f
 
     /** The same layer with G key/value heads. */
     public AttentionConfig withKvHeads(int g) {
-        return new AttentionConfig(dModel, heads, g, headDim, scale);
+        return new AttentionConfig(dModel, heads, g, headDim, scale, rope, alibiSlopes);
     }
 
     /** The same layer with heads of width d; the scale becomes 1/√d. */
     public AttentionConfig withHeadDim(int d) {
-        return new AttentionConfig(dModel, heads, kvHeads, d, defaultScale(d));
+        return new AttentionConfig(dModel, heads, kvHeads, d, defaultScale(d), rope, alibiSlopes);
     }
 
     public AttentionConfig withScale(float s) {
-        return new AttentionConfig(dModel, heads, kvHeads, headDim, s);
+        return new AttentionConfig(dModel, heads, kvHeads, headDim, s, rope, alibiSlopes);
+    }
+
+    /** The same layer with rotary position embedding on Q and K (null: none). */
+    public AttentionConfig withRope(RotaryEmbedding r) {
+        return new AttentionConfig(dModel, heads, kvHeads, headDim, scale, r, alibiSlopes);
+    }
+
+    /** The same layer with (or without) ALiBi biases on the scores, with the paper's slopes for H heads. */
+    public AttentionConfig withAlibi(boolean on) {
+        return new AttentionConfig(dModel, heads, kvHeads, headDim, scale, rope, on ? Alibi.slopes(heads) : null);
+    }
+
+    public boolean alibi() {
+        return alibiSlopes != null;
     }
 
     static float defaultScale(int headDim) {

@@ -281,7 +281,12 @@ public final class AttentionWeights {
         }
         int[] kvKept = even ? java.util.stream.IntStream.range(0, G).filter(g -> perGroup[g] > 0).toArray()
                 : java.util.Arrays.stream(kept).map(config::kvHeadOf).toArray();
-        AttentionConfig c = new AttentionConfig(E, kept.length, kvKept.length, d, config.scale());
+        float[] slopes = null;
+        if (config.alibi()) {
+            slopes = new float[kept.length];
+            for (int a = 0; a < kept.length; a++) slopes[a] = config.alibiSlopes()[kept[a]];
+        }
+        AttentionConfig c = new AttentionConfig(E, kept.length, kvKept.length, d, config.scale(), config.rope(), slopes);
         Tensor q = Tensor.allocate(arena, kept.length * d, E), o = Tensor.allocate(arena, E, kept.length * d);
         Tensor k = Tensor.allocate(arena, kvKept.length * d, E), v = Tensor.allocate(arena, kvKept.length * d, E);
         for (int a = 0; a < kept.length; a++) copyRows(wq, kept[a] * d, q.matrix(), a * d, d);

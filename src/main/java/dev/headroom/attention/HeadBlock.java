@@ -11,6 +11,9 @@ import dev.headroom.tensor.Matrix;
  * buffer, which is laid out that way so that every head's Kᵀ and Vᵀ rows are contiguous.
  *
  * @param queryT  Q_hᵀ for these rows: (d, m), a view into the projection buffer
+ * @param queryTSinks Q_hᵀ rotated at the rows' sink positions ({@link Mask.Bound#sinkPosition}), used
+ *                against the attention sinks instead of {@code queryT}; null when they are the same
+ *                (no RoPE, or no streaming mask)
  * @param keyT    K_gᵀ: (d, n_k), a view into the projection buffer
  * @param valueT  V_gᵀ: (d, n_k), a view into the projection buffer
  * @param out     O_h for these rows: (m, d), a view into the concatenated-heads buffer
@@ -20,7 +23,7 @@ import dev.headroom.tensor.Matrix;
  * @param observer what to show the block's probabilities to, or null
  */
 public record HeadBlock(int batch, int head, int firstQuery,
-                        Matrix queryT, Matrix keyT, Matrix valueT, Matrix out,
+                        Matrix queryT, Matrix queryTSinks, Matrix keyT, Matrix valueT, Matrix out,
                         float scale, Mask.Bound mask, Softmax softmax, BlockLayout layout, Profile profile,
                         AttentionObserver observer) {
     /** Query rows in this block. */
@@ -35,6 +38,20 @@ public record HeadBlock(int batch, int head, int firstQuery,
 
     public int headDim() {
         return queryT.rows();
+    }
+
+    /**
+     * S = scale · Qᵀ K for keys [k0, k1) into S (m, k1 − k0): the sink keys [0, sinks) against
+     * {@link #queryTSinks} when there is one, the rest against {@link #queryT}. {@code row} ≥ 0
+     * limits it to that one row (the query's scores alone).
+     */
+    void scores(int k0, int k1, Matrix S, int row) {
+        int split = queryTSinks == null ? k0 : Math.clamp(mask.sinks(), k0, k1);
+        Matrix q = row < 0 ? queryT : queryT.colRange(row, row + 1), qs = null;
+        if (split > k0) qs = row < 0 ? queryTSinks : queryTSinks.colRange(row, row + 1);
+        Matrix s = row < 0 ? S : S.rowRange(row, row + 1);
+        if (split > k0) dev.headroom.blas.Blas.sgemm(scale, qs, true, keyT.colRange(k0, split), false, 0f, s.colRange(0, split - k0));
+        if (k1 > split) dev.headroom.blas.Blas.sgemm(scale, q, true, keyT.colRange(split, k1), false, 0f, s.colRange(split - k0, k1 - k0));
     }
 
     /** Adds the time since {@code since} to a phase when profiling; returns the current time. */

@@ -217,7 +217,8 @@ public final class MultiHeadAttention implements AutoCloseable {
             Matrix concat = Matrix.of(ws.concat(), 0, B * nq, config.queryWidth());
 
             project(query.matrix(), (keyValue == null ? query : keyValue).matrix(), qT, kT, vT, call.profile());
-            attend(plan, qT, KeyValues.projected(kT, vT, config.headDim(), nk), concat, ws, call);
+            Matrix qTSinks = encodePositions(plan, qT, kT, ws);
+            attend(plan, qT, qTSinks, KeyValues.projected(kT, vT, config.headDim(), nk), concat, ws, call);
             projectOutput(concat, out.matrix(), call.profile());
         } finally {
             ws.releaseUse();
@@ -245,12 +246,66 @@ public final class MultiHeadAttention implements AutoCloseable {
     }
 
     /**
+     * Position encoding of a whole forward (stage 1½): RoPE turns Qᵀ at the queries' positions and
+     * Kᵀ at the keys' (key j of a batch element is at position j). With a streaming mask whose
+     * window has slid, a copy of Qᵀ is turned at the queries' sink positions instead
+     * ({@link Mask.Bound#sinkPosition}) and returned, for the attend stage to use against the
+     * sinks; otherwise null. ALiBi needs nothing here: it is in the plan's mask bound.
+     */
+    private Matrix encodePositions(Plan plan, Matrix qT, Matrix kT, Workspace ws) {
+        RotaryEmbedding rope = config.rope();
+        if (rope == null) return null;
+        int nq = plan.queries, nk = plan.keys, qCols = qT.cols(), kCols = kT.cols();
+        Mask.Bound bound = plan.bound;
+        Matrix qTSinks = null;
+        if (slidesPastSinks(bound, plan.batch, nq)) {
+            /* qTSinks: (H·d, B·n_q), a copy of Qᵀ before it turns. */
+            qTSinks = Matrix.of(ws.extra(Workspace.Extra.SINK_QUERIES, (long) qT.rows() * qCols), 0, qT.rows(), qCols);
+            for (int r = 0; r < qT.rows(); r++) {
+                MemorySegment.copy(qT.segment(), qT.index(r, 0) * Float.BYTES, qTSinks.segment(), qTSinks.index(r, 0) * Float.BYTES,
+                        (long) qCols * Float.BYTES);
+            }
+            rotate(rope, qTSinks, config.heads(), c -> bound.sinkPosition(c / nq, c % nq), ws);
+        }
+        rotate(rope, qT, config.heads(), c -> bound.position(c / nq, c % nq), ws);
+        rotate(rope, kT, config.kvHeads(), c -> c % nk, ws);
+        return qTSinks;
+    }
+
+    /** Whether some query's sink position differs from its position (a streaming window that has slid). */
+    private static boolean slidesPastSinks(Mask.Bound bound, int batch, int nq) {
+        if (bound.sinks() == 0) return false;
+        for (int b = 0; b < batch; b++) if (bound.sinkPosition(b, nq - 1) != bound.position(b, nq - 1)) return true;
+        return false;
+    }
+
+    /**
+     * Turns every head of {@code xT} ((heads·d, T), features × tokens) at the columns' positions:
+     * the angle tables in the workspace, both steps split over the workers.
+     */
+    void rotate(RotaryEmbedding rope, Matrix xT, int heads, RotaryEmbedding.ColumnPositions positions, Workspace ws) {
+        int T = xT.cols(), pairs = rope.pairs(), d = config.headDim();
+        MemorySegment tables = ws.extra(Workspace.Extra.ROPE_ANGLES, 2L * pairs * T);
+        /* cos, sin: (R/2, T) each, row i over the columns. */
+        MemorySegment cos = tables.asSlice(0, (long) pairs * T * Float.BYTES);
+        MemorySegment sin = tables.asSlice((long) pairs * T * Float.BYTES, (long) pairs * T * Float.BYTES);
+        int chunk = Math.max(64, (T + pool.threads() - 1) / pool.threads());
+        pool.run((T + chunk - 1) / chunk, (task, worker) -> {
+            int c0 = task * chunk, c1 = Math.min(T, c0 + chunk);
+            rope.angles(c -> positions.of(c0 + c), c1 - c0, cos.asSlice((long) c0 * Float.BYTES), sin.asSlice((long) c0 * Float.BYTES),
+                    T);
+        });
+        pool.run(heads, (h, worker) -> rope.rotate(xT.rowRange(h * d, (h + 1) * d), 1, d, cos, sin));
+    }
+
+    /**
      * Stage 2, attend: O_h = softmax(scale · Q_h K_gᵀ + mask) V_g for every batch element, head and
      * block of query rows, written into {@code concat} (B·n_q, H·d), head h in columns
-     * [h·d, (h+1)·d). {@code qT}: (H·d, B·n_q); keys and values come from {@code kv}; the plan
-     * holds the mask bound to the queries' positions, the kernel and the sparse layout.
+     * [h·d, (h+1)·d). {@code qT}: (H·d, B·n_q), and {@code qTSinks} the same turned for the sinks
+     * (or null); keys and values come from {@code kv}; the plan holds the mask bound to the
+     * queries' positions, the kernel and the sparse layout.
      */
-    void attend(Plan plan, Matrix qT, KeyValues kv, Matrix concat, Workspace ws, CallOptions call) {
+    void attend(Plan plan, Matrix qT, Matrix qTSinks, KeyValues kv, Matrix concat, Workspace ws, CallOptions call) {
         int nq = plan.queries, d = config.headDim(), H = config.heads(), block = plan.block;
         AttentionObserver observer = call.observer();
         int blocks = (nq + block - 1) / block;
@@ -262,6 +317,7 @@ public final class MultiHeadAttention implements AutoCloseable {
                 SpanAttention.zero(o);
             } else {
                 HeadBlock hb = new HeadBlock(b, h, q0, qT.rowRange(h * d, (h + 1) * d).colRange(b * nq + q0, b * nq + q1),
+                        qTSinks == null ? null : qTSinks.rowRange(h * d, (h + 1) * d).colRange(b * nq + q0, b * nq + q1),
                         kv.keysT(b, g), kv.valuesT(b, g), o, config.scale(), plan.bound, options.softmax(), plan.layout,
                         call.profile(), observer);
                 plan.kernel.attend(hb, ws.scratch(worker));
@@ -300,7 +356,7 @@ public final class MultiHeadAttention implements AutoCloseable {
      */
     public MemoryEstimate estimate(int batch, int nq, int nk, boolean cross, Mask mask) {
         return MemoryEstimate.of(config, weights.hasBias(), options.threads(), Math.min(options.queryBlock(), nq),
-                kernelFor(mask, nk), batch, nq, nk, cross);
+                kernelFor(mask, nk), batch, nq, nk, cross, mask.pattern() instanceof AttentionPattern.Streaming);
     }
 
     /**
@@ -363,6 +419,7 @@ public final class MultiHeadAttention implements AutoCloseable {
      */
     Plan plan(int batch, int nq, int nk, boolean cross, Mask mask, Positions positions, AttentionObserver observer) {
         Mask.Bound bound = mask.bind(batch, config.heads(), nq, nk, positions);
+        if (config.alibi()) bound = bound.withAlibi(config.alibiSlopes());
         if (observer != null) observer.check(batch, config.heads(), nq, nk, pool.threads() > 1);
         MemorySegment explicit = mask.explicitSegment();
         if (explicit != null && pool.threads() > 1 && !WorkerPool.shareable(explicit)) {

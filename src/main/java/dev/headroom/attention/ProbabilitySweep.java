@@ -1,6 +1,5 @@
 package dev.headroom.attention;
 
-import dev.headroom.blas.Blas;
 import dev.headroom.kernels.VectorMath;
 import dev.headroom.kernels.Vectors;
 import dev.headroom.tensor.Matrix;
@@ -43,13 +42,9 @@ final class ProbabilitySweep {
             int k0 = spans.from(s), k1 = spans.to(s), kn = k1 - k0;
             Matrix S = Matrix.of(scratch, 0, m, kn);
             if (every) {
-                Blas.sgemm(blk.scale(), blk.queryT(), true, blk.keyT().colRange(k0, k1), false, 0f, S);
+                blk.scores(k0, k1, S, -1);
             } else {
-                for (int i = 0; i < m; i++) {
-                    if (!rows.wants(i)) continue;
-                    Blas.sgemm(blk.scale(), blk.queryT().colRange(i, i + 1), true, blk.keyT().colRange(k0, k1), false, 0f,
-                            S.rowRange(i, i + 1));
-                }
+                for (int i = 0; i < m; i++) if (rows.wants(i)) blk.scores(k0, k1, S, i);
             }
             int[] ranges = spans.patternRanges(s);
             for (int i = 0; i < m; i++) {

@@ -31,6 +31,25 @@ public final class ReferenceAttention {
         for (int b = 0; b < B; b++) {
             double[][] x = rows(query, b, nq, E), kv = rows(kvT, b, nk, E);
             double[][] q = linear(x, w.wq, w.bq), k = linear(kv, w.wk, w.bk), v = linear(kv, w.wv, w.bv);
+            // positions: query i at positions.of(b, i); key j at j. With a streaming mask, a query
+            // looks at the sinks from its place in the cache: p − Δ, Δ = max(0, p − window + 1 − sinks).
+            int sinks = 0, window = 0;
+            if (mask.pattern() instanceof dev.headroom.sparse.AttentionPattern.Streaming st) {
+                sinks = st.sinks();
+                window = st.window();
+            }
+            long[] qPos = new long[nq], qSinkPos = new long[nq];
+            for (int i = 0; i < nq; i++) {
+                qPos[i] = positions.of(b, i);
+                qSinkPos[i] = sinks == 0 ? qPos[i] : qPos[i] - Math.max(0, qPos[i] - window + 1 - sinks);
+            }
+            double[][] qSinks = q;
+            if (c.rope() != null) {
+                qSinks = new double[nq][];
+                for (int i = 0; i < nq; i++) qSinks[i] = rope(c, q[i], H, qSinkPos[i]);
+                for (int i = 0; i < nq; i++) q[i] = rope(c, q[i], H, qPos[i]);
+                for (int j = 0; j < nk; j++) k[j] = rope(c, k[j], c.kvHeads(), j);
+            }
             double[][] concat = new double[nq][c.queryWidth()];
             for (int h = 0; h < H; h++) {
                 int g = h / (H / c.kvHeads());
@@ -43,9 +62,11 @@ public final class ReferenceAttention {
                             s[j] = Double.NEGATIVE_INFINITY;
                             continue;
                         }
+                        double[] qi = j < sinks ? qSinks[i] : q[i];
                         double dot = 0;
-                        for (int t = 0; t < d; t++) dot += q[i][h * d + t] * k[j][g * d + t];
+                        for (int t = 0; t < d; t++) dot += qi[h * d + t] * k[j][g * d + t];
                         s[j] = dot * c.scale() + add;
+                        if (c.alibi()) s[j] -= c.alibiSlopes()[h] * (double) Math.abs((j < sinks ? qSinkPos[i] : qPos[i]) - j);
                         max = Math.max(max, s[j]);
                     }
                     if (max == Double.NEGATIVE_INFINITY) continue; // no allowed key: zeros
@@ -63,6 +84,26 @@ public final class ReferenceAttention {
             }
             double[][] out = linear(concat, w.wo, w.bo);
             for (int i = 0; i < nq; i++) y[b][i] = out[i];
+        }
+        return y;
+    }
+
+    /**
+     * RoPE of one token's features (heads·d) at position p, in double: pair (a, b) of head h turns
+     * by p·θ^(−2i/R); pairs are (2i, 2i+1) or (i, i + R/2) by layout.
+     */
+    static double[] rope(AttentionConfig c, double[] x, int heads, long p) {
+        RotaryEmbedding r = c.rope();
+        int d = c.headDim(), R = r.rotaryDims();
+        double[] y = x.clone();
+        for (int h = 0; h < heads; h++) {
+            for (int i = 0; i < R / 2; i++) {
+                int a = h * d + (r.layout() == RotaryEmbedding.Layout.PAIRS ? 2 * i : i);
+                int b = h * d + (r.layout() == RotaryEmbedding.Layout.PAIRS ? 2 * i + 1 : i + R / 2);
+                double angle = p * Math.pow(r.theta(), -2.0 * i / R);
+                y[a] = x[a] * Math.cos(angle) - x[b] * Math.sin(angle);
+                y[b] = x[b] * Math.cos(angle) + x[a] * Math.sin(angle);
+            }
         }
         return y;
     }

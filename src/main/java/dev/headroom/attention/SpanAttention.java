@@ -74,7 +74,7 @@ final class SpanAttention {
             long t = blk.start();
 
             // S = scale · Q_h K_gᵀ   for keys [k0, k1)
-            Blas.sgemm(blk.scale(), blk.queryT(), true, blk.keyT().colRange(k0, k1), false, 0f, S);
+            blk.scores(k0, k1, S, -1);
             t = blk.lap(Profile.Phase.SCORES, t);
 
             // mask; P = e^(S − M_new); L = L·e^(M_old − M_new) + Σ P; O rows rescaled alike
@@ -121,7 +121,8 @@ final class SpanAttention {
 
     /**
      * Masks the scores of query row i for keys [k0, k0 + kn) (at {@code row} in {@code scratch}):
-     * the explicit mask, then the sparse pattern over {@code patternRanges}; returns how many of
+     * the explicit mask, then the sparse pattern over {@code patternRanges}, then any position
+     * bias (ALiBi); returns how many of
      * the span's keys the row may see at all (the rest are past its causal or padding end). The
      * kernels and the probability sweep both call this, so the probabilities they see agree.
      */
@@ -132,6 +133,7 @@ final class SpanAttention {
         for (int r = 0; r < patternRanges.length; r += 2) {
             mask.applyPattern(blk.batch(), blk.head(), i, scratch, row, k0, patternRanges[r], Math.min(patternRanges[r + 1], k0 + len));
         }
+        if (mask.hasBias()) mask.applyBias(blk.batch(), blk.head(), i, scratch, row, k0, len);
         return len;
     }
 

@@ -21,7 +21,22 @@ public final class Workspace implements AutoCloseable {
     /** Per-worker kernel scratch: (workers, scratchFloats) floats. */
     private MemorySegment scratch = MemorySegment.NULL;
     private long scratchPerWorker;
+    /** Buffers only some calls need, by {@link Extra}: each grown on demand in an arena of its own and kept. */
+    private final TrackedArena[] extraArenas = new TrackedArena[Extra.values().length];
+    private final MemorySegment[] extras = new MemorySegment[Extra.values().length];
     private final AtomicBoolean inUse = new AtomicBoolean();
+
+    /** The buffers some calls need besides the projections, the concatenated heads and the scratch. */
+    enum Extra {
+        /** RoPE angle tables cos and sin, (R/2, columns) each: the queries', then the keys'. */
+        ROPE_ANGLES,
+        /** Qᵀ rotated at the queries' sink positions (StreamingLLM with RoPE): (H·d, B·n_q). */
+        SINK_QUERIES,
+        /** Kᵀ and Vᵀ gathered from a KV cache for the span loop: (G·d, n_k) each. */
+        GATHERED_KEYS_VALUES,
+        /** Decode: per task partial outputs and softmax states, and per worker row buffers. */
+        DECODE
+    }
     private volatile boolean closed;
 
     public Workspace() {}
@@ -79,9 +94,34 @@ public final class Workspace implements AutoCloseable {
         inUse.set(false);
     }
 
+    /**
+     * Buffer {@code which}, at least {@code floats} long (contents undefined), grown when too small
+     * and kept until {@link #close()}. Only the call that holds the workspace may ask.
+     */
+    MemorySegment extra(Extra which, long floats) {
+        int w = which.ordinal();
+        long bytes = Math.max(floats, 1) * Float.BYTES;
+        if (extras[w] == null || extras[w].byteSize() < bytes) {
+            if (extraArenas[w] != null) extraArenas[w].close();
+            extraArenas[w] = TrackedArena.ofShared();
+            extras[w] = extraArenas[w].allocate(bytes, TrackedArena.ALIGNMENT);
+        }
+        return extras[w];
+    }
+
     /** Bytes this workspace holds. */
     public long byteSize() {
-        return arena == null ? 0 : arena.allocatedBytes();
+        long bytes = arena == null ? 0 : arena.allocatedBytes();
+        for (TrackedArena a : extraArenas) if (a != null) bytes += a.allocatedBytes();
+        return bytes;
+    }
+
+    private void releaseExtras() {
+        for (int w = 0; w < extras.length; w++) {
+            if (extraArenas[w] != null) extraArenas[w].close();
+            extraArenas[w] = null;
+            extras[w] = null;
+        }
     }
 
     private void release() {
@@ -100,6 +140,7 @@ public final class Workspace implements AutoCloseable {
         }
         try {
             release();
+            releaseExtras();
             closed = true;
         } finally {
             inUse.set(false);

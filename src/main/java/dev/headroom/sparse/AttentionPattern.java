@@ -147,6 +147,19 @@ public interface AttentionPattern {
     }
 
     /**
+     * StreamingLLM's attention sinks with a sliding window (Xiao et al. 2024), causal: the query at
+     * position p sees the first {@code sinks} keys and the {@code window} keys ending at itself,
+     * j ≤ p and (j &lt; sinks or j &gt; p − window). Everything between is never seen again, so a
+     * KV cache may free it.
+     */
+    static AttentionPattern streaming(int sinks, int window) {
+        if (sinks < 0 || window < 1) {
+            throw new IllegalArgumentException("streaming pattern needs sinks >= 0 and window >= 1, got " + sinks + ", " + window);
+        }
+        return new Streaming(sinks, window);
+    }
+
+    /**
      * Block-diagonal segments (packed documents): the sequence is cut into consecutive segments of
      * the given lengths; a query sees only keys of its own segment. Positions beyond the last
      * segment see nothing.
@@ -380,6 +393,43 @@ public interface AttentionPattern {
         @Override
         public String describe() {
             return "random(" + r + " blocks of " + b + ")";
+        }
+    }
+
+    /** j ≤ p and (j < sinks or j > p − window). */
+    record Streaming(int sinks, int window) implements AttentionPattern {
+        @Override
+        public boolean allowed(int head, long p, int j, int keys) {
+            return j <= p && (j < sinks || j > p - window);
+        }
+
+        @Override
+        public TileKind classify(int head, long p0, long p1, int k0, int k1, int keys) {
+            long pLast = p1 - 1;
+            if (k0 > pLast) return TileKind.EMPTY;                      // every key after every query
+            // Sink keys [k0, min(k1, sinks)) are seen by every query at or after them; window keys
+            // [max(k0, sinks), k1) by queries p with j ≤ p < j + window.
+            long w0 = Math.max(k0, sinks), w1 = k1;                      // window part of the tile
+            boolean sinkPart = k0 < sinks, windowPart = w0 < w1;
+            boolean anyWindow = windowPart && w0 <= pLast && w1 - 1 > p0 - window;
+            if (!sinkPart && !anyWindow) return TileKind.EMPTY;
+            boolean causalFull = k1 - 1 <= p0;                          // no key after the first query
+            boolean windowFull = !windowPart || w0 > pLast - window;    // the last query still sees the first window key
+            return causalFull && windowFull ? TileKind.FULL : TileKind.PARTIAL;
+        }
+
+        @Override
+        public void fillRow(int head, long p, int j0, int j1, int keys, boolean[] allowed) {
+            Arrays.fill(allowed, 0, j1 - j0, false);
+            int sinkEnd = (int) Math.clamp(Math.min(sinks, p + 1), j0, j1);
+            if (sinkEnd > j0) Arrays.fill(allowed, 0, sinkEnd - j0, true);
+            int from = (int) Math.clamp(Math.max(p - window + 1, sinks), j0, j1), to = (int) Math.clamp(p + 1, j0, j1);
+            if (from < to) Arrays.fill(allowed, from - j0, to - j0, true);
+        }
+
+        @Override
+        public String describe() {
+            return "streaming(" + sinks + " sinks, window " + window + ")";
         }
     }
 

@@ -85,6 +85,9 @@ class LongSequenceKernelTest {
                 AttentionPattern.strided(8),
                 AttentionPattern.fixed(16, 3),
                 AttentionPattern.blockDiagonal(20, 0, 33, 15),            // the tail past 68 sees nothing
+                AttentionPattern.streaming(4, 9),
+                AttentionPattern.streaming(0, 1),
+                AttentionPattern.streaming(13, 5),
                 AttentionPattern.predicate("even keys of my parity", (h, i, j) -> (i + j + h) % 2 == 0),
                 AttentionPattern.perHead(AttentionPattern.causal(), AttentionPattern.slidingWindow(2),
                         AttentionPattern.global(3), AttentionPattern.blockDiagonal(30, 40)));
