@@ -220,12 +220,29 @@ public final class Mask {
         private final int queries, keys;
         private final Positions positions;
         private final long batchStride, headStride;
+        /** Per query head, the ALiBi slope; null without ALiBi. */
+        private final float[] alibiSlopes;
+        /** Attention sinks and window of a streaming pattern (StreamingLLM); sinks = 0 without one. */
+        private final int sinks, window;
 
         Bound(Mask mask, int queries, int keys, Positions positions, long batchStride, long headStride) {
+            this(mask, queries, keys, positions, batchStride, headStride, null);
+        }
+
+        private Bound(Mask mask, int queries, int keys, Positions positions, long batchStride, long headStride,
+                      float[] alibiSlopes) {
             this.mask = mask;
             this.queries = queries;
             this.keys = keys;
             this.positions = positions;
+            this.alibiSlopes = alibiSlopes;
+            if (mask.pattern instanceof AttentionPattern.Streaming st) {
+                this.sinks = st.sinks();
+                this.window = st.window();
+            } else {
+                this.sinks = 0;
+                this.window = 0;
+            }
             this.batchStride = batchStride;
             this.headStride = headStride;
         }
@@ -252,6 +269,57 @@ public final class Mask {
         /** Position of query i of batch element b. */
         public long position(int b, int i) {
             return positions.of(b, i);
+        }
+
+        /** The same bound with each head h adding −slopes[h]·|q − j| to its scores (ALiBi). */
+        public Bound withAlibi(float[] slopes) {
+            return new Bound(mask, queries, keys, positions, batchStride, headStride, slopes);
+        }
+
+        /**
+         * Attention sinks of a streaming mask: the first {@code sinks()} keys, which every query
+         * sees; 0 when the mask has no streaming pattern.
+         */
+        public int sinks() {
+            return sinks;
+        }
+
+        /** The window of a streaming mask (0 without one). */
+        public int window() {
+            return window;
+        }
+
+        /**
+         * Where query i of batch element b sits when it looks at the sinks. StreamingLLM gives
+         * positions by place in the cache (sinks, then the window), not in the text: with Δ keys
+         * evicted between the sinks and the window, the query is at p − Δ for the sinks. For window
+         * keys p − j is unchanged, so they keep the text positions. Δ = max(0, p − window + 1 − sinks).
+         */
+        public long sinkPosition(int b, int i) {
+            long p = positions.of(b, i);
+            return sinks == 0 ? p : p - Math.max(0, p - window + 1 - sinks);
+        }
+
+        /** True when scores need a position-dependent bias ({@link #applyBias}). */
+        public boolean hasBias() {
+            return alibiSlopes != null;
+        }
+
+        /**
+         * Adds head h's ALiBi bias −m_h·|q − j| to keys [k0, k0 + len) of query i (batch b), whose
+         * scores are {@code row[offset ..)}; q is the query's position, or its sink position for
+         * sink keys. Forbidden keys stay −∞.
+         */
+        public void applyBias(int b, int h, int i, MemorySegment row, long offset, int k0, int len) {
+            if (alibiSlopes == null) return;
+            float m = alibiSlopes[h];
+            long p = positions.of(b, i), ps = sinkPosition(b, i);
+            for (int t = 0; t < len; t++) {
+                int j = k0 + t;
+                long q = j < sinks ? ps : p;
+                long at = offset + t;
+                row.setAtIndex(F, at, row.getAtIndex(F, at) - m * Math.abs(q - j));
+            }
         }
 
         /**
