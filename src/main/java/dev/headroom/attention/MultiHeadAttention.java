@@ -1,6 +1,7 @@
 package dev.headroom.attention;
 
 import dev.headroom.blas.Blas;
+import dev.headroom.cache.KvCache;
 import dev.headroom.jfr.ForwardEvent;
 import dev.headroom.kernels.Finite;
 import dev.headroom.memory.OffHeap;
@@ -227,6 +228,27 @@ public final class MultiHeadAttention implements AutoCloseable {
                 allocated, ws.byteSize());
     }
 
+    /**
+     * One step of causal self-attention over a KV cache ({@link CachedAttention}): {@code x} holds
+     * the step's new tokens, (T, E) rows, sequence by sequence in the step's order; their keys and
+     * values go into {@code cache} at layer {@code layer} (slots that {@link KvCache#step} reserved),
+     * and each attends to everything its sequence has cached, causally, with the mask's pattern if
+     * any (explicit masks and key lengths have no fixed shape across a ragged batch and are
+     * refused). Output (T, E) into {@code out}. An observer sees each sequence as batch element 0 of
+     * a call of its own (n_q = its new tokens, n_k = its cached length).
+     */
+    public void forward(KvCache cache, KvCache.Step step, int layer, Tensor x, Mask mask, Tensor out, Workspace ws,
+                        CallOptions call) {
+        if (pool.isClosed()) throw new IllegalStateException("this MultiHeadAttention (or the pool it runs on) is closed");
+        checkTensor("step input", x, config.dModel());
+        CachedAttention.forward(this, cache, step, layer, x, mask, out, ws, call, DecodeBlocks.VECTOR);
+    }
+
+    /** As {@link #forward(KvCache, KvCache.Step, int, Tensor, Mask, Tensor, Workspace, CallOptions)} with the scalar decode twin (tests). */
+    void forwardScalarDecode(KvCache cache, KvCache.Step step, int layer, Tensor x, Mask mask, Tensor out, Workspace ws) {
+        CachedAttention.forward(this, cache, step, layer, x, mask, out, ws, CallOptions.NONE, DecodeBlocks.SCALAR);
+    }
+
     // ---- the stages -------------------------------------------------------------------------
 
     /**
@@ -418,6 +440,12 @@ public final class MultiHeadAttention implements AutoCloseable {
      * memory estimate).
      */
     Plan plan(int batch, int nq, int nk, boolean cross, Mask mask, Positions positions, AttentionObserver observer) {
+        return plan(batch, nq, nk, cross, mask, positions, observer, true);
+    }
+
+    /** As above; {@code checkBudget} false skips the memory budget (a cached step accounts its memory in the cache). */
+    Plan plan(int batch, int nq, int nk, boolean cross, Mask mask, Positions positions, AttentionObserver observer,
+              boolean checkBudget) {
         Mask.Bound bound = mask.bind(batch, config.heads(), nq, nk, positions);
         if (config.alibi()) bound = bound.withAlibi(config.alibiSlopes());
         if (observer != null) observer.check(batch, config.heads(), nq, nk, pool.threads() > 1);
@@ -432,7 +460,7 @@ public final class MultiHeadAttention implements AutoCloseable {
             throw new IllegalArgumentException("the " + kernel.name() + " kernel needs a mask with a sparse pattern "
                     + "(Mask.pattern(...) or withPattern); this mask has none");
         }
-        if (options.memoryBudget() > 0) {
+        if (checkBudget && options.memoryBudget() > 0) {
             MemoryEstimate e = estimate(batch, nq, nk, cross, mask);
             if (e.total() > options.memoryBudget()) {
                 throw new MemoryBudgetExceededException("forward of batch " + batch + ", n_q=" + nq + ", n_k=" + nk + " with the "

@@ -49,6 +49,52 @@ public final class OffHeap {
         MAPPED.addAndGet(bytes);
     }
 
+    /** What a KV cache reports of its memory (the cache's own allocations are counted as usual). */
+    public interface CacheUsage {
+        /** Bytes the cache may hold at most (its budget, in whole blocks). */
+        long reservedBytes();
+
+        /** Bytes of blocks that sequences reference. */
+        long usedBytes();
+
+        /** Bytes of blocks referenced by more than one sequence. */
+        long sharedBytes();
+
+        /** Bytes inside used blocks that hold no token (the last block of a sequence not yet full). */
+        long wastedBytes();
+    }
+
+    private static final java.util.Set<CacheUsage> CACHES = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
+    /** Counts a KV cache's usage in the process-wide totals until {@link #unregister}. */
+    public static void register(CacheUsage cache) {
+        CACHES.add(cache);
+    }
+
+    public static void unregister(CacheUsage cache) {
+        CACHES.remove(cache);
+    }
+
+    /** KV caches' budgets, summed over the open caches. */
+    public static long kvCacheReservedBytes() {
+        return CACHES.stream().mapToLong(CacheUsage::reservedBytes).sum();
+    }
+
+    /** KV cache blocks in use, summed over the open caches. */
+    public static long kvCacheUsedBytes() {
+        return CACHES.stream().mapToLong(CacheUsage::usedBytes).sum();
+    }
+
+    /** KV cache blocks shared by several sequences, summed over the open caches. */
+    public static long kvCacheSharedBytes() {
+        return CACHES.stream().mapToLong(CacheUsage::sharedBytes).sum();
+    }
+
+    /** Unused token slots inside KV cache blocks in use, summed over the open caches. */
+    public static long kvCacheWastedBytes() {
+        return CACHES.stream().mapToLong(CacheUsage::wastedBytes).sum();
+    }
+
     /** A short human-readable byte count, e.g. {@code 1.50 GiB}. */
     public static String format(long bytes) {
         double b = bytes;

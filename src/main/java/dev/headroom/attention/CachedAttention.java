@@ -1,0 +1,346 @@
+package dev.headroom.attention;
+
+import dev.headroom.cache.KvCache;
+import dev.headroom.kernels.Softmax;
+import dev.headroom.sparse.AttentionPattern;
+import dev.headroom.sparse.TileKind;
+import dev.headroom.tensor.Matrix;
+import dev.headroom.tensor.Tensor;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * One layer of causal self-attention over a {@link KvCache}, for one step of a batch of
+ * sequences, each with its own number of new tokens and of cached ones (a ragged batch):
+ * <pre>
+ *   Q, K, V = project(new tokens)                 the layer's stage 1
+ *   Q, K turned at the tokens' positions          RoPE, positions from the cache
+ *   cache[layer] ← K, V of the new tokens
+ *   O = attend(Q, all of the sequence's cached K, V), causal    stage 2, two ways (below)
+ *   Y = O W_Oᵀ + b_O                              stage 3
+ * </pre>
+ * Two attend paths, chosen per sequence:
+ * <ul>
+ *   <li><b>decode</b> (at most {@link #DECODE_MAX_QUERIES} new tokens, no observer): the cache's
+ *       blocks are read in place by {@link DecodeBlocks}; the query rows of every head that shares
+ *       a key/value head (GQA) and every new token are one group, so each key and value is read
+ *       once per step; long sequences are split into chunks of keys on several workers and their
+ *       partial results (O, M, L) merged exactly afterwards (split-K, "flash-decoding").</li>
+ *   <li><b>prefill</b> (longer chunks, or when an observer watches): the sequence's keys and values
+ *       are gathered from the blocks into a contiguous Kᵀ/Vᵀ and the layer's span loop runs on them,
+ *       exactly as a whole forward does (the chunk's queries see the cached prefix and themselves,
+ *       causally).</li>
+ * </ul>
+ */
+final class CachedAttention {
+    private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
+    /** Sequences with at most this many new tokens take the decode path. */
+    static final int DECODE_MAX_QUERIES = 8;
+    /** Keys per online-softmax step of the decode path (rounded to whole blocks). */
+    static final int DECODE_SPAN_KEYS = 256;
+    /** Split-K: the decode path aims at this many tasks per worker, in chunks of at least this many keys. */
+    static final int TASKS_PER_WORKER = 4, MIN_CHUNK_KEYS = 512;
+
+    private CachedAttention() {}
+
+    static void forward(MultiHeadAttention layer, KvCache cache, KvCache.Step step, int l, Tensor x, Mask mask, Tensor out,
+                        Workspace ws, CallOptions call, DecodeBlocks blocks) {
+        AttentionConfig c = layer.config();
+        int H = c.heads(), G = c.kvHeads(), d = c.headDim(), T = step.tokens(), n = step.size();
+        check(layer, cache, step, l, x, mask, out);
+        Mask causal = mask.withCausal();
+        ws.acquire();
+        try {
+            long projection = (long) (c.queryWidth() + 2 * c.kvWidth()) * T;
+            long scratch = 1; // the span loop's scratch for the largest prefill sequence
+            for (int i = 0; i < n; i++) {
+                int nq = Math.max(1, step.counts()[i]), L = Math.max(1, step.keys(i));
+                scratch = Math.max(scratch, layer.kernelFor(causal, L).scratchFloats(Math.min(layer.options().queryBlock(), nq), L));
+            }
+            ws.prepare(projection, (long) T * c.queryWidth(), layer.pool().threads(), scratch);
+            MemorySegment P = ws.projection();
+            /* Qᵀ: (H·d, T), Kᵀ, Vᵀ: (G·d, T): the step's new tokens as columns. */
+            Matrix qT = new Matrix(P, 0, c.queryWidth(), T, T);
+            Matrix kT = new Matrix(P, (long) c.queryWidth() * T, c.kvWidth(), T, T);
+            Matrix vT = new Matrix(P, (long) (c.queryWidth() + c.kvWidth()) * T, c.kvWidth(), T, T);
+            /* concat: (T, H·d). */
+            Matrix concat = Matrix.of(ws.concat(), 0, T, c.queryWidth());
+
+            // 1. project the new tokens
+            layer.project(x.matrix(), x.matrix(), qT, kT, vT, call.profile());
+
+            // 1½. positions: column r of sequence i is at starts[i] + (r − row(i))
+            int[] seqOfColumn = new int[T];
+            for (int i = 0, r = 0; i < n; i++) for (int t = 0; t < step.counts()[i]; t++) seqOfColumn[r++] = i;
+            int[] rows = new int[n];
+            for (int i = 1; i < n; i++) rows[i] = rows[i - 1] + step.counts()[i - 1];
+            RotaryEmbedding.ColumnPositions position = col -> step.starts()[seqOfColumn[col]] + (col - rows[seqOfColumn[col]]);
+            Matrix qTSinks = null;
+            if (c.rope() != null) {
+                if (causal.pattern() instanceof AttentionPattern.Streaming st) {
+                    /* qTSinks: (H·d, T), Q turned at the sink positions. */
+                    qTSinks = Matrix.of(ws.extra(Workspace.Extra.SINK_QUERIES, (long) c.queryWidth() * T), 0, c.queryWidth(), T);
+                    for (int r = 0; r < qT.rows(); r++) {
+                        MemorySegment.copy(P, qT.index(r, 0) * Float.BYTES, qTSinks.segment(), qTSinks.index(r, 0) * Float.BYTES,
+                                (long) T * Float.BYTES);
+                    }
+                    layer.rotate(c.rope(), qTSinks, H, col -> {
+                        long p = position.of(col);
+                        return p - Math.max(0, p - st.window() + 1 - st.sinks());
+                    }, ws);
+                }
+                layer.rotate(c.rope(), qT, H, position, ws);
+                layer.rotate(c.rope(), kT, G, position, ws);
+            }
+
+            // 2. cache[l] ← K, V of the new tokens
+            for (int i = 0; i < n; i++) cache.write(step.sequences()[i], l, step.starts()[i], step.counts()[i], kT, rows[i], vT);
+
+            // 3. attend: decode sequences together, straight from the blocks; prefill ones one by one
+            List<Integer> decode = new ArrayList<>(), prefill = new ArrayList<>();
+            for (int i = 0; i < n; i++) {
+                if (step.counts()[i] == 0) continue;
+                (step.counts()[i] <= DECODE_MAX_QUERIES && call.observer() == null ? decode : prefill).add(i);
+            }
+            if (!decode.isEmpty()) decode(layer, cache, step, l, decode, rows, causal, qT, qTSinks, concat, ws, blocks);
+            for (int i : prefill) {
+                int seq = step.sequences()[i], L = step.keys(i), q0 = rows[i], q1 = q0 + step.counts()[i];
+                /* gathered Kᵀ, Vᵀ: (G·d, L) each, this sequence's whole cache for this layer, as float32. */
+                MemorySegment gathered = ws.extra(Workspace.Extra.GATHERED_KEYS_VALUES, 2L * c.kvWidth() * L);
+                Matrix gk = Matrix.of(gathered, 0, c.kvWidth(), L), gv = Matrix.of(gathered, (long) c.kvWidth() * L, c.kvWidth(), L);
+                layer.pool().run(G, (g, worker) -> cache.gather(seq, l, g, 0, L, gk.rowRange(g * d, (g + 1) * d),
+                        gv.rowRange(g * d, (g + 1) * d)));
+                MultiHeadAttention.Plan plan = layer.plan(1, q1 - q0, L, false, causal, Positions.uniform(step.starts()[i]),
+                        call.observer(), false);
+                layer.attend(plan, qT.colRange(q0, q1), qTSinks == null ? null : qTSinks.colRange(q0, q1),
+                        KeyValues.projected(gk, gv, d, L), concat.rowRange(q0, q1), ws, call);
+            }
+
+            // 4. Y = O W_Oᵀ + b_O
+            layer.projectOutput(concat, out.matrix(), call.profile());
+        } finally {
+            ws.releaseUse();
+        }
+    }
+
+    private static void check(MultiHeadAttention layer, KvCache cache, KvCache.Step step, int l, Tensor x, Mask mask, Tensor out) {
+        AttentionConfig c = layer.config();
+        KvCache.Shape s = cache.shape();
+        if (s.kvHeads() != c.kvHeads() || s.headDim() != c.headDim()) {
+            throw new IllegalArgumentException("the KV cache holds " + s.kvHeads() + " heads of " + s.headDim()
+                    + ", the layer has " + c.kvHeads() + " of " + c.headDim());
+        }
+        if (l < 0 || l >= s.layers()) throw new IllegalArgumentException("layer " + l + " outside the cache's " + s.layers() + " layers");
+        int T = step.tokens();
+        if (x.rank() != 2 || x.dim(0) != T || x.dim(1) != c.dModel()) {
+            throw new IllegalArgumentException("the step's input must be (" + T + ", " + c.dModel() + ") (its new tokens), got "
+                    + x.shapeString());
+        }
+        if (out.rank() != 2 || out.dim(0) != T || out.dim(1) != c.dModel()) {
+            throw new IllegalArgumentException("output shape " + out.shapeString() + " must equal input shape " + x.shapeString());
+        }
+        if (mask.hasExplicit() || mask.keyLengthsOrNull() != null) {
+            throw new IllegalArgumentException("attention over a KV cache takes causal masks and patterns only: an explicit "
+                    + "mask or key lengths have no fixed shape across a ragged batch");
+        }
+        for (int i = 0; i < step.size(); i++) {
+            if (step.counts()[i] > 0 && step.keys(i) > cache.length(step.sequences()[i])) {
+                throw new IllegalArgumentException("sequence " + step.sequences()[i] + " holds " + cache.length(step.sequences()[i])
+                        + " tokens; the step needs " + step.keys(i) + " (append before attending)");
+            }
+        }
+    }
+
+    /**
+     * Split-K: how many chunks of keys a sequence of L keys is cut into, when a step's decode
+     * sequences hold {@code totalKeys} keys over G key/value heads each: about
+     * {@value #TASKS_PER_WORKER} tasks per worker over the step, shared in proportion to the keys,
+     * none shorter than {@value #MIN_CHUNK_KEYS} keys (below that a chunk's fixed cost — copying the
+     * queries, merging — outweighs the parallelism).
+     */
+    static int chunks(int L, int G, long totalKeys, int threads) {
+        long wanted = Math.max(1, Math.round((double) TASKS_PER_WORKER * threads * L / ((double) G * totalKeys)));
+        return (int) Math.clamp(wanted, 1, Math.max(1, (long) L / MIN_CHUNK_KEYS));
+    }
+
+    /** One split-K task: rows of sequence i's key/value head g against its key blocks [b0, b1). */
+    private record Task(int i, int g, int b0, int b1, long out) {}
+
+    /**
+     * The decode path: tasks (sequence, key/value head, chunk of key blocks); each keeps per query
+     * row a running max M, sum L and unnormalised output O over its chunk, written to its own
+     * slot; then one pass per (sequence, head) merges the chunks: M = max M_c,
+     * O = Σ e^(M_c − M) O_c / Σ e^(M_c − M) L_c.
+     */
+    private static void decode(MultiHeadAttention layer, KvCache cache, KvCache.Step step, int l, List<Integer> seqs, int[] rows,
+                               Mask causal, Matrix qT, Matrix qTSinks, Matrix concat, Workspace ws, DecodeBlocks blocks) {
+        AttentionConfig c = layer.config();
+        int G = c.kvHeads(), d = c.headDim(), gs = c.groupSize(), bs = cache.blockSize();
+        int threads = layer.pool().threads();
+        long totalKeys = 0;
+        for (int i : seqs) totalKeys += step.keys(i);
+        // chunks per sequence: enough tasks for every worker, chunks of whole blocks ≥ MIN_CHUNK_KEYS
+        List<Task> tasks = new ArrayList<>();
+        int[][] tables = new int[step.size()][];
+        Mask.Bound[] bounds = new Mask.Bound[step.size()];
+        int maxRows = 0;
+        long out = 0;
+        for (int i : seqs) {
+            int L = step.keys(i), R = gs * step.counts()[i], nb = (L + bs - 1) / bs;
+            tables[i] = cache.blockTable(step.sequences()[i]);
+            Mask.Bound bound = causal.bind(1, c.heads(), step.counts()[i], L, Positions.uniform(step.starts()[i]));
+            bounds[i] = c.alibi() ? bound.withAlibi(c.alibiSlopes()) : bound;
+            maxRows = Math.max(maxRows, R);
+            int chunks = chunks(L, G, totalKeys, threads), perChunk = (nb + chunks - 1) / chunks;
+            for (int g = 0; g < G; g++) {
+                for (int b0 = 0; b0 < nb; b0 += perChunk) {
+                    tasks.add(new Task(i, g, b0, Math.min(nb, b0 + perChunk), out));
+                    out += (long) R * (d + 2);
+                }
+            }
+        }
+        int spanBlocks = Math.max(1, DECODE_SPAN_KEYS / bs), span = spanBlocks * bs;
+        long qFloats = (long) (maxRows + 3) * d; // + 3 zero rows: the scores loop reads rows four at a time
+        long perWorker = 2 * qFloats + (long) maxRows * span + (long) maxRows * bs;
+        long slots = out, rowsMax = maxRows; // the task slots come first, then each worker's scratch
+        MemorySegment buffer = ws.extra(Workspace.Extra.DECODE, slots + threads * perWorker);
+        Softmax softmax = layer.options().softmax();
+        layer.pool().run(tasks.size(), (index, worker) -> {
+            Task task = tasks.get(index);
+            int i = task.i, g = task.g, nNew = step.counts()[i], R = gs * nNew, L = step.keys(i);
+            Mask.Bound bound = bounds[i];
+            long w = slots + worker * perWorker;
+            /* q, qs: (R + 3, d) query rows (qs turned at the sink positions); S: (R, span) scores; S2: (R, bs). */
+            MemorySegment q = buffer.asSlice(w * Float.BYTES, qFloats * Float.BYTES);
+            MemorySegment qs = buffer.asSlice((w + qFloats) * Float.BYTES, qFloats * Float.BYTES);
+            MemorySegment S = buffer.asSlice((w + 2 * qFloats) * Float.BYTES, rowsMax * span * Float.BYTES);
+            MemorySegment S2 = buffer.asSlice((w + 2 * qFloats + rowsMax * span) * Float.BYTES, rowsMax * bs * Float.BYTES);
+            /* O: (R, d), then M (R), L (R): this task's slot. */
+            MemorySegment O = buffer.asSlice(task.out * Float.BYTES, (long) R * (d + 2) * Float.BYTES);
+            long mAt = (long) R * d, lAt = mAt + R;
+            q.fill((byte) 0);
+            if (qTSinks != null) qs.fill((byte) 0);
+            for (int r = 0; r < R; r++) {
+                int h = g * gs + r / nNew, col = rows[i] + r % nNew;
+                for (int f = 0; f < d; f++) {
+                    q.setAtIndex(F, (long) r * d + f, qT.get(h * d + f, col));
+                    if (qTSinks != null) qs.setAtIndex(F, (long) r * d + f, qTSinks.get(h * d + f, col));
+                }
+            }
+            O.fill((byte) 0);
+            for (int r = 0; r < R; r++) {
+                O.setAtIndex(F, mAt + r, Float.NEGATIVE_INFINITY);
+                O.setAtIndex(F, lAt + r, 0f);
+            }
+            int[] table = tables[i];
+            AttentionPattern pattern = bound.pattern();
+            long pFirst = bound.position(0, 0), pLast = bound.position(0, nNew - 1);
+            int sinks = bound.sinks();
+            int[] spanBlock = new int[spanBlocks];
+            for (int kb = task.b0; kb < task.b1; ) {
+                // the next span: up to spanBlocks blocks that some row of the group may see
+                int count = 0;
+                for (; kb < task.b1 && count < spanBlocks; kb++) {
+                    int k0 = kb * bs, k1 = Math.min(L, k0 + bs);
+                    boolean empty = false;
+                    if (pattern != null) {
+                        empty = true;
+                        for (int h = g * gs; h < (g + 1) * gs && empty; h++) {
+                            empty = pattern.classify(h, pFirst, pLast + 1, k0, k1, L) == TileKind.EMPTY;
+                        }
+                    }
+                    if (empty) continue;
+                    if (table[kb] < 0) {
+                        throw new IllegalStateException("key block " + kb + " was evicted from the cache but the mask still lets "
+                                + "a query see it (" + pattern + ")");
+                    }
+                    spanBlock[count++] = kb;
+                }
+                if (count == 0) continue;
+                int cols = 0;
+                for (int s = 0; s < count; s++) {
+                    int b = spanBlock[s], k0 = b * bs, tokens = Math.min(bs, L - k0), phys = table[b];
+                    MemorySegment mem = cache.slab(phys);
+                    long base = cache.blockOffset(phys);
+                    long keys = base + cache.keyOffset(l, g), keyScales = base + cache.keyScaleOffset(l, g);
+                    boolean sinkPart = qTSinks != null && k0 < sinks;
+                    blocks.scores(mem, keys, keyScales, cache.shape().dtype(), d, bs, tokens, sinkPart && k0 + tokens <= sinks ? qs : q,
+                            R, c.scale(), S, span, cols);
+                    if (sinkPart && k0 + tokens > sinks) { // a block across the sink boundary: its sink keys against qs
+                        blocks.scores(mem, keys, keyScales, cache.shape().dtype(), d, bs, tokens, qs, R, c.scale(), S2, bs, 0);
+                        for (int r = 0; r < R; r++) {
+                            MemorySegment.copy(S2, (long) r * bs * Float.BYTES, S, ((long) r * span + cols) * Float.BYTES,
+                                    (long) (sinks - k0) * Float.BYTES);
+                        }
+                    }
+                    // mask: causal end, pattern, bias, per row (row r is head g·gs + r / nNew, query r % nNew)
+                    for (int r = 0; r < R; r++) {
+                        int h = g * gs + r / nNew, t = r % nNew;
+                        long row = (long) r * span + cols;
+                        int len = Math.clamp((long) bound.keyEnd(0, t) - k0, 0, tokens);
+                        for (int j = len; j < tokens; j++) S.setAtIndex(F, row + j, Float.NEGATIVE_INFINITY);
+                        if (pattern != null) bound.applyPattern(0, h, t, S, row, k0, k0, k0 + len);
+                        if (bound.hasBias()) bound.applyBias(0, h, t, S, row, k0, len);
+                    }
+                    cols += tokens;
+                }
+                // online softmax over the span, then the weighted sum of its values
+                for (int r = 0; r < R; r++) {
+                    long row = (long) r * span;
+                    float oldMax = O.getAtIndex(F, mAt + r);
+                    float newMax = Math.max(oldMax, softmax.max(S, row, cols));
+                    float sum = softmax.expInPlace(S, row, cols, newMax);
+                    if (newMax == Float.NEGATIVE_INFINITY) continue;                  // nothing allowed yet
+                    float correction = oldMax == newMax ? 1f : (float) Math.exp(oldMax - newMax);
+                    O.setAtIndex(F, mAt + r, newMax);
+                    O.setAtIndex(F, lAt + r, O.getAtIndex(F, lAt + r) * correction + sum);
+                    if (correction != 1f) softmax.scale(O, (long) r * d, d, correction);
+                }
+                cols = 0;
+                for (int s = 0; s < count; s++) {
+                    int b = spanBlock[s], tokens = Math.min(bs, L - b * bs), phys = table[b];
+                    long base = cache.blockOffset(phys);
+                    blocks.accumulate(cache.slab(phys), base + cache.valueOffset(l, g), base + cache.valueScaleOffset(l, g),
+                            cache.shape().dtype(), d, bs, tokens, S, span, cols, R, O);
+                    cols += tokens;
+                }
+            }
+        });
+
+        // merge the chunks of each (sequence, head): exact, as one softmax over all keys
+        List<int[]> groups = new ArrayList<>();
+        for (int t = 0; t < tasks.size(); ) {
+            int from = t;
+            while (t < tasks.size() && tasks.get(t).i == tasks.get(from).i && tasks.get(t).g == tasks.get(from).g) t++;
+            groups.add(new int[]{from, t});
+        }
+        layer.pool().run(groups.size(), (index, worker) -> {
+            int from = groups.get(index)[0], to = groups.get(index)[1];
+            Task first = tasks.get(from);
+            int i = first.i, g = first.g, nNew = step.counts()[i], R = gs * nNew;
+            long mAt = (long) R * d, lAt = mAt + R;
+            for (int r = 0; r < R; r++) {
+                int h = g * gs + r / nNew, col = rows[i] + r % nNew;
+                float M = Float.NEGATIVE_INFINITY;
+                for (int t = from; t < to; t++) M = Math.max(M, buffer.getAtIndex(F, tasks.get(t).out + mAt + r));
+                double[] weight = new double[to - from];      // e^(M_c − M), 0 for a chunk that saw nothing
+                double sum = 0;
+                for (int t = from; t < to; t++) {
+                    float m = buffer.getAtIndex(F, tasks.get(t).out + mAt + r);
+                    weight[t - from] = m == Float.NEGATIVE_INFINITY ? 0 : Math.exp(m - M);
+                    sum += weight[t - from] * buffer.getAtIndex(F, tasks.get(t).out + lAt + r);
+                }
+                for (int f = 0; f < d; f++) {
+                    double o = 0;
+                    for (int t = from; t < to; t++) {
+                        if (weight[t - from] != 0) o += weight[t - from] * buffer.getAtIndex(F, tasks.get(t).out + (long) r * d + f);
+                    }
+                    concat.set(col, h * d + f, sum > 0 ? (float) (o / sum) : 0f); // no allowed key: zeros
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,863 @@
+package dev.headroom.cache;
+
+import dev.headroom.jfr.KvCacheEvent;
+import dev.headroom.memory.OffHeap;
+import dev.headroom.memory.TrackedArena;
+import dev.headroom.tensor.Matrix;
+import jdk.jfr.FlightRecorder;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayDeque;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.LinkedHashSet;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * A paged KV cache in off-heap memory (vLLM's PagedAttention, on the JVM): keys and values of
+ * every layer and key/value head, for many sequences, in fixed-size blocks of {@code blockSize}
+ * tokens. The cache owns all of its memory, at most a byte budget fixed at construction;
+ * sequences own nothing but a block table (logical block → physical block) and their token ids.
+ *
+ * <p><b>One block</b> holds, for each layer l and key/value head g, in this order:
+ * <pre>
+ *   Kᵀ: (headDim, blockSize) elements, feature-major: feature f of token slot t at f·blockSize + t
+ *   V:  (blockSize, headDim) elements, token-major:   feature f of token slot t at t·headDim + f
+ *   (int8 only) K scales (blockSize) floats, then V scales (blockSize) floats
+ * </pre>
+ * in {@link KvDtype} elements, the (layer, head) parts one after the other, the block rounded up
+ * to 64 bytes. Kᵀ is feature-major so that the decode kernel forms the scores of a block's tokens
+ * with one vector per feature; V is token-major so that the weighted sum adds whole rows.
+ *
+ * <p><b>Sharing.</b> Blocks are reference-counted. {@link #fork} gives a new sequence every block
+ * of another (copy-on-write: the first write into a shared block copies it). Full blocks whose
+ * token ids are known are registered by their tokens and their prefix; {@link #create(int[])}
+ * starts a sequence on the longest registered prefix of its prompt. Registered blocks nobody uses
+ * stay cached and are evicted least recently used first, only when a block is needed.
+ *
+ * <p><b>Writing.</b> {@link #append} reserves slots for new tokens (allocating blocks, copying
+ * shared ones) or refuses with {@link KvCacheFullException}, changing nothing. The caller then
+ * writes every layer's keys and values for those slots ({@link #write}) before the sequence's next
+ * {@code append}, {@code fork}, {@code free} or {@link #seal}: full blocks are registered for
+ * reuse only then, when their contents are complete.
+ *
+ * <p><b>Threads.</b> Every operation is synchronized. Attention may read block memory from any
+ * thread while no structural operation (append, truncate, evict, free) runs on that sequence.
+ */
+public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
+    private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
+    private static final ValueLayout.OfShort S = ValueLayout.JAVA_SHORT_UNALIGNED;
+    /** Blocks are allocated in slabs of about this many bytes, as they are first needed. */
+    static final long SLAB_BYTES = 64L << 20;
+    private static final AtomicInteger IDS = new AtomicInteger();
+    private static final Set<KvCache> OPEN = ConcurrentHashMap.newKeySet();
+
+    static {
+        FlightRecorder.addPeriodicEvent(KvCacheEvent.class, () -> {
+            for (KvCache c : OPEN) c.emitEvent();
+        });
+    }
+
+    /**
+     * What the cache stores: {@code layers} × {@code kvHeads} heads of {@code headDim} features
+     * for keys and for values, in blocks of {@code blockSize} tokens, as {@code dtype}.
+     */
+    public record Shape(int layers, int kvHeads, int headDim, int blockSize, KvDtype dtype) {
+        public Shape {
+            if (layers < 1 || kvHeads < 1 || headDim < 1 || blockSize < 1) {
+                throw new IllegalArgumentException("KV cache needs layers, kv_heads, head_dim and block size >= 1, got "
+                        + layers + ", " + kvHeads + ", " + headDim + ", " + blockSize);
+            }
+            if (dtype == null) throw new IllegalArgumentException("KV dtype must be given");
+        }
+
+        /** Bytes of one (layer, head) part of a block: Kᵀ, V, and with int8 their scales. */
+        public long headBytes() {
+            return 2L * headDim * blockSize * dtype.bytes() + (dtype == KvDtype.INT8 ? 2L * blockSize * Float.BYTES : 0);
+        }
+
+        /** Bytes of one block, rounded up to 64. */
+        public long blockBytes() {
+            long raw = (long) layers * kvHeads * headBytes();
+            return (raw + 63) / 64 * 64;
+        }
+
+        /** Bytes one token takes in a full block (all layers, heads, K and V, scales). */
+        public double bytesPerToken() {
+            return (double) blockBytes() / blockSize;
+        }
+
+        /** Blocks that {@code tokens} tokens of one sequence take. */
+        public long blocksFor(long tokens) {
+            return (tokens + blockSize - 1) / blockSize;
+        }
+    }
+
+    /**
+     * The cache's accounting at one moment.
+     *
+     * @param capacityBlocks blocks the budget allows
+     * @param blockBytes     bytes per block
+     * @param allocatedBytes bytes of blocks allocated so far (slabs are allocated as first needed)
+     * @param usedBlocks     blocks some sequence references
+     * @param sharedBlocks   blocks more than one sequence references
+     * @param cachedBlocks   registered blocks nobody references, kept for prefix reuse (evicted first)
+     * @param freeBlocks     blocks holding nothing (allocated or not)
+     * @param sequences      live sequences
+     * @param tokens         tokens over all sequences (a shared token counts once per sequence)
+     * @param wastedBytes    bytes of token slots inside used blocks that hold no token
+     * @param refusals       appends refused since the cache was made
+     * @param saturated      float16 values clipped to ±65504 since the cache was made
+     */
+    public record Stats(int capacityBlocks, long blockBytes, long allocatedBytes, int usedBlocks, int sharedBlocks,
+                        int cachedBlocks, int freeBlocks, int sequences, long tokens, long wastedBytes, long refusals,
+                        long saturated) {
+        public long reservedBytes() {
+            return capacityBlocks * blockBytes;
+        }
+
+        public long usedBytes() {
+            return usedBlocks * blockBytes;
+        }
+
+        public long sharedBytes() {
+            return sharedBlocks * blockBytes;
+        }
+
+        public long cachedBytes() {
+            return cachedBlocks * blockBytes;
+        }
+
+        /** Wasted bytes as a share of used bytes (0 when nothing is used). */
+        public double wasteFraction() {
+            return usedBlocks == 0 ? 0 : (double) wastedBytes / usedBytes();
+        }
+
+        @Override
+        public String toString() {
+            return "KV cache: " + usedBlocks + " of " + capacityBlocks + " blocks used (" + OffHeap.format(usedBytes()) + " of "
+                    + OffHeap.format(reservedBytes()) + "), " + sharedBlocks + " shared, " + cachedBlocks + " cached, "
+                    + sequences + " sequences, " + tokens + " tokens, " + OffHeap.format(wastedBytes) + " wasted";
+        }
+    }
+
+    /**
+     * The new tokens of one step of a batch, in the order their rows are concatenated: sequence
+     * {@code sequences[i]} gets {@code counts[i]} tokens at positions {@code starts[i]} onwards.
+     */
+    public record Step(int[] sequences, int[] starts, int[] counts) {
+        public Step {
+            if (sequences.length != starts.length || sequences.length != counts.length) {
+                throw new IllegalArgumentException("a step needs one start and one count per sequence, got " + sequences.length
+                        + " sequences, " + starts.length + " starts, " + counts.length + " counts");
+            }
+        }
+
+        /** New tokens over all sequences: the rows of the step's input. */
+        public int tokens() {
+            int t = 0;
+            for (int c : counts) t += c;
+            return t;
+        }
+
+        /** Row of sequence i's first new token in the step's input. */
+        public int row(int i) {
+            int r = 0;
+            for (int k = 0; k < i; k++) r += counts[k];
+            return r;
+        }
+
+        /** Keys sequence i attends to after this step's tokens are in: starts[i] + counts[i]. */
+        public int keys(int i) {
+            return starts[i] + counts[i];
+        }
+
+        public int size() {
+            return sequences.length;
+        }
+    }
+
+    /** The identity of a full block's contents: its tokens after the prefix registered as {@code parent}. */
+    private record PrefixKey(long parent, int[] tokens) {
+        @Override
+        public boolean equals(Object o) {
+            return o instanceof PrefixKey k && k.parent == parent && Arrays.equals(k.tokens, tokens);
+        }
+
+        @Override
+        public int hashCode() {
+            return Long.hashCode(parent) * 31 + Arrays.hashCode(tokens);
+        }
+    }
+
+    /** One sequence: its length, block table, token ids (null once unknown) and registered prefix. */
+    private static final class Sequence {
+        int length;
+        /** Physical block of each logical block; −1 where evicted (attention never visits it). */
+        int[] table = new int[4];
+        int blocks;
+        /** Token ids of every position, or null when some append gave none (no prefix registration then). */
+        int[] tokens = new int[16];
+        /** Per full block, the registration id of its prefix (its own or an equal registered block's). */
+        long[] prefix = new long[4];
+        /** Full blocks already considered for registration. */
+        int sealed;
+
+        Sequence copy() {
+            Sequence s = new Sequence();
+            s.length = length;
+            s.table = table.clone();
+            s.blocks = blocks;
+            s.tokens = tokens == null ? null : tokens.clone();
+            s.prefix = prefix.clone();
+            s.sealed = sealed;
+            return s;
+        }
+    }
+
+    private final int id = IDS.incrementAndGet();
+    private final Shape shape;
+    private final long blockBytes;
+    private final int capacity;
+    private final int slabBlocks;
+    private final TrackedArena arena = TrackedArena.ofShared();
+    /** Slab i holds blocks [i·slabBlocks, (i+1)·slabBlocks); allocated when first needed. */
+    private final MemorySegment[] slabs;
+    /** Blocks [fresh, capacity) were never handed out. */
+    private int fresh;
+    private final ArrayDeque<Integer> free = new ArrayDeque<>();
+    /** Per block: references, token slots holding data, registration. */
+    private final int[] refs, filled;
+    private final long[] registration;
+    private final PrefixKey[] registeredAs;
+    private final Map<PrefixKey, Integer> registry = new HashMap<>();
+    /** Registered blocks nobody references, least recently released first. */
+    private final LinkedHashSet<Integer> cached = new LinkedHashSet<>();
+    private long nextRegistration = 1;
+    private final Map<Integer, Sequence> sequences = new HashMap<>();
+    private int nextSequence = 1;
+    private int used, shared;
+    private long wastedSlots, tokens, refusals, saturated;
+    private boolean closed;
+
+    /** A cache of {@code shape} that may hold up to {@code budgetBytes} (whole blocks). */
+    public KvCache(Shape shape, long budgetBytes) {
+        this.shape = shape;
+        this.blockBytes = shape.blockBytes();
+        long blocks = budgetBytes / blockBytes;
+        if (blocks < 1) {
+            throw new IllegalArgumentException("a KV cache budget of " + OffHeap.format(budgetBytes) + " holds no block of "
+                    + OffHeap.format(blockBytes) + " (" + shape + ")");
+        }
+        if (blocks > Integer.MAX_VALUE - 8) throw new IllegalArgumentException("KV cache budget too large: " + blocks + " blocks");
+        this.capacity = (int) blocks;
+        this.slabBlocks = (int) Math.max(1, Math.min(capacity, SLAB_BYTES / blockBytes));
+        this.slabs = new MemorySegment[(capacity + slabBlocks - 1) / slabBlocks];
+        this.refs = new int[capacity];
+        this.filled = new int[capacity];
+        this.registration = new long[capacity];
+        this.registeredAs = new PrefixKey[capacity];
+        OffHeap.register(this);
+        OPEN.add(this);
+    }
+
+    /** Bytes a cache of {@code shape} needs for {@code sequences} sequences of {@code tokens} tokens each (no sharing). */
+    public static long bytesFor(Shape shape, long sequences, long tokens) {
+        return sequences * shape.blocksFor(tokens) * shape.blockBytes();
+    }
+
+    /** Sequences of {@code tokens} tokens each that a budget of {@code budgetBytes} holds (no sharing). */
+    public static long sequencesThatFit(Shape shape, long budgetBytes, long tokens) {
+        return budgetBytes / shape.blockBytes() / Math.max(1, shape.blocksFor(tokens));
+    }
+
+    public Shape shape() {
+        return shape;
+    }
+
+    public int blockSize() {
+        return shape.blockSize();
+    }
+
+    // ---- sequences ------------------------------------------------------------------------
+
+    /** A new empty sequence; returns its id. */
+    public synchronized int create() {
+        checkOpen();
+        int s = nextSequence++;
+        sequences.put(s, new Sequence());
+        return s;
+    }
+
+    /**
+     * A new sequence that starts on the longest registered prefix of {@code prompt} made of whole
+     * blocks, always leaving at least the prompt's last token to compute (its output is what the
+     * caller wants). Returns the sequence id; {@link #length} says how many tokens were reused, and
+     * the caller appends the rest of the prompt.
+     */
+    public synchronized int create(int[] prompt) {
+        checkOpen();
+        int s = nextSequence++;
+        Sequence seq = new Sequence();
+        int bs = shape.blockSize(), reusable = Math.max(0, prompt.length - 1) / bs;
+        long parent = 0;
+        for (int k = 0; k < reusable; k++) {
+            Integer block = registry.get(new PrefixKey(parent, Arrays.copyOfRange(prompt, k * bs, (k + 1) * bs)));
+            if (block == null) break;
+            retain(block);
+            addBlock(seq, block);
+            parent = registration[block];
+            setPrefix(seq, k, parent);
+            seq.sealed = k + 1;
+            seq.length = (k + 1) * bs;
+        }
+        seq.tokens = Arrays.copyOf(prompt, Math.max(16, seq.length));
+        tokens += seq.length;
+        sequences.put(s, seq);
+        return s;
+    }
+
+    /** Tokens cached for sequence s: the position its next token takes. */
+    public synchronized int length(int s) {
+        return seq(s).length;
+    }
+
+    /** Live sequences. */
+    public synchronized int sequences() {
+        return sequences.size();
+    }
+
+    /**
+     * Reserves slots for {@code count} new tokens of sequence s (token ids {@code ids}, or null when
+     * unknown: such a sequence's blocks are never registered for reuse); returns the position of
+     * the first. Allocates the blocks it needs and copies a shared last block before it is written
+     * into. When there are not enough blocks, throws {@link KvCacheFullException} and changes nothing.
+     */
+    public synchronized int append(int s, int count, int[] ids) {
+        return append(new int[]{s}, new int[]{count}, ids == null ? null : new int[][]{ids})[0];
+    }
+
+    /**
+     * Reserves slots for new tokens of several sequences at once (one step of a batch): all or
+     * nothing. Returns each sequence's first new position.
+     */
+    public synchronized int[] append(int[] seqs, int[] counts, int[][] ids) {
+        checkOpen();
+        if (seqs.length != counts.length || (ids != null && ids.length != seqs.length)) {
+            throw new IllegalArgumentException("append of " + seqs.length + " sequences got " + counts.length + " counts"
+                    + (ids == null ? "" : " and " + ids.length + " token lists"));
+        }
+        Set<Integer> distinct = new java.util.HashSet<>();
+        int needed = 0;
+        for (int i = 0; i < seqs.length; i++) {
+            Sequence seq = seq(seqs[i]);
+            if (!distinct.add(seqs[i])) throw new IllegalArgumentException("sequence " + seqs[i] + " appears twice in one append");
+            if (counts[i] < 0) throw new IllegalArgumentException("cannot append " + counts[i] + " tokens");
+            if (ids != null && ids[i] != null && ids[i].length != counts[i]) {
+                throw new IllegalArgumentException("append of " + counts[i] + " tokens to sequence " + seqs[i] + " got "
+                        + ids[i].length + " token ids");
+            }
+            if ((long) seq.length + counts[i] > Integer.MAX_VALUE - shape.blockSize()) {
+                throw new IllegalArgumentException("sequence " + seqs[i] + " would exceed " + Integer.MAX_VALUE + " tokens");
+            }
+            needed += blocksNeeded(seq, counts[i]);
+        }
+        int available = free.size() + (capacity - fresh) + cached.size();
+        if (needed > available) {
+            refusals++;
+            throw new KvCacheFullException("KV cache full: appending " + Arrays.toString(counts) + " tokens to sequences "
+                    + Arrays.toString(seqs) + " needs " + needed + " blocks of " + OffHeap.format(blockBytes) + ", "
+                    + available + " are free or evictable (" + stats() + ")", needed, available);
+        }
+        int[] starts = new int[seqs.length];
+        for (int i = 0; i < seqs.length; i++) {
+            Sequence seq = seq(seqs[i]);
+            seal(seq);
+            starts[i] = seq.length;
+            grow(seq, counts[i], ids == null ? null : ids[i]);
+        }
+        return starts;
+    }
+
+    /**
+     * Appends for one step of a batch ({@link #append(int[], int[], int[][])}: all or nothing) and
+     * returns it as a {@link Step}, for the attention layers to run over.
+     */
+    public synchronized Step step(int[] seqs, int[] counts, int[][] ids) {
+        int[] starts = append(seqs, counts, ids);
+        return new Step(seqs.clone(), starts, counts.clone());
+    }
+
+    /** Blocks an append of {@code count} tokens to seq needs: new blocks, and a copy of a shared last block. */
+    private int blocksNeeded(Sequence seq, int count) {
+        if (count == 0) return 0;
+        int bs = shape.blockSize();
+        int need = (int) (shape.blocksFor((long) seq.length + count) - seq.blocks);
+        if (seq.length % bs != 0 && !writable(seq.table[seq.blocks - 1])) need++;
+        return need;
+    }
+
+    private boolean writable(int block) {
+        return block >= 0 && refs[block] == 1 && registration[block] == 0;
+    }
+
+    private void grow(Sequence seq, int count, int[] ids) {
+        if (count == 0) return;
+        int bs = shape.blockSize();
+        if (seq.length % bs != 0) { // the new tokens start inside the last block: it must be ours alone
+            int last = seq.table[seq.blocks - 1];
+            if (last < 0) throw new IllegalStateException("cannot append after an evicted block");
+            if (!writable(last)) {
+                int copy = take();
+                MemorySegment.copy(slab(last), blockOffset(last), slab(copy), blockOffset(copy), blockBytes);
+                retain(copy);
+                setFilled(copy, filled[last]);
+                release(last);
+                seq.table[seq.blocks - 1] = copy;
+            }
+        }
+        int end = seq.length + count;
+        while (seq.blocks < shape.blocksFor(end)) {
+            int b = take();
+            retain(b);
+            addBlock(seq, b);
+        }
+        for (int k = seq.length / bs; k < seq.blocks; k++) {
+            int slots = Math.min(bs, end - k * bs);
+            if (seq.table[k] >= 0 && slots > filled[seq.table[k]]) setFilled(seq.table[k], slots);
+        }
+        if (seq.tokens != null && ids != null) {
+            if (seq.tokens.length < end) seq.tokens = Arrays.copyOf(seq.tokens, Math.max(end, 2 * seq.tokens.length));
+            System.arraycopy(ids, 0, seq.tokens, seq.length, count);
+        } else {
+            seq.tokens = null;
+        }
+        seq.length = end;
+        tokens += count;
+    }
+
+    /**
+     * A new sequence with every block of sequence s (shared, copy-on-write), its tokens and its
+     * registered prefix. Returns the new id. Costs no block until one of the two writes into a
+     * shared block.
+     */
+    public synchronized int fork(int s) {
+        checkOpen();
+        Sequence from = seq(s);
+        seal(from);
+        Sequence copy = from.copy();
+        for (int k = 0; k < copy.blocks; k++) if (copy.table[k] >= 0) retain(copy.table[k]);
+        int id = nextSequence++;
+        sequences.put(id, copy);
+        tokens += copy.length;
+        return id;
+    }
+
+    /**
+     * Cuts sequence s back to {@code length} tokens (rollback of rejected speculative tokens, or a
+     * context shift): blocks past it are released; a later append writes into the (then copied, if
+     * shared) last block as if the cut tokens had never been appended.
+     */
+    public synchronized void truncate(int s, int length) {
+        checkOpen();
+        Sequence seq = seq(s);
+        if (length < 0 || length > seq.length) {
+            throw new IllegalArgumentException("cannot truncate sequence " + s + " of " + seq.length + " tokens to " + length);
+        }
+        seal(seq);
+        int bs = shape.blockSize(), keep = (int) shape.blocksFor(length);
+        for (int k = keep; k < seq.blocks; k++) if (seq.table[k] >= 0) release(seq.table[k]);
+        seq.blocks = keep;
+        int tail = length % bs;
+        if (tail != 0 && seq.table[keep - 1] >= 0 && refs[seq.table[keep - 1]] == 1) setFilled(seq.table[keep - 1], tail);
+        seq.sealed = Math.min(seq.sealed, length / bs);
+        tokens -= seq.length - length;
+        seq.length = length;
+    }
+
+    /**
+     * Releases the blocks that lie wholly inside token range [from, to) of sequence s: attention
+     * will never look at those tokens again (StreamingLLM's evicted middle). Positions do not
+     * change: later tokens keep theirs.
+     */
+    public synchronized void evict(int s, int from, int to) {
+        checkOpen();
+        Sequence seq = seq(s);
+        if (from < 0 || to > seq.length || from > to) {
+            throw new IllegalArgumentException("cannot evict tokens [" + from + ", " + to + ") of a sequence of " + seq.length);
+        }
+        seal(seq);
+        int bs = shape.blockSize();
+        for (int k = (from + bs - 1) / bs; (long) (k + 1) * bs <= to; k++) {
+            if (seq.table[k] < 0) continue;
+            release(seq.table[k]);
+            seq.table[k] = -1;
+        }
+    }
+
+    /** Ends sequence s: its blocks are released (registered ones stay cached for reuse). */
+    public synchronized void free(int s) {
+        checkOpen();
+        Sequence seq = seq(s);
+        seal(seq);
+        for (int k = 0; k < seq.blocks; k++) if (seq.table[k] >= 0) release(seq.table[k]);
+        tokens -= seq.length;
+        sequences.remove(s);
+    }
+
+    /**
+     * Declares sequence s's keys and values written for every layer: its full blocks with known
+     * token ids are registered for reuse by later sequences. (Append, fork and free do this
+     * themselves for the tokens appended before.)
+     */
+    public synchronized void seal(int s) {
+        checkOpen();
+        seal(seq(s));
+    }
+
+    private void seal(Sequence seq) {
+        if (seq.tokens == null) return;
+        int bs = shape.blockSize(), full = seq.length / bs;
+        for (int k = seq.sealed; k < full; k++) {
+            long parent = k == 0 ? 0 : seq.prefix[k - 1];
+            int block = seq.table[k];
+            if (parent < 0 || block < 0) {
+                setPrefix(seq, k, -1);
+                continue;
+            }
+            PrefixKey key = new PrefixKey(parent, Arrays.copyOfRange(seq.tokens, k * bs, (k + 1) * bs));
+            Integer known = registry.get(key);
+            if (known != null) {
+                setPrefix(seq, k, registration[known]);
+            } else if (registration[block] != 0) {
+                setPrefix(seq, k, registration[block]); // already registered (reused from a prefix)
+            } else {
+                long r = nextRegistration++;
+                registration[block] = r;
+                registeredAs[block] = key;
+                registry.put(key, block);
+                setPrefix(seq, k, r);
+            }
+        }
+        seq.sealed = Math.max(seq.sealed, full);
+    }
+
+    // ---- block bookkeeping ----------------------------------------------------------------
+
+    private Sequence seq(int s) {
+        Sequence seq = sequences.get(s);
+        if (seq == null) throw new IllegalArgumentException("no sequence " + s + " in this KV cache");
+        return seq;
+    }
+
+    private void checkOpen() {
+        if (closed) throw new IllegalStateException("KV cache is closed");
+    }
+
+    private static void addBlock(Sequence seq, int block) {
+        if (seq.blocks == seq.table.length) seq.table = Arrays.copyOf(seq.table, 2 * seq.table.length);
+        seq.table[seq.blocks++] = block;
+    }
+
+    private static void setPrefix(Sequence seq, int k, long id) {
+        if (k >= seq.prefix.length) seq.prefix = Arrays.copyOf(seq.prefix, Math.max(k + 1, 2 * seq.prefix.length));
+        seq.prefix[k] = id;
+    }
+
+    /** A block with no reference: a freed one, a never used one, or the least recently used cached prefix. */
+    private int take() {
+        if (!free.isEmpty()) return free.pop();
+        if (fresh < capacity) {
+            int b = fresh++;
+            int slab = b / slabBlocks;
+            if (slabs[slab] == null) {
+                long blocks = Math.min(slabBlocks, capacity - (long) slab * slabBlocks);
+                slabs[slab] = arena.allocate(blocks * blockBytes, TrackedArena.ALIGNMENT);
+            }
+            return b;
+        }
+        var oldest = cached.iterator();
+        int b = oldest.next();
+        oldest.remove();
+        registry.remove(registeredAs[b]);
+        registration[b] = 0;
+        registeredAs[b] = null;
+        setFilled(b, 0);
+        return b;
+    }
+
+    private void retain(int b) {
+        if (refs[b] == 0) {
+            cached.remove(b);
+            used++;
+            wastedSlots += shape.blockSize() - filled[b];
+        } else if (refs[b] == 1) {
+            shared++;
+        }
+        refs[b]++;
+    }
+
+    private void release(int b) {
+        refs[b]--;
+        if (refs[b] == 1) shared--;
+        if (refs[b] > 0) return;
+        used--;
+        wastedSlots -= shape.blockSize() - filled[b];
+        if (registration[b] != 0) {
+            cached.add(b);
+        } else {
+            setFilled(b, 0);
+            free.push(b);
+        }
+    }
+
+    private void setFilled(int b, int slots) {
+        if (refs[b] > 0) wastedSlots += filled[b] - slots;
+        filled[b] = slots;
+    }
+
+    // ---- reading and writing keys and values ----------------------------------------------
+
+    /** The slab that holds block b (from {@link #blockOffset}). */
+    public MemorySegment slab(int block) {
+        return slabs[block / slabBlocks];
+    }
+
+    /** Byte offset of block b in its slab. */
+    public long blockOffset(int block) {
+        return (block % slabBlocks) * blockBytes;
+    }
+
+    /** Byte offset, within a block, of layer l / head g's Kᵀ (headDim, blockSize). */
+    public long keyOffset(int layer, int g) {
+        return ((long) layer * shape.kvHeads() + g) * shape.headBytes();
+    }
+
+    /** Byte offset, within a block, of layer l / head g's V (blockSize, headDim). */
+    public long valueOffset(int layer, int g) {
+        return keyOffset(layer, g) + (long) shape.headDim() * shape.blockSize() * shape.dtype().bytes();
+    }
+
+    /** Byte offset, within a block, of layer l / head g's K scales (int8: blockSize floats). */
+    public long keyScaleOffset(int layer, int g) {
+        return keyOffset(layer, g) + 2L * shape.headDim() * shape.blockSize() * shape.dtype().bytes();
+    }
+
+    /** Byte offset, within a block, of layer l / head g's V scales (int8: blockSize floats). */
+    public long valueScaleOffset(int layer, int g) {
+        return keyScaleOffset(layer, g) + (long) shape.blockSize() * Float.BYTES;
+    }
+
+    /** A copy of sequence s's block table: physical block per logical block, −1 where evicted. */
+    public synchronized int[] blockTable(int s) {
+        Sequence seq = seq(s);
+        return Arrays.copyOf(seq.table, seq.blocks);
+    }
+
+    /**
+     * Writes layer {@code layer}'s keys and values of tokens [from, from + n) of sequence s: columns
+     * [c0, c0 + n) of {@code kT} and {@code vT}, each (G·d, columns), features × tokens. The slots
+     * must have been reserved by {@link #append} (which made their blocks this sequence's own).
+     */
+    public void write(int s, int layer, int from, int n, Matrix kT, int c0, Matrix vT) {
+        int[] table;
+        synchronized (this) {
+            checkOpen();
+            Sequence seq = seq(s);
+            if (layer < 0 || layer >= shape.layers()) throw new IllegalArgumentException("layer " + layer + " outside [0, " + shape.layers() + ")");
+            if (from < 0 || n < 0 || from + n > seq.length) {
+                throw new IllegalArgumentException("tokens [" + from + ", " + (from + n) + ") were not appended to sequence " + s
+                        + " of " + seq.length);
+            }
+            int kw = shape.kvHeads() * shape.headDim();
+            if (kT.rows() != kw || vT.rows() != kw || kT.cols() < c0 + n || vT.cols() < c0 + n) {
+                throw new IllegalArgumentException("keys " + kT + " and values " + vT + " must be (G·d = " + kw
+                        + ", ≥ " + (c0 + n) + ")");
+            }
+            table = Arrays.copyOf(seq.table, seq.blocks);
+            int bs = shape.blockSize();
+            for (int k = from / bs; k < shape.blocksFor(from + n); k++) {
+                if (!writable(table[k])) {
+                    throw new IllegalStateException("block " + k + " of sequence " + s + " is shared or registered; append "
+                            + "reserves (and copies) blocks before they are written");
+                }
+            }
+        }
+        long saturatedHere = 0;
+        int bs = shape.blockSize(), d = shape.headDim();
+        for (int t = 0; t < n; t++) {
+            int pos = from + t, block = table[pos / bs], slot = pos % bs;
+            MemorySegment mem = slab(block);
+            long base = blockOffset(block);
+            for (int g = 0; g < shape.kvHeads(); g++) {
+                saturatedHere += store(kT, g * d, c0 + t, mem, base + keyOffset(layer, g), slot, bs,
+                        base + keyScaleOffset(layer, g), slot);
+                saturatedHere += store(vT, g * d, c0 + t, mem, base + valueOffset(layer, g), slot * d, 1,
+                        base + valueScaleOffset(layer, g), slot);
+            }
+        }
+        if (saturatedHere > 0) {
+            synchronized (this) {
+                saturated += saturatedHere;
+            }
+        }
+    }
+
+    /**
+     * Stores feature rows [row0, row0 + d) of column c of {@code src} as element (at + f·stride) of
+     * {@code mem} for f < d (byte offset {@code elements} for element 0), quantising as the dtype says;
+     * int8 puts the scale at byte offset {@code scales} + 4·slot. Returns how many values float16 clipped.
+     */
+    private int store(Matrix src, int row0, int c, MemorySegment mem, long elements, int at, int stride, long scales, int slot) {
+        int d = shape.headDim(), clipped = 0;
+        switch (shape.dtype()) {
+            case F32 -> {
+                for (int f = 0; f < d; f++) mem.setAtIndex(F, elements / Float.BYTES + at + (long) f * stride, src.get(row0 + f, c));
+            }
+            case F16 -> {
+                for (int f = 0; f < d; f++) {
+                    float x = src.get(row0 + f, c);
+                    if (Math.abs(x) > 65504f) {
+                        x = Math.copySign(65504f, x);
+                        clipped++;
+                    }
+                    mem.setAtIndex(S, elements / 2 + at + (long) f * stride, Float.floatToFloat16(x));
+                }
+            }
+            case INT8 -> {
+                float max = 0;
+                for (int f = 0; f < d; f++) max = Math.max(max, Math.abs(src.get(row0 + f, c)));
+                float scale = max / 127f, inverse = max == 0 ? 0 : 127f / max;
+                mem.set(F, scales + (long) slot * Float.BYTES, scale);
+                for (int f = 0; f < d; f++) {
+                    int q = Math.round(src.get(row0 + f, c) * inverse);
+                    mem.set(ValueLayout.JAVA_BYTE, elements + at + (long) f * stride, (byte) Math.clamp(q, -127, 127));
+                }
+            }
+        }
+        return clipped;
+    }
+
+    /**
+     * Reads layer {@code layer} / head g's keys and values of tokens [from, to) of sequence s into
+     * {@code kT} and {@code vT}, each (d, to − from), as float32 (dequantised). Tokens of evicted
+     * blocks read as 0.
+     */
+    public void gather(int s, int layer, int g, int from, int to, Matrix kT, Matrix vT) {
+        int[] table = blockTable(s);
+        int bs = shape.blockSize(), d = shape.headDim();
+        if (kT.rows() != d || vT.rows() != d || kT.cols() != to - from || vT.cols() != to - from) {
+            throw new IllegalArgumentException("gather of " + (to - from) + " tokens needs (" + d + ", " + (to - from) + ") views, got "
+                    + kT + " and " + vT);
+        }
+        for (int pos = from; pos < to; ) {
+            int k = pos / bs, slot = pos % bs, run = Math.min(bs - slot, to - pos), col = pos - from;
+            int block = table[k];
+            if (block < 0) {
+                for (int f = 0; f < d; f++) {
+                    for (int t = 0; t < run; t++) {
+                        kT.set(f, col + t, 0f);
+                        vT.set(f, col + t, 0f);
+                    }
+                }
+                pos += run;
+                continue;
+            }
+            MemorySegment mem = slab(block);
+            long base = blockOffset(block), ko = base + keyOffset(layer, g), vo = base + valueOffset(layer, g);
+            long ks = base + keyScaleOffset(layer, g), vs = base + valueScaleOffset(layer, g);
+            for (int f = 0; f < d; f++) {
+                for (int t = 0; t < run; t++) {
+                    kT.set(f, col + t, load(mem, ko, (long) f * bs + slot + t, ks, slot + t));
+                    vT.set(f, col + t, load(mem, vo, (long) (slot + t) * d + f, vs, slot + t));
+                }
+            }
+            pos += run;
+        }
+    }
+
+    /** Element i (of the dtype) from byte offset {@code at}, dequantised with the scale of {@code slot}. */
+    private float load(MemorySegment mem, long at, long i, long scales, int slot) {
+        return switch (shape.dtype()) {
+            case F32 -> mem.get(F, at + i * Float.BYTES);
+            case F16 -> Float.float16ToFloat(mem.get(S, at + i * 2));
+            case INT8 -> mem.get(ValueLayout.JAVA_BYTE, at + i) * mem.get(F, scales + (long) slot * Float.BYTES);
+        };
+    }
+
+    // ---- accounting -----------------------------------------------------------------------
+
+    /** References to block b (for tests of the bookkeeping). */
+    synchronized int references(int block) {
+        return refs[block];
+    }
+
+    /** The cache's accounting now. */
+    public synchronized Stats stats() {
+        int freeBlocks = capacity - used - cached.size();
+        return new Stats(capacity, blockBytes, arena.allocatedBytes(), used, shared, cached.size(), freeBlocks,
+                sequences.size(), tokens, (long) (wastedSlots * shape.bytesPerToken()), refusals, saturated);
+    }
+
+    @Override
+    public long reservedBytes() {
+        return (long) capacity * blockBytes;
+    }
+
+    @Override
+    public synchronized long usedBytes() {
+        return used * blockBytes;
+    }
+
+    @Override
+    public synchronized long sharedBytes() {
+        return shared * blockBytes;
+    }
+
+    @Override
+    public synchronized long wastedBytes() {
+        return (long) (wastedSlots * shape.bytesPerToken());
+    }
+
+    private void emitEvent() {
+        KvCacheEvent e = new KvCacheEvent();
+        if (!e.shouldCommit()) return;
+        Stats st;
+        synchronized (this) {
+            if (closed) return;
+            st = stats();
+        }
+        e.cache = id;
+        e.blockSize = shape.blockSize();
+        e.sequences = st.sequences();
+        e.reservedBytes = st.reservedBytes();
+        e.allocatedBytes = st.allocatedBytes();
+        e.usedBytes = st.usedBytes();
+        e.sharedBytes = st.sharedBytes();
+        e.cachedBytes = st.cachedBytes();
+        e.wastedBytes = st.wastedBytes();
+        e.refusals = st.refusals();
+        e.commit();
+    }
+
+    /** Frees all of the cache's memory; every sequence ends. */
+    @Override
+    public synchronized void close() {
+        if (closed) return;
+        emitEvent();
+        closed = true;
+        OPEN.remove(this);
+        OffHeap.unregister(this);
+        sequences.clear();
+        arena.close();
+    }
+
+    @Override
+    public String toString() {
+        return "KvCache(" + shape + ", " + capacity + " blocks of " + OffHeap.format(blockBytes) + ")";
+    }
+}

@@ -1,0 +1,297 @@
+package dev.headroom.attention;
+
+import dev.headroom.cache.KvCache;
+import dev.headroom.cache.KvDtype;
+import dev.headroom.memory.TrackedArena;
+import dev.headroom.sparse.AttentionPattern;
+import dev.headroom.tensor.Tensor;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.stream.Stream;
+
+import static dev.headroom.attention.MultiHeadAttentionTest.randomInput;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * Attention over the KV cache equals the whole causal forward, row by row, for every position
+ * option, GQA and MQA, block sizes 1, 16 and one that divides nothing, and chunked prefill whose
+ * chunks cross block boundaries. Tolerance: float32 rounding, |y − y_whole| ≤ 2e-5·max|y_whole|
+ * (the two paths sum the same terms in different orders: split-K chunks, spans of a different
+ * width, and the decode kernel's own products instead of sgemm).
+ */
+class CachedAttentionTest {
+    static final double TOLERANCE = 2e-5;
+
+    static Stream<Arguments> layers() {
+        RotaryEmbedding pairs = new RotaryEmbedding(10000, 8, RotaryEmbedding.Layout.PAIRS);
+        RotaryEmbedding halves = new RotaryEmbedding(10000, 6, RotaryEmbedding.Layout.HALVES);
+        return Stream.of(
+                Arguments.of("GQA 6/2, rope pairs", AttentionConfig.of(48, 6, 2, 8).withRope(pairs), Mask.causal()),
+                Arguments.of("MQA 4/1, rope halves partial", AttentionConfig.of(32, 4, 1, 8).withRope(halves), Mask.causal()),
+                Arguments.of("MHA 3, alibi", AttentionConfig.of(30, 3).withAlibi(true), Mask.causal()),
+                Arguments.of("GQA, no position encoding", AttentionConfig.of(40, 4, 2, 10), Mask.causal()),
+                Arguments.of("GQA, sinks 3 + window 9", AttentionConfig.of(48, 6, 2, 8),
+                        Mask.causal().withPattern(AttentionPattern.streaming(3, 9))),
+                Arguments.of("GQA, rope, sinks 4 + window 11", AttentionConfig.of(48, 6, 2, 8).withRope(pairs),
+                        Mask.causal().withPattern(AttentionPattern.streaming(4, 11))),
+                Arguments.of("alibi, sinks 2 + window 6", AttentionConfig.of(36, 6, 3, 6).withAlibi(true),
+                        Mask.causal().withPattern(AttentionPattern.streaming(2, 6))),
+                Arguments.of("causal window 10", AttentionConfig.of(48, 6, 2, 8).withRope(pairs),
+                        Mask.causal().withPattern(AttentionPattern.causalWindow(10))));
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("layers")
+    void prefillThenDecodeEqualsTheWholeForward(String name, AttentionConfig c, Mask mask) {
+        int n = 70;
+        try (Arena arena = TrackedArena.ofShared()) {
+            AttentionWeights w = AttentionWeights.random(c, true, 3, arena);
+            Tensor x = randomInput(arena, 5, n, c.dModel());
+            try (MultiHeadAttention mha = new MultiHeadAttention(w)) {
+                float[] whole = mha.forward(x, mask, arena).toArray();
+                for (int bs : new int[]{1, 16, 7}) {
+                    for (int[] chunks : new int[][]{{23}, {5, 13, 17}, {1}}) {
+                        float[] cached = runCached(mha, x, mask, bs, KvDtype.F32, chunks, false);
+                        assertClose(whole, cached, name + " block " + bs + " chunks " + java.util.Arrays.toString(chunks));
+                    }
+                }
+            }
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("layers")
+    void theScalarDecodeTwinAgrees(String name, AttentionConfig c, Mask mask) {
+        try (Arena arena = TrackedArena.ofShared()) {
+            AttentionWeights w = AttentionWeights.random(c, false, 4, arena);
+            Tensor x = randomInput(arena, 6, 40, c.dModel());
+            try (MultiHeadAttention mha = new MultiHeadAttention(w)) {
+                for (KvDtype dtype : KvDtype.values()) {
+                    float[] vector = runCached(mha, x, mask, 16, dtype, new int[]{9}, false);
+                    float[] scalar = runCached(mha, x, mask, 16, dtype, new int[]{9}, true);
+                    assertClose(scalar, vector, name + " " + dtype + ": vector vs scalar decode");
+                }
+            }
+        }
+    }
+
+    /**
+     * Runs x (n, E) through a fresh one-layer cache: the first chunks[0] tokens as one step, then
+     * the following chunks (cycled), then the rest one token per step; evicts what a streaming
+     * mask will never see again after every step. Returns the outputs of all n tokens.
+     */
+    static float[] runCached(MultiHeadAttention mha, Tensor x, Mask mask, int bs, KvDtype dtype, int[] chunks, boolean scalar) {
+        AttentionConfig c = mha.config();
+        int n = x.dim(0), E = c.dModel();
+        float[] result = new float[n * E];
+        try (Arena arena = TrackedArena.ofShared(); Workspace ws = new Workspace();
+             KvCache cache = new KvCache(new KvCache.Shape(1, c.kvHeads(), c.headDim(), bs, dtype), 2L << 20)) {
+            int seq = cache.create();
+            int pos = 0, step = 0;
+            while (pos < n) {
+                int count = step < chunks.length ? Math.min(chunks[step], n - pos) : 1;
+                KvCache.Step s = cache.step(new int[]{seq}, new int[]{count}, null);
+                assertEquals(pos, s.starts()[0]);
+                Tensor in = rows(arena, x, pos, count), out = Tensor.allocate(arena, count, E);
+                if (scalar) mha.forwardScalarDecode(cache, s, 0, in, mask, out, ws);
+                else mha.forward(cache, s, 0, in, mask, out, ws, CallOptions.NONE);
+                System.arraycopy(out.toArray(), 0, result, pos * E, count * E);
+                pos += count;
+                step++;
+                if (mask.pattern() instanceof AttentionPattern.Streaming st && pos - st.window() + 1 > st.sinks()) {
+                    cache.evict(seq, st.sinks(), pos - st.window() + 1);
+                }
+            }
+        }
+        return result;
+    }
+
+    /** Rows [from, from + count) of x (n, E), copied into a new tensor. */
+    static Tensor rows(Arena arena, Tensor x, int from, int count) {
+        int E = x.dim(-1);
+        Tensor t = Tensor.allocate(arena, count, E);
+        MemorySegment.copy(x.segment(), (long) from * E * Float.BYTES, t.segment(), 0, (long) count * E * Float.BYTES);
+        return t;
+    }
+
+    static void assertClose(float[] expected, float[] actual, String what) {
+        double max = 0, err = 0;
+        int worst = -1;
+        for (int i = 0; i < expected.length; i++) {
+            max = Math.max(max, Math.abs(expected[i]));
+            double e = Math.abs(expected[i] - actual[i]);
+            if (!(e <= err)) {
+                err = e;
+                worst = i;
+            }
+        }
+        assertTrue(err <= TOLERANCE * max, what + ": max |Δ| " + err + " at " + worst + " > " + TOLERANCE + " · " + max);
+    }
+
+    @Test
+    void longContextsAreSplitOverWorkersAndMergedExactly() {
+        // one key/value head and 2 000 keys: the decode path cuts the keys into chunks (split-K)
+        AttentionConfig c = AttentionConfig.of(32, 4, 1, 8).withRope(new RotaryEmbedding(10000, 8, RotaryEmbedding.Layout.PAIRS));
+        int n = 2000;
+        try (Arena arena = TrackedArena.ofShared()) {
+            AttentionWeights w = AttentionWeights.random(c, true, 12, arena);
+            Tensor x = randomInput(arena, 13, n, c.dModel());
+            try (MultiHeadAttention mha = new MultiHeadAttention(w, MultiHeadAttention.Options.defaults().withThreads(2))) {
+                float[] whole = mha.forward(x, Mask.causal(), arena).toArray();
+                float[] cached = runCached(mha, x, Mask.causal(), 16, KvDtype.F32, new int[]{n - 6}, false);
+                assertClose(whole, cached, "split-K decode over " + n + " keys");
+                assertTrue(CachedAttention.chunks(n, 1, n, 2) > 1, "the decode steps ran on several chunks");
+            }
+        }
+    }
+
+    /**
+     * The error a quantised cache adds to the attention output, relative to the largest output,
+     * against a float32 cache, over 300 tokens (prefill 200, decode 100) of a GQA layer with RoPE:
+     * float16 stays under 1e-3, int8 (a scale per token and head) under 2e-2.
+     */
+    @Test
+    void quantisedCachesStayWithinTheirStatedError() {
+        AttentionConfig c = AttentionConfig.of(64, 8, 2, 16).withRope(new RotaryEmbedding(10000, 16, RotaryEmbedding.Layout.HALVES));
+        try (Arena arena = TrackedArena.ofShared()) {
+            AttentionWeights w = AttentionWeights.random(c, true, 30, arena);
+            Tensor x = randomInput(arena, 31, 300, c.dModel());
+            try (MultiHeadAttention mha = new MultiHeadAttention(w)) {
+                float[] exact = runCached(mha, x, Mask.causal(), 16, KvDtype.F32, new int[]{200}, false);
+                double max = 0;
+                for (float v : exact) max = Math.max(max, Math.abs(v));
+                for (KvDtype dtype : new KvDtype[]{KvDtype.F16, KvDtype.INT8}) {
+                    float[] y = runCached(mha, x, Mask.causal(), 16, dtype, new int[]{200}, false);
+                    double err = 0;
+                    for (int i = 0; i < y.length; i++) err = Math.max(err, Math.abs(y[i] - exact[i]));
+                    double bound = dtype == KvDtype.F16 ? 1e-3 : 2e-2;
+                    System.out.printf("KV %s: max |Δ| / max |y| = %.2e (bound %.0e)%n", dtype, err / max, bound);
+                    assertTrue(err / max < bound, dtype + " error " + err / max);
+                    assertTrue(err > 0, dtype + " must differ from float32 somewhere (else the test proves nothing)");
+                }
+            }
+        }
+    }
+
+    @Test
+    void aRaggedBatchEqualsEachSequenceAlone() {
+        AttentionConfig c = AttentionConfig.of(48, 6, 2, 8).withRope(new RotaryEmbedding(10000, 8, RotaryEmbedding.Layout.HALVES));
+        int[] lengths = {3, 40, 17, 1, 64};
+        try (Arena arena = TrackedArena.ofShared(); Workspace ws = new Workspace()) {
+            AttentionWeights w = AttentionWeights.random(c, true, 8, arena);
+            List<Tensor> inputs = new ArrayList<>();
+            for (int s = 0; s < lengths.length; s++) inputs.add(randomInput(arena, 50 + s, lengths[s] + 3, c.dModel()));
+            try (MultiHeadAttention mha = new MultiHeadAttention(w);
+                 KvCache cache = new KvCache(new KvCache.Shape(1, 2, 8, 16, KvDtype.F32), 2L << 20)) {
+                int[] seqs = new int[lengths.length];
+                for (int s = 0; s < seqs.length; s++) seqs[s] = cache.create();
+                // step 1: every prompt at once (prefill chunks of different lengths); steps 2–4: one token each
+                for (int step = 0; step < 4; step++) {
+                    int[] counts = new int[seqs.length];
+                    int T = 0;
+                    for (int s = 0; s < seqs.length; s++) T += counts[s] = step == 0 ? lengths[s] : 1;
+                    KvCache.Step st = cache.step(seqs, counts, null);
+                    Tensor in = Tensor.allocate(arena, T, c.dModel()), out = Tensor.allocate(arena, T, c.dModel());
+                    for (int s = 0, r = 0; s < seqs.length; r += counts[s], s++) {
+                        MemorySegment.copy(inputs.get(s).segment(), (long) st.starts()[s] * c.dModel() * 4, in.segment(),
+                                (long) r * c.dModel() * 4, (long) counts[s] * c.dModel() * 4);
+                    }
+                    mha.forward(cache, st, 0, in, Mask.causal(), out, ws, CallOptions.NONE);
+                    for (int s = 0, r = 0; s < seqs.length; r += counts[s], s++) {
+                        int p = st.starts()[s];
+                        float[] whole = mha.forward(rows(arena, inputs.get(s), 0, p + counts[s]), Mask.causal(), arena).toArray();
+                        float[] mine = new float[counts[s] * c.dModel()], theirs = new float[counts[s] * c.dModel()];
+                        System.arraycopy(whole, p * c.dModel(), theirs, 0, theirs.length);
+                        MemorySegment.copy(out.segment(), java.lang.foreign.ValueLayout.JAVA_FLOAT, (long) r * c.dModel() * 4, mine, 0,
+                                mine.length);
+                        assertClose(theirs, mine, "sequence " + s + " step " + step);
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    void forkedPrefixReusedAndTruncatedSequencesEqualIndependentOnes() {
+        AttentionConfig c = AttentionConfig.of(32, 4, 2, 8).withRope(new RotaryEmbedding(10000, 8, RotaryEmbedding.Layout.PAIRS));
+        int E = c.dModel(), bs = 4;
+        try (Arena arena = TrackedArena.ofShared(); Workspace ws = new Workspace()) {
+            AttentionWeights w = AttentionWeights.random(c, true, 21, arena);
+            Tensor common = randomInput(arena, 1, 10, E), a = randomInput(arena, 2, 6, E), b = randomInput(arena, 3, 6, E);
+            try (MultiHeadAttention mha = new MultiHeadAttention(w);
+                 KvCache cache = new KvCache(new KvCache.Shape(1, 2, 8, bs, KvDtype.F32), 1L << 20)) {
+                int[] prompt = new int[10];
+                for (int t = 0; t < 10; t++) prompt[t] = 100 + t;
+                int s1 = cache.create();
+                feed(mha, cache, ws, arena, s1, common, prompt);
+                // fork after 10 tokens (block 2 half full, shared): both continue differently
+                int s2 = cache.fork(s1);
+                int sharedBefore = cache.stats().sharedBlocks();
+                assertEquals(3, sharedBefore, "three blocks are shared right after the fork");
+                float[] ya = feed(mha, cache, ws, arena, s1, a, null);
+                float[] yb = feed(mha, cache, ws, arena, s2, b, null);
+                assertEquals(2, cache.stats().sharedBlocks(), "the half-full block was copied on the first write");
+                assertClose(whole(mha, arena, common, a), ya, "first branch");
+                assertClose(whole(mha, arena, common, b), yb, "forked branch");
+
+                // prefix reuse: a new sequence with the same first 10 tokens starts on the 2 full registered blocks
+                int[] prompt2 = java.util.Arrays.copyOf(prompt, 13);
+                prompt2[10] = 7;
+                prompt2[11] = 8;
+                prompt2[12] = 9;
+                int s3 = cache.create(prompt2);
+                assertEquals(8, cache.length(s3), "two full blocks reused");
+                Tensor x3 = concat(arena, common, a);
+                float[] y3 = feed(mha, cache, ws, arena, s3, rows(arena, x3, 8, 5), java.util.Arrays.copyOfRange(prompt2, 8, 13));
+                float[] full = whole(mha, arena, rows(arena, x3, 0, 13), null);
+                assertClose(java.util.Arrays.copyOfRange(full, 8 * E, 13 * E), y3, "reused prefix");
+
+                // truncate then append equals never having appended
+                cache.truncate(s1, 12);
+                float[] again = feed(mha, cache, ws, arena, s1, b, null);
+                Tensor expected = concat(arena, rows(arena, concat(arena, common, a), 0, 12), b);
+                float[] y = whole(mha, arena, expected, null);
+                assertClose(java.util.Arrays.copyOfRange(y, 12 * E, 18 * E), again, "truncated and appended again");
+            }
+        }
+    }
+
+    /** Appends x's rows to sequence seq one step at a time (2 tokens, then single ones); returns their outputs. */
+    static float[] feed(MultiHeadAttention mha, KvCache cache, Workspace ws, Arena arena, int seq, Tensor x, int[] ids) {
+        int n = x.dim(0), E = x.dim(1);
+        float[] y = new float[n * E];
+        for (int pos = 0; pos < n; ) {
+            int count = pos == 0 ? Math.min(2, n) : 1;
+            int[] tokens = ids == null ? null : java.util.Arrays.copyOfRange(ids, pos, pos + count);
+            KvCache.Step st = cache.step(new int[]{seq}, new int[]{count}, tokens == null ? null : new int[][]{tokens});
+            Tensor out = Tensor.allocate(arena, count, E);
+            mha.forward(cache, st, 0, rows(arena, x, pos, count), Mask.causal(), out, ws, CallOptions.NONE);
+            System.arraycopy(out.toArray(), 0, y, pos * E, count * E);
+            pos += count;
+        }
+        return y;
+    }
+
+    /** The whole causal forward of prefix then x; returns the outputs of x's rows (all rows when x is null). */
+    static float[] whole(MultiHeadAttention mha, Arena arena, Tensor prefix, Tensor x) {
+        Tensor all = x == null ? prefix : concat(arena, prefix, x);
+        float[] y = mha.forward(all, Mask.causal(), arena).toArray();
+        if (x == null) return y;
+        return java.util.Arrays.copyOfRange(y, prefix.dim(0) * prefix.dim(1), y.length);
+    }
+
+    static Tensor concat(Arena arena, Tensor a, Tensor b) {
+        Tensor t = Tensor.allocate(arena, a.dim(0) + b.dim(0), a.dim(1));
+        MemorySegment.copy(a.segment(), 0, t.segment(), 0, a.segment().byteSize());
+        MemorySegment.copy(b.segment(), 0, t.segment(), a.segment().byteSize(), b.segment().byteSize());
+        return t;
+    }
+}

@@ -1,0 +1,83 @@
+package dev.headroom.attention;
+
+import dev.headroom.cache.KvDtype;
+import org.junit.jupiter.api.Test;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+/**
+ * The vector decode products against their scalar twin on raw blocks: every dtype, head widths and
+ * block sizes that are and are not multiples of the lane count, partly filled blocks, 1 to 9 query
+ * rows (the scores loop takes four at a time), scores written at a column offset inside a wider
+ * row. Run at every vector width the build tests (512, 256, 128 bits).
+ */
+class DecodeBlocksTest {
+    private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
+
+    @Test
+    void vectorEqualsScalar() {
+        SplittableRandom rnd = new SplittableRandom(7);
+        try (Arena arena = Arena.ofConfined()) {
+            for (KvDtype dtype : KvDtype.values()) {
+                for (int d : new int[]{5, 16, 64, 67}) {
+                    for (int bs : new int[]{1, 7, 16, 33}) {
+                        for (int tokens : new int[]{1, bs / 2 + 1, bs}) {
+                            if (tokens > bs) continue;
+                            for (int R = 1; R <= 9; R += 4) check(arena, rnd, dtype, d, bs, tokens, R);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    private static void check(Arena arena, SplittableRandom rnd, KvDtype dtype, int d, int bs, int tokens, int R) {
+        long elems = (long) d * bs;
+        // one block part: Kᵀ or V elements, then scales; random bytes make valid int8 and (finite-ish) f16 values
+        MemorySegment mem = arena.allocate(2 * elems * dtype.bytes() + 2L * bs * 4 + 64);
+        long keys = 8, scales = keys + elems * dtype.bytes() + 8;
+        for (long i = 0; i < elems; i++) {
+            float v = (float) rnd.nextDouble(-2, 2);
+            switch (dtype) {
+                case F32 -> mem.set(F, keys + i * 4, v);
+                case F16 -> mem.set(ValueLayout.JAVA_SHORT_UNALIGNED, keys + i * 2, Float.floatToFloat16(v));
+                case INT8 -> mem.set(ValueLayout.JAVA_BYTE, keys + i, (byte) rnd.nextInt(-127, 128));
+            }
+        }
+        for (int t = 0; t < bs; t++) mem.set(F, scales + t * 4L, (float) rnd.nextDouble(0.001, 0.05));
+        MemorySegment q = arena.allocate((long) (R + 3) * d * 4);
+        for (long i = 0; i < (long) R * d; i++) q.setAtIndex(F, i, (float) rnd.nextDouble(-1, 1));
+        int ldS = tokens + 5, col = 3;
+        MemorySegment s1 = arena.allocate((long) R * ldS * 4), s2 = arena.allocate((long) R * ldS * 4);
+        DecodeBlocks.SCALAR.scores(mem, keys, scales, dtype, d, bs, tokens, q, R, 0.37f, s1, ldS, col);
+        DecodeBlocks.VECTOR.scores(mem, keys, scales, dtype, d, bs, tokens, q, R, 0.37f, s2, ldS, col);
+        String what = dtype + " d=" + d + " bs=" + bs + " tokens=" + tokens + " R=" + R;
+        for (int r = 0; r < R; r++) {
+            for (int t = 0; t < ldS; t++) {
+                float a = s1.getAtIndex(F, (long) r * ldS + t), b = s2.getAtIndex(F, (long) r * ldS + t);
+                assertEquals(a, b, 1e-5f * (1 + Math.abs(a)) * Math.sqrt(d), what + " score " + r + "," + t);
+            }
+        }
+        // weighted sums: probabilities in [0, 1) with some exact zeros (masked keys)
+        for (int r = 0; r < R; r++) for (int t = 0; t < tokens; t++) {
+            s1.setAtIndex(F, (long) r * ldS + col + t, rnd.nextInt(4) == 0 ? 0f : (float) rnd.nextDouble());
+        }
+        MemorySegment o1 = arena.allocate((long) R * d * 4), o2 = arena.allocate((long) R * d * 4);
+        for (long i = 0; i < (long) R * d; i++) {
+            float v = (float) rnd.nextDouble(-1, 1);
+            o1.setAtIndex(F, i, v);
+            o2.setAtIndex(F, i, v);
+        }
+        DecodeBlocks.SCALAR.accumulate(mem, keys, scales, dtype, d, bs, tokens, s1, ldS, col, R, o1);
+        DecodeBlocks.VECTOR.accumulate(mem, keys, scales, dtype, d, bs, tokens, s1, ldS, col, R, o2);
+        for (long i = 0; i < (long) R * d; i++) {
+            float a = o1.getAtIndex(F, i), b = o2.getAtIndex(F, i);
+            assertEquals(a, b, 1e-5f * (1 + Math.abs(a)) * Math.sqrt(tokens), what + " output " + i);
+        }
+    }
+}
