@@ -49,84 +49,113 @@ final class CachedAttention {
     static void forward(MultiHeadAttention layer, KvCache cache, KvCache.Step step, int l, Tensor x, Mask mask, Tensor out,
                         Workspace ws, CallOptions call, DecodeBlocks blocks) {
         AttentionConfig c = layer.config();
-        int H = c.heads(), G = c.kvHeads(), d = c.headDim(), T = step.tokens(), n = step.size();
-        check(layer, cache, step, l, x, mask, out);
-        Mask causal = mask.withCausal();
+        int T = step.tokens();
+        check(layer, cache, step, l, mask);
+        checkRows("the step's input", x, T, c.dModel());
+        checkRows("the output", out, T, c.dModel());
         ws.acquire();
         try {
-            long projection = (long) (c.queryWidth() + 2 * c.kvWidth()) * T;
-            long scratch = 1; // the span loop's scratch for the largest prefill sequence
-            for (int i = 0; i < n; i++) {
-                int nq = Math.max(1, step.counts()[i]), L = Math.max(1, step.keys(i));
-                scratch = Math.max(scratch, layer.kernelFor(causal, L).scratchFloats(Math.min(layer.options().queryBlock(), nq), L));
-            }
-            ws.prepare(projection, (long) T * c.queryWidth(), layer.pool().threads(), scratch);
+            ws.prepare((long) (c.queryWidth() + 2 * c.kvWidth()) * T, (long) T * c.queryWidth(), layer.pool().threads(),
+                    scratchFloats(layer, step, mask));
             MemorySegment P = ws.projection();
-            /* Qᵀ: (H·d, T), Kᵀ, Vᵀ: (G·d, T): the step's new tokens as columns. */
+            /* Qᵀ: (H·d, T), Kᵀ: (G·d, T): the step's new tokens as columns; V: (T, G·d), as the cache stores it. */
             Matrix qT = new Matrix(P, 0, c.queryWidth(), T, T);
             Matrix kT = new Matrix(P, (long) c.queryWidth() * T, c.kvWidth(), T, T);
-            Matrix vT = new Matrix(P, (long) (c.queryWidth() + c.kvWidth()) * T, c.kvWidth(), T, T);
+            Matrix v = Matrix.of(P, (long) (c.queryWidth() + c.kvWidth()) * T, T, c.kvWidth());
             /* concat: (T, H·d). */
             Matrix concat = Matrix.of(ws.concat(), 0, T, c.queryWidth());
 
             // 1. project the new tokens
-            layer.project(x.matrix(), x.matrix(), qT, kT, vT, call.profile());
-
-            // 1½. positions: column r of sequence i is at starts[i] + (r − row(i))
-            int[] seqOfColumn = new int[T];
-            for (int i = 0, r = 0; i < n; i++) for (int t = 0; t < step.counts()[i]; t++) seqOfColumn[r++] = i;
-            int[] rows = new int[n];
-            for (int i = 1; i < n; i++) rows[i] = rows[i - 1] + step.counts()[i - 1];
-            RotaryEmbedding.ColumnPositions position = col -> step.starts()[seqOfColumn[col]] + (col - rows[seqOfColumn[col]]);
-            Matrix qTSinks = null;
-            if (c.rope() != null) {
-                if (causal.pattern() instanceof AttentionPattern.Streaming st) {
-                    /* qTSinks: (H·d, T), Q turned at the sink positions. */
-                    qTSinks = Matrix.of(ws.extra(Workspace.Extra.SINK_QUERIES, (long) c.queryWidth() * T), 0, c.queryWidth(), T);
-                    for (int r = 0; r < qT.rows(); r++) {
-                        MemorySegment.copy(P, qT.index(r, 0) * Float.BYTES, qTSinks.segment(), qTSinks.index(r, 0) * Float.BYTES,
-                                (long) T * Float.BYTES);
-                    }
-                    layer.rotate(c.rope(), qTSinks, H, col -> {
-                        long p = position.of(col);
-                        return p - Math.max(0, p - st.window() + 1 - st.sinks());
-                    }, ws);
-                }
-                layer.rotate(c.rope(), qT, H, position, ws);
-                layer.rotate(c.rope(), kT, G, position, ws);
-            }
-
-            // 2. cache[l] ← K, V of the new tokens
-            for (int i = 0; i < n; i++) cache.write(step.sequences()[i], l, step.starts()[i], step.counts()[i], kT, rows[i], vT);
-
-            // 3. attend: decode sequences together, straight from the blocks; prefill ones one by one
-            List<Integer> decode = new ArrayList<>(), prefill = new ArrayList<>();
-            for (int i = 0; i < n; i++) {
-                if (step.counts()[i] == 0) continue;
-                (step.counts()[i] <= DECODE_MAX_QUERIES && call.observer() == null ? decode : prefill).add(i);
-            }
-            if (!decode.isEmpty()) decode(layer, cache, step, l, decode, rows, causal, qT, qTSinks, concat, ws, blocks);
-            for (int i : prefill) {
-                int seq = step.sequences()[i], L = step.keys(i), q0 = rows[i], q1 = q0 + step.counts()[i];
-                /* gathered Kᵀ, Vᵀ: (G·d, L) each, this sequence's whole cache for this layer, as float32. */
-                MemorySegment gathered = ws.extra(Workspace.Extra.GATHERED_KEYS_VALUES, 2L * c.kvWidth() * L);
-                Matrix gk = Matrix.of(gathered, 0, c.kvWidth(), L), gv = Matrix.of(gathered, (long) c.kvWidth() * L, c.kvWidth(), L);
-                layer.pool().run(G, (g, worker) -> cache.gather(seq, l, g, 0, L, gk.rowRange(g * d, (g + 1) * d),
-                        gv.rowRange(g * d, (g + 1) * d)));
-                MultiHeadAttention.Plan plan = layer.plan(1, q1 - q0, L, false, causal, Positions.uniform(step.starts()[i]),
-                        call.observer(), false);
-                layer.attend(plan, qT.colRange(q0, q1), qTSinks == null ? null : qTSinks.colRange(q0, q1),
-                        KeyValues.projected(gk, gv, d, L), concat.rowRange(q0, q1), ws, call);
-            }
-
-            // 4. Y = O W_Oᵀ + b_O
+            layer.project(x.matrix(), x.matrix(), qT, kT, v, true, call.profile());
+            // 2. positions, cache writes, attention
+            attend(layer, cache, step, l, qT, kT, v, concat, mask, ws, call, blocks);
+            // 3. Y = O W_Oᵀ + b_O
             layer.projectOutput(concat, out.matrix(), call.profile());
         } finally {
             ws.releaseUse();
         }
     }
 
-    private static void check(MultiHeadAttention layer, KvCache cache, KvCache.Step step, int l, Tensor x, Mask mask, Tensor out) {
+    /** The span loop's scratch for the step's largest prefill sequence. */
+    private static long scratchFloats(MultiHeadAttention layer, KvCache.Step step, Mask mask) {
+        long scratch = 1;
+        for (int i = 0; i < step.size(); i++) {
+            int nq = Math.max(1, step.counts()[i]), L = Math.max(1, step.keys(i));
+            scratch = Math.max(scratch, layer.kernelFor(mask.withCausal(), L).scratchFloats(Math.min(layer.options().queryBlock(), nq), L));
+        }
+        return scratch;
+    }
+
+    /**
+     * The attend stage over the cache, for projected new tokens: Qᵀ (H·d, T) and Kᵀ (G·d, T) are
+     * turned in place at the tokens' positions (RoPE), K and V (T, G·d) written into the cache at
+     * layer l, and every sequence's new queries attend to its cache, into {@code concat} (T, H·d).
+     * The workspace must be held by the caller ({@link Workspace#acquire}) and must not hold the
+     * matrices passed in unless it was prepared for them first.
+     */
+    static void attend(MultiHeadAttention layer, KvCache cache, KvCache.Step step, int l, Matrix qT, Matrix kT, Matrix v,
+                       Matrix concat, Mask mask, Workspace ws, CallOptions call, DecodeBlocks blocks) {
+        AttentionConfig c = layer.config();
+        int H = c.heads(), G = c.kvHeads(), d = c.headDim(), T = step.tokens(), n = step.size();
+        Mask causal = mask.withCausal();
+        ws.prepare(0, 0, layer.pool().threads(), scratchFloats(layer, step, mask));
+
+        // positions: column r of sequence i is at starts[i] + (r − row(i))
+        int[] seqOfColumn = new int[T];
+        for (int i = 0, r = 0; i < n; i++) for (int t = 0; t < step.counts()[i]; t++) seqOfColumn[r++] = i;
+        int[] rows = new int[n];
+        for (int i = 1; i < n; i++) rows[i] = rows[i - 1] + step.counts()[i - 1];
+        RotaryEmbedding.ColumnPositions position = col -> step.starts()[seqOfColumn[col]] + (col - rows[seqOfColumn[col]]);
+        Matrix qTSinks = null;
+        if (c.rope() != null) {
+            if (causal.pattern() instanceof AttentionPattern.Streaming st) {
+                /* qTSinks: (H·d, T), Q turned at the sink positions. */
+                qTSinks = Matrix.of(ws.extra(Workspace.Extra.SINK_QUERIES, (long) c.queryWidth() * T), 0, c.queryWidth(), T);
+                for (int r = 0; r < qT.rows(); r++) {
+                    MemorySegment.copy(qT.segment(), qT.index(r, 0) * Float.BYTES, qTSinks.segment(), qTSinks.index(r, 0) * Float.BYTES,
+                            (long) T * Float.BYTES);
+                }
+                layer.rotate(c.rope(), qTSinks, H, col -> {
+                    long p = position.of(col);
+                    return p - Math.max(0, p - st.window() + 1 - st.sinks());
+                }, ws);
+            }
+            layer.rotate(c.rope(), qT, H, position, ws);
+            layer.rotate(c.rope(), kT, G, position, ws);
+        }
+
+        // cache[l] ← K, V of the new tokens
+        for (int i = 0; i < n; i++) cache.write(step.sequences()[i], l, step.starts()[i], step.counts()[i], kT, rows[i], v, rows[i]);
+
+        // attend: decode sequences together, straight from the blocks; prefill ones one by one
+        List<Integer> decode = new ArrayList<>(), prefill = new ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            if (step.counts()[i] == 0) continue;
+            (step.counts()[i] <= DECODE_MAX_QUERIES && call.observer() == null ? decode : prefill).add(i);
+        }
+        if (!decode.isEmpty()) decode(layer, cache, step, l, decode, rows, causal, qT, qTSinks, concat, ws, blocks);
+        for (int i : prefill) {
+            int seq = step.sequences()[i], L = step.keys(i), q0 = rows[i], q1 = q0 + step.counts()[i];
+            /* gathered Kᵀ: (G·d, L), V: (L, G·d): this sequence's whole cache for this layer, as float32. */
+            MemorySegment gathered = ws.extra(Workspace.Extra.GATHERED_KEYS_VALUES, 2L * c.kvWidth() * L);
+            Matrix gk = Matrix.of(gathered, 0, c.kvWidth(), L), gv = Matrix.of(gathered, (long) c.kvWidth() * L, L, c.kvWidth());
+            layer.pool().run(G, (g, worker) -> cache.gather(seq, l, g, 0, L, gk.rowRange(g * d, (g + 1) * d),
+                    gv.colRange(g * d, (g + 1) * d)));
+            MultiHeadAttention.Plan plan = layer.plan(1, q1 - q0, L, false, causal, Positions.uniform(step.starts()[i]),
+                    call.observer(), false);
+            layer.attend(plan, qT.colRange(q0, q1), qTSinks == null ? null : qTSinks.colRange(q0, q1),
+                    KeyValues.gathered(gk, gv, d), concat.rowRange(q0, q1), ws, call);
+        }
+    }
+
+    private static void checkRows(String what, Tensor t, int rows, int cols) {
+        if (t.rank() != 2 || t.dim(0) != rows || t.dim(1) != cols) {
+            throw new IllegalArgumentException(what + " must be (" + rows + ", " + cols + ") (the step's new tokens), got "
+                    + t.shapeString());
+        }
+    }
+
+    static void check(MultiHeadAttention layer, KvCache cache, KvCache.Step step, int l, Mask mask) {
         AttentionConfig c = layer.config();
         KvCache.Shape s = cache.shape();
         if (s.kvHeads() != c.kvHeads() || s.headDim() != c.headDim()) {
@@ -134,14 +163,6 @@ final class CachedAttention {
                     + ", the layer has " + c.kvHeads() + " of " + c.headDim());
         }
         if (l < 0 || l >= s.layers()) throw new IllegalArgumentException("layer " + l + " outside the cache's " + s.layers() + " layers");
-        int T = step.tokens();
-        if (x.rank() != 2 || x.dim(0) != T || x.dim(1) != c.dModel()) {
-            throw new IllegalArgumentException("the step's input must be (" + T + ", " + c.dModel() + ") (its new tokens), got "
-                    + x.shapeString());
-        }
-        if (out.rank() != 2 || out.dim(0) != T || out.dim(1) != c.dModel()) {
-            throw new IllegalArgumentException("output shape " + out.shapeString() + " must equal input shape " + x.shapeString());
-        }
         if (mask.hasExplicit() || mask.keyLengthsOrNull() != null) {
             throw new IllegalArgumentException("attention over a KV cache takes causal masks and patterns only: an explicit "
                     + "mask or key lengths have no fixed shape across a ragged batch");

@@ -15,7 +15,8 @@ import dev.headroom.tensor.Matrix;
  *                against the attention sinks instead of {@code queryT}; null when they are the same
  *                (no RoPE, or no streaming mask)
  * @param keyT    K_gᵀ: (d, n_k), a view into the projection buffer
- * @param valueT  V_gᵀ: (d, n_k), a view into the projection buffer
+ * @param values  V_g: (n_k, d) rows, or Vᵀ_g (d, n_k) when {@code valuesTransposed} (a view into the
+ *                projection buffer is transposed, a view into keys gathered from a KV cache is not)
  * @param out     O_h for these rows: (m, d), a view into the concatenated-heads buffer
  *                (leading dimension H·d), written by the kernel
  * @param layout  the compiled sparse layout when the mask has a pattern and the sparse kernel runs, else null
@@ -23,7 +24,7 @@ import dev.headroom.tensor.Matrix;
  * @param observer what to show the block's probabilities to, or null
  */
 public record HeadBlock(int batch, int head, int firstQuery,
-                        Matrix queryT, Matrix queryTSinks, Matrix keyT, Matrix valueT, Matrix out,
+                        Matrix queryT, Matrix queryTSinks, Matrix keyT, Matrix values, boolean valuesTransposed, Matrix out,
                         float scale, Mask.Bound mask, Softmax softmax, BlockLayout layout, Profile profile,
                         AttentionObserver observer) {
     /** Query rows in this block. */

@@ -244,6 +244,32 @@ public final class MultiHeadAttention implements AutoCloseable {
         CachedAttention.forward(this, cache, step, layer, x, mask, out, ws, call, DecodeBlocks.VECTOR);
     }
 
+    /**
+     * The attend stage alone over a KV cache, for a caller that projects itself (a model with its
+     * own fused projections, a benchmark of attention alone): {@code qT} (H·d, T) and {@code kT}
+     * (G·d, T) hold the step's new tokens as columns and are turned in place (RoPE), {@code v}
+     * (T, G·d) by rows; keys and values go into the cache at {@code layer}, and the heads' outputs
+     * into {@code concat} (T, H·d). None of the matrices may live in {@code ws}.
+     */
+    public void attend(KvCache cache, KvCache.Step step, int layer, Matrix qT, Matrix kT, Matrix v, Matrix concat, Mask mask,
+                       Workspace ws, CallOptions call) {
+        if (pool.isClosed()) throw new IllegalStateException("this MultiHeadAttention (or the pool it runs on) is closed");
+        CachedAttention.check(this, cache, step, layer, mask);
+        int T = step.tokens();
+        if (qT.rows() != config.queryWidth() || qT.cols() != T || kT.rows() != config.kvWidth() || kT.cols() != T
+                || v.rows() != T || v.cols() != config.kvWidth() || concat.rows() != T || concat.cols() != config.queryWidth()) {
+            throw new IllegalArgumentException("attend over " + T + " new tokens needs Qᵀ (" + config.queryWidth() + ", " + T
+                    + "), Kᵀ (" + config.kvWidth() + ", " + T + "), V (" + T + ", " + config.kvWidth() + ") and concat (" + T + ", "
+                    + config.queryWidth() + "); got " + qT + ", " + kT + ", " + v + ", " + concat);
+        }
+        ws.acquire();
+        try {
+            CachedAttention.attend(this, cache, step, layer, qT, kT, v, concat, mask, ws, call, DecodeBlocks.VECTOR);
+        } finally {
+            ws.releaseUse();
+        }
+    }
+
     /** As {@link #forward(KvCache, KvCache.Step, int, Tensor, Mask, Tensor, Workspace, CallOptions)} with the scalar decode twin (tests). */
     void forwardScalarDecode(KvCache cache, KvCache.Step step, int layer, Tensor x, Mask mask, Tensor out, Workspace ws) {
         CachedAttention.forward(this, cache, step, layer, x, mask, out, ws, CallOptions.NONE, DecodeBlocks.SCALAR);
@@ -258,11 +284,20 @@ public final class MultiHeadAttention implements AutoCloseable {
      * {@code kv}, {@code kT} and {@code vT} may all be null to project queries only.
      */
     public void project(Matrix x, Matrix kv, Matrix qT, Matrix kT, Matrix vT, Profile profile) {
+        project(x, kv, qT, kT, vT, false, profile);
+    }
+
+    /**
+     * As {@link #project(Matrix, Matrix, Matrix, Matrix, Matrix, Profile)}, with V written by rows
+     * when {@code valueRows}: {@code v} is then (n_k, G·d), V = KV W_Vᵀ + b_V (what a KV cache
+     * stores, so that it copies whole rows).
+     */
+    public void project(Matrix x, Matrix kv, Matrix qT, Matrix kT, Matrix v, boolean valueRows, Profile profile) {
         List<Projection> projections = new ArrayList<>(3);
-        projections.add(new Projection(weights.wq, weights.bq, x, qT));
+        projections.add(new Projection(weights.wq, weights.bq, x, qT, false));
         if (kv != null) {
-            projections.add(new Projection(weights.wk, weights.bk, kv, kT));
-            projections.add(new Projection(weights.wv, weights.bv, kv, vT));
+            projections.add(new Projection(weights.wk, weights.bk, kv, kT, false));
+            projections.add(new Projection(weights.wv, weights.bv, kv, v, valueRows));
         }
         project(projections, profile);
     }
@@ -340,7 +375,7 @@ public final class MultiHeadAttention implements AutoCloseable {
             } else {
                 HeadBlock hb = new HeadBlock(b, h, q0, qT.rowRange(h * d, (h + 1) * d).colRange(b * nq + q0, b * nq + q1),
                         qTSinks == null ? null : qTSinks.rowRange(h * d, (h + 1) * d).colRange(b * nq + q0, b * nq + q1),
-                        kv.keysT(b, g), kv.valuesT(b, g), o, config.scale(), plan.bound, options.softmax(), plan.layout,
+                        kv.keysT(b, g), kv.values(b, g), kv.valuesTransposed(), o, config.scale(), plan.bound, options.softmax(), plan.layout,
                         call.profile(), observer);
                 plan.kernel.attend(hb, ws.scratch(worker));
             }
@@ -506,8 +541,11 @@ public final class MultiHeadAttention implements AutoCloseable {
         return l;
     }
 
-    /** out = W · inputᵀ + bias (bias broadcast along each row of out): (rows, tokens). */
-    private record Projection(Matrix weight, Tensor bias, Matrix input, Matrix out) {}
+    /**
+     * out = W · inputᵀ + bias, (W rows, tokens), bias broadcast along each row; or, when
+     * {@code byRows}, out = input · Wᵀ + bias, (tokens, W rows), bias added to every row.
+     */
+    private record Projection(Matrix weight, Tensor bias, Matrix input, Matrix out, boolean byRows) {}
 
     /**
      * Runs the projections as one stacked row space [W_Q; W_K; W_V] cut into about one chunk per
@@ -540,13 +578,20 @@ public final class MultiHeadAttention implements AutoCloseable {
             long t = profile == null ? 0 : System.nanoTime();
             for (Piece piece : tasks.get(task)) {
                 Projection p = piece.p;
+                Matrix w = p.weight.rowRange(piece.r0, piece.r1);
+                if (p.byRows) { // columns [r0, r1) of V: every token row starts at b[r0 .. r1)
+                    Matrix outCols = p.out.colRange(piece.r0, piece.r1);
+                    if (p.bias != null) outCols.fillRows(p.bias.segment(), piece.r0);
+                    Blas.sgemm(1f, p.input, false, w, true, p.bias != null ? 1f : 0f, outCols);
+                    continue;
+                }
                 Matrix outRows = p.out.rowRange(piece.r0, piece.r1);
                 if (p.bias != null) { // row r of Qᵀ/Kᵀ/Vᵀ is feature r: every token starts at b[r]
                     for (int r = piece.r0; r < piece.r1; r++) {
                         Vectors.fill(outRows.segment(), outRows.index(r - piece.r0, 0), outRows.cols(), p.bias.get(r));
                     }
                 }
-                Blas.sgemm(1f, p.weight.rowRange(piece.r0, piece.r1), false, p.input, true, p.bias != null ? 1f : 0f, outRows);
+                Blas.sgemm(1f, w, false, p.input, true, p.bias != null ? 1f : 0f, outRows);
             }
             if (profile != null) profile.add(Profile.Phase.PROJECTIONS, System.nanoTime() - t);
         });

@@ -97,7 +97,8 @@ final class SpanAttention {
             // O_h (+)= P · V_g   for keys [k0, k1), in row blocks that OpenBLAS can take without packing P:
             // on one thread a width-32 head over 512 keys ran at 133 GFLOP/s in blocks of 32 rows
             // against 101 in one call of 256 (HeadShapeSgemmBenchmark)
-            Blas.sgemmInSmallBlocks(1f, S, blk.valueT().colRange(k0, k1), true, first ? 0f : 1f, out);
+            Matrix V = blk.valuesTransposed() ? blk.values().colRange(k0, k1) : blk.values().rowRange(k0, k1);
+            Blas.sgemmInSmallBlocks(1f, S, V, blk.valuesTransposed(), first ? 0f : 1f, out);
             blk.lap(Profile.Phase.WEIGHTED_SUM, t);
         }
 

@@ -659,12 +659,15 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
     }
 
     /**
-     * Writes layer {@code layer}'s keys and values of tokens [from, from + n) of sequence s: columns
-     * [c0, c0 + n) of {@code kT} and {@code vT}, each (G·d, columns), features × tokens. The slots
-     * must have been reserved by {@link #append} (which made their blocks this sequence's own).
+     * Writes layer {@code layer}'s keys and values of tokens [from, from + n) of sequence s: keys
+     * from columns [c0, c0 + n) of {@code kT}, (G·d, ·) features × tokens, values from rows
+     * [r0, r0 + n) of {@code v}, (·, G·d) tokens × features. The slots must have been reserved by
+     * {@link #append} (which made their blocks this sequence's own). float32 is copied in runs;
+     * float16 and int8 are converted element by element.
      */
-    public void write(int s, int layer, int from, int n, Matrix kT, int c0, Matrix vT) {
+    public void write(int s, int layer, int from, int n, Matrix kT, int c0, Matrix v, int r0) {
         int[] table;
+        int bs = shape.blockSize(), d = shape.headDim(), G = shape.kvHeads();
         synchronized (this) {
             checkOpen();
             Sequence seq = seq(s);
@@ -673,69 +676,86 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
                 throw new IllegalArgumentException("tokens [" + from + ", " + (from + n) + ") were not appended to sequence " + s
                         + " of " + seq.length);
             }
-            int kw = shape.kvHeads() * shape.headDim();
-            if (kT.rows() != kw || vT.rows() != kw || kT.cols() < c0 + n || vT.cols() < c0 + n) {
-                throw new IllegalArgumentException("keys " + kT + " and values " + vT + " must be (G·d = " + kw
-                        + ", ≥ " + (c0 + n) + ")");
+            if (kT.rows() != G * d || kT.cols() < c0 + n || v.cols() != G * d || v.rows() < r0 + n) {
+                throw new IllegalArgumentException("keys " + kT + " must be (G·d = " + G * d + ", ≥ " + (c0 + n) + ") and values "
+                        + v + " (≥ " + (r0 + n) + ", " + G * d + ")");
             }
             table = Arrays.copyOf(seq.table, seq.blocks);
-            int bs = shape.blockSize();
-            for (int k = from / bs; k < shape.blocksFor(from + n); k++) {
-                if (!writable(table[k])) {
+            for (long k = from / bs; k < shape.blocksFor(from + n); k++) {
+                if (!writable(table[(int) k])) {
                     throw new IllegalStateException("block " + k + " of sequence " + s + " is shared or registered; append "
                             + "reserves (and copies) blocks before they are written");
                 }
             }
         }
-        long saturatedHere = 0;
-        int bs = shape.blockSize(), d = shape.headDim();
-        for (int t = 0; t < n; t++) {
-            int pos = from + t, block = table[pos / bs], slot = pos % bs;
+        long clipped = 0;
+        for (int pos = from; pos < from + n; ) {
+            int block = table[pos / bs], slot = pos % bs, run = Math.min(bs - slot, from + n - pos), t = pos - from;
             MemorySegment mem = slab(block);
             long base = blockOffset(block);
-            for (int g = 0; g < shape.kvHeads(); g++) {
-                saturatedHere += store(kT, g * d, c0 + t, mem, base + keyOffset(layer, g), slot, bs,
-                        base + keyScaleOffset(layer, g), slot);
-                saturatedHere += store(vT, g * d, c0 + t, mem, base + valueOffset(layer, g), slot * d, 1,
-                        base + valueScaleOffset(layer, g), slot);
+            for (int g = 0; g < G; g++) {
+                long keys = base + keyOffset(layer, g), values = base + valueOffset(layer, g);
+                if (shape.dtype() == KvDtype.F32) {
+                    for (int f = 0; f < d; f++) {         // Kᵀ row f: a run of tokens, contiguous on both sides
+                        MemorySegment.copy(kT.segment(), kT.index(g * d + f, c0 + t) * Float.BYTES, mem,
+                                keys + ((long) f * bs + slot) * Float.BYTES, (long) run * Float.BYTES);
+                    }
+                    for (int u = 0; u < run; u++) {       // V row of each token: d features, contiguous on both sides
+                        MemorySegment.copy(v.segment(), v.index(r0 + t + u, g * d) * Float.BYTES, mem,
+                                values + ((long) (slot + u) * d) * Float.BYTES, (long) d * Float.BYTES);
+                    }
+                    continue;
+                }
+                for (int u = 0; u < run; u++) {
+                    clipped += store(kT.segment(), kT.index(g * d, c0 + t + u), kT.ld(), mem, keys, slot + u, bs,
+                            base + keyScaleOffset(layer, g));
+                    clipped += store(v.segment(), v.index(r0 + t + u, g * d), 1, mem, values, (slot + u) * d, 1,
+                            base + valueScaleOffset(layer, g), slot + u);
+                }
             }
+            pos += run;
         }
-        if (saturatedHere > 0) {
+        if (clipped > 0) {
             synchronized (this) {
-                saturated += saturatedHere;
+                saturated += clipped;
             }
         }
     }
 
+    /** Key form of {@link #store(MemorySegment, long, long, MemorySegment, long, int, int, long, int)}: slot = at. */
+    private int store(MemorySegment src, long first, long stride, MemorySegment mem, long elements, int slot, int step, long scales) {
+        return store(src, first, stride, mem, elements, slot, step, scales, slot);
+    }
+
     /**
-     * Stores feature rows [row0, row0 + d) of column c of {@code src} as element (at + f·stride) of
-     * {@code mem} for f < d (byte offset {@code elements} for element 0), quantising as the dtype says;
-     * int8 puts the scale at byte offset {@code scales} + 4·slot. Returns how many values float16 clipped.
+     * Stores d floats of {@code src} (float index {@code first}, then every {@code stride}) as
+     * elements at + f·step of the dtype from byte offset {@code elements} of {@code mem}; int8 puts
+     * its scale (max |x| / 127) at byte offset {@code scales} + 4·slot. Returns how many values
+     * float16 clipped to ±65504.
      */
-    private int store(Matrix src, int row0, int c, MemorySegment mem, long elements, int at, int stride, long scales, int slot) {
+    private int store(MemorySegment src, long first, long stride, MemorySegment mem, long elements, int at, int step, long scales,
+                      int slot) {
         int d = shape.headDim(), clipped = 0;
         switch (shape.dtype()) {
-            case F32 -> {
-                for (int f = 0; f < d; f++) mem.setAtIndex(F, elements / Float.BYTES + at + (long) f * stride, src.get(row0 + f, c));
-            }
+            case F32 -> throw new IllegalStateException("float32 keys and values are copied in runs, not stored one by one");
             case F16 -> {
                 for (int f = 0; f < d; f++) {
-                    float x = src.get(row0 + f, c);
+                    float x = src.getAtIndex(F, first + f * stride);
                     if (Math.abs(x) > 65504f) {
                         x = Math.copySign(65504f, x);
                         clipped++;
                     }
-                    mem.setAtIndex(S, elements / 2 + at + (long) f * stride, Float.floatToFloat16(x));
+                    mem.set(S, elements + (at + (long) f * step) * 2, Float.floatToFloat16(x));
                 }
             }
             case INT8 -> {
                 float max = 0;
-                for (int f = 0; f < d; f++) max = Math.max(max, Math.abs(src.get(row0 + f, c)));
+                for (int f = 0; f < d; f++) max = Math.max(max, Math.abs(src.getAtIndex(F, first + f * stride)));
                 float scale = max / 127f, inverse = max == 0 ? 0 : 127f / max;
                 mem.set(F, scales + (long) slot * Float.BYTES, scale);
                 for (int f = 0; f < d; f++) {
-                    int q = Math.round(src.get(row0 + f, c) * inverse);
-                    mem.set(ValueLayout.JAVA_BYTE, elements + at + (long) f * stride, (byte) Math.clamp(q, -127, 127));
+                    int q = Math.round(src.getAtIndex(F, first + f * stride) * inverse);
+                    mem.set(ValueLayout.JAVA_BYTE, elements + at + (long) f * step, (byte) Math.clamp(q, -127, 127));
                 }
             }
         }
@@ -743,37 +763,43 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
     }
 
     /**
-     * Reads layer {@code layer} / head g's keys and values of tokens [from, to) of sequence s into
-     * {@code kT} and {@code vT}, each (d, to − from), as float32 (dequantised). Tokens of evicted
-     * blocks read as 0.
+     * Reads layer {@code layer} / head g's keys and values of tokens [from, to) of sequence s, as
+     * float32 (dequantised): keys into {@code kT}, (d, to − from), values into {@code v},
+     * (to − from, d). Tokens of evicted blocks read as 0.
      */
-    public void gather(int s, int layer, int g, int from, int to, Matrix kT, Matrix vT) {
+    public void gather(int s, int layer, int g, int from, int to, Matrix kT, Matrix v) {
         int[] table = blockTable(s);
         int bs = shape.blockSize(), d = shape.headDim();
-        if (kT.rows() != d || vT.rows() != d || kT.cols() != to - from || vT.cols() != to - from) {
-            throw new IllegalArgumentException("gather of " + (to - from) + " tokens needs (" + d + ", " + (to - from) + ") views, got "
-                    + kT + " and " + vT);
+        if (kT.rows() != d || kT.cols() != to - from || v.rows() != to - from || v.cols() != d) {
+            throw new IllegalArgumentException("gather of " + (to - from) + " tokens needs keys (" + d + ", " + (to - from)
+                    + ") and values (" + (to - from) + ", " + d + "), got " + kT + " and " + v);
         }
         for (int pos = from; pos < to; ) {
-            int k = pos / bs, slot = pos % bs, run = Math.min(bs - slot, to - pos), col = pos - from;
-            int block = table[k];
+            int slot = pos % bs, run = Math.min(bs - slot, to - pos), col = pos - from, block = table[pos / bs];
             if (block < 0) {
-                for (int f = 0; f < d; f++) {
-                    for (int t = 0; t < run; t++) {
-                        kT.set(f, col + t, 0f);
-                        vT.set(f, col + t, 0f);
-                    }
-                }
+                for (int f = 0; f < d; f++) for (int t = 0; t < run; t++) kT.set(f, col + t, 0f);
+                for (int t = 0; t < run; t++) for (int f = 0; f < d; f++) v.set(col + t, f, 0f);
                 pos += run;
                 continue;
             }
             MemorySegment mem = slab(block);
-            long base = blockOffset(block), ko = base + keyOffset(layer, g), vo = base + valueOffset(layer, g);
+            long base = blockOffset(block), keys = base + keyOffset(layer, g), values = base + valueOffset(layer, g);
             long ks = base + keyScaleOffset(layer, g), vs = base + valueScaleOffset(layer, g);
-            for (int f = 0; f < d; f++) {
+            if (shape.dtype() == KvDtype.F32) {
+                for (int f = 0; f < d; f++) {
+                    MemorySegment.copy(mem, keys + ((long) f * bs + slot) * Float.BYTES, kT.segment(), kT.index(f, col) * Float.BYTES,
+                            (long) run * Float.BYTES);
+                }
                 for (int t = 0; t < run; t++) {
-                    kT.set(f, col + t, load(mem, ko, (long) f * bs + slot + t, ks, slot + t));
-                    vT.set(f, col + t, load(mem, vo, (long) (slot + t) * d + f, vs, slot + t));
+                    MemorySegment.copy(mem, values + (long) (slot + t) * d * Float.BYTES, v.segment(), v.index(col + t, 0) * Float.BYTES,
+                            (long) d * Float.BYTES);
+                }
+            } else {
+                for (int f = 0; f < d; f++) {
+                    for (int t = 0; t < run; t++) kT.set(f, col + t, load(mem, keys, (long) f * bs + slot + t, ks, slot + t));
+                }
+                for (int t = 0; t < run; t++) {
+                    for (int f = 0; f < d; f++) v.set(col + t, f, load(mem, values, (long) (slot + t) * d + f, vs, slot + t));
                 }
             }
             pos += run;

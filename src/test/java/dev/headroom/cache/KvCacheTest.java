@@ -97,7 +97,7 @@ class KvCacheTest {
         try (Arena arena = TrackedArena.ofShared(); KvCache cache = new KvCache(shape, 60 * shape.blockBytes())) {
             Map<Integer, List<Float>> values = new HashMap<>();  // per sequence, the key written at each position (NaN: evicted)
             Map<Integer, List<Integer>> tokens = new HashMap<>(); // per sequence, token ids (null entries: unknown)
-            Matrix kT = Matrix.of(arena.allocate(2 * 4 * 64), 0, 2, 64), vT = Matrix.of(arena.allocate(2 * 4 * 64), 0, 2, 64);
+            Matrix kT = Matrix.of(arena.allocate(2 * 4 * 64), 0, 2, 64), vRows = Matrix.of(arena.allocate(2 * 4 * 64), 0, 64, 2);
             int refused = 0;
             for (int op = 0; op < 10_000; op++) {
                 List<Integer> live = new ArrayList<>(values.keySet());
@@ -138,11 +138,11 @@ class KvCacheTest {
                                 }
                                 kT.set(0, t, v);
                                 kT.set(1, t, -v);
-                                vT.set(0, t, v + 0.5f);
-                                vT.set(1, t, v - 0.5f);
+                                vRows.set(t, 0, v + 0.5f);
+                                vRows.set(t, 1, v - 0.5f);
                                 values.get(s).add(v);
                             }
-                            cache.write(s, 0, start, n, kT, 0, vT);
+                            cache.write(s, 0, start, n, kT, 0, vRows, 0);
                         }
                         case 5 -> {
                             int f = cache.fork(s);
@@ -216,15 +216,15 @@ class KvCacheTest {
         for (Map.Entry<Integer, List<Float>> e : values.entrySet()) {
             int n = e.getValue().size();
             if (n == 0) continue;
-            Matrix k = Matrix.of(arena.allocate(8L * n), 0, 2, n), v = Matrix.of(arena.allocate(8L * n), 0, 2, n);
+            Matrix k = Matrix.of(arena.allocate(8L * n), 0, 2, n), v = Matrix.of(arena.allocate(8L * n), 0, n, 2);
             cache.gather(e.getKey(), 0, 0, 0, n, k, v);
             for (int t = 0; t < n; t++) {
                 float x = e.getValue().get(t);
                 if (Float.isNaN(x)) continue; // evicted
                 assertEquals(x, k.get(0, t), "sequence " + e.getKey() + " key at " + t + " of " + Arrays.toString(cache.blockTable(e.getKey())));
                 assertEquals(-x, k.get(1, t));
-                assertEquals(x + 0.5f, v.get(0, t));
-                assertEquals(x - 0.5f, v.get(1, t));
+                assertEquals(x + 0.5f, v.get(t, 0));
+                assertEquals(x - 0.5f, v.get(t, 1));
             }
         }
     }
