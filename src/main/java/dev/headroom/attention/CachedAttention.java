@@ -187,6 +187,26 @@ final class CachedAttention {
         return (int) Math.clamp(wanted, 1, Math.max(1, (long) L / MIN_CHUNK_KEYS));
     }
 
+    /** A worker's decode scratch, in Java arrays (reads need no memory-session checks), grown as needed and kept. */
+    private static final class DecodeScratch {
+        private static final ThreadLocal<DecodeScratch> MINE = ThreadLocal.withInitial(DecodeScratch::new);
+        float[] q = new float[0], qs = q, S = q, S2 = q, O = q, M = q, L = q;
+
+        static DecodeScratch of(int rows, int d, int span, int bs) {
+            DecodeScratch w = MINE.get();
+            if (w.q.length < rows * d || w.S.length < rows * span || w.S2.length < rows * bs) {
+                w.q = new float[rows * d];
+                w.qs = new float[rows * d];
+                w.S = new float[rows * span];
+                w.S2 = new float[rows * bs];
+                w.O = new float[rows * d];
+                w.M = new float[rows];
+                w.L = new float[rows];
+            }
+            return w;
+        }
+    }
+
     /** One split-K task: rows of sequence i's key/value head g against its key blocks [b0, b1). */
     private record Task(int i, int g, int b0, int b1, long out) {}
 
@@ -224,38 +244,28 @@ final class CachedAttention {
             }
         }
         int spanBlocks = Math.max(1, DECODE_SPAN_KEYS / bs), span = spanBlocks * bs;
-        long qFloats = (long) (maxRows + 3) * d; // + 3 zero rows: the scores loop reads rows four at a time
-        long perWorker = 2 * qFloats + (long) maxRows * span + (long) maxRows * bs;
-        long slots = out, rowsMax = maxRows; // the task slots come first, then each worker's scratch
-        MemorySegment buffer = ws.extra(Workspace.Extra.DECODE, slots + threads * perWorker);
+        /* the task slots: per task O (R, d), then M (R), L (R), unnormalised, for the merge. */
+        MemorySegment buffer = ws.extra(Workspace.Extra.DECODE, Math.max(1, out));
         Softmax softmax = layer.options().softmax();
+        int rowsMax = maxRows;
         layer.pool().run(tasks.size(), (index, worker) -> {
             Task task = tasks.get(index);
             int i = task.i, g = task.g, nNew = step.counts()[i], R = gs * nNew, L = step.keys(i);
             Mask.Bound bound = bounds[i];
-            long w = slots + worker * perWorker;
-            /* q, qs: (R + 3, d) query rows (qs turned at the sink positions); S: (R, span) scores; S2: (R, bs). */
-            MemorySegment q = buffer.asSlice(w * Float.BYTES, qFloats * Float.BYTES);
-            MemorySegment qs = buffer.asSlice((w + qFloats) * Float.BYTES, qFloats * Float.BYTES);
-            MemorySegment S = buffer.asSlice((w + 2 * qFloats) * Float.BYTES, rowsMax * span * Float.BYTES);
-            MemorySegment S2 = buffer.asSlice((w + 2 * qFloats + rowsMax * span) * Float.BYTES, rowsMax * bs * Float.BYTES);
-            /* O: (R, d), then M (R), L (R): this task's slot. */
-            MemorySegment O = buffer.asSlice(task.out * Float.BYTES, (long) R * (d + 2) * Float.BYTES);
-            long mAt = (long) R * d, lAt = mAt + R;
-            q.fill((byte) 0);
-            if (qTSinks != null) qs.fill((byte) 0);
+            DecodeScratch w = DecodeScratch.of(rowsMax, d, span, bs);
+            /* q, qs: (R, d) query rows (qs turned at the sink positions); S: (R, span) scores; S2: (R, bs); O: (R, d); M, Lsum: (R). */
+            float[] q = w.q, qs = w.qs, S = w.S, S2 = w.S2, O = w.O, M = w.M, Lsum = w.L;
+            MemorySegment Sm = MemorySegment.ofArray(S), Om = MemorySegment.ofArray(O);
             for (int r = 0; r < R; r++) {
                 int h = g * gs + r / nNew, col = rows[i] + r % nNew;
                 for (int f = 0; f < d; f++) {
-                    q.setAtIndex(F, (long) r * d + f, qT.get(h * d + f, col));
-                    if (qTSinks != null) qs.setAtIndex(F, (long) r * d + f, qTSinks.get(h * d + f, col));
+                    q[r * d + f] = qT.get(h * d + f, col);
+                    if (qTSinks != null) qs[r * d + f] = qTSinks.get(h * d + f, col);
                 }
             }
-            O.fill((byte) 0);
-            for (int r = 0; r < R; r++) {
-                O.setAtIndex(F, mAt + r, Float.NEGATIVE_INFINITY);
-                O.setAtIndex(F, lAt + r, 0f);
-            }
+            java.util.Arrays.fill(O, 0, R * d, 0f);
+            java.util.Arrays.fill(M, 0, R, Float.NEGATIVE_INFINITY);
+            java.util.Arrays.fill(Lsum, 0, R, 0f);
             int[] table = tables[i];
             AttentionPattern pattern = bound.pattern();
             long pFirst = bound.position(0, 0), pLast = bound.position(0, nNew - 1);
@@ -292,33 +302,30 @@ final class CachedAttention {
                             R, c.scale(), S, span, cols);
                     if (sinkPart && k0 + tokens > sinks) { // a block across the sink boundary: its sink keys against qs
                         blocks.scores(mem, keys, keyScales, cache.shape().dtype(), d, bs, tokens, qs, R, c.scale(), S2, bs, 0);
-                        for (int r = 0; r < R; r++) {
-                            MemorySegment.copy(S2, (long) r * bs * Float.BYTES, S, ((long) r * span + cols) * Float.BYTES,
-                                    (long) (sinks - k0) * Float.BYTES);
-                        }
+                        for (int r = 0; r < R; r++) System.arraycopy(S2, r * bs, S, r * span + cols, sinks - k0);
                     }
                     // mask: causal end, pattern, bias, per row (row r is head g·gs + r / nNew, query r % nNew)
                     for (int r = 0; r < R; r++) {
                         int h = g * gs + r / nNew, t = r % nNew;
-                        long row = (long) r * span + cols;
+                        int row = r * span + cols;
                         int len = Math.clamp((long) bound.keyEnd(0, t) - k0, 0, tokens);
-                        for (int j = len; j < tokens; j++) S.setAtIndex(F, row + j, Float.NEGATIVE_INFINITY);
-                        if (pattern != null) bound.applyPattern(0, h, t, S, row, k0, k0, k0 + len);
-                        if (bound.hasBias()) bound.applyBias(0, h, t, S, row, k0, len);
+                        java.util.Arrays.fill(S, row + len, row + tokens, Float.NEGATIVE_INFINITY);
+                        if (pattern != null) bound.applyPattern(0, h, t, Sm, row, k0, k0, k0 + len);
+                        if (bound.hasBias()) bound.applyBias(0, h, t, Sm, row, k0, len);
                     }
                     cols += tokens;
                 }
                 // online softmax over the span, then the weighted sum of its values
                 for (int r = 0; r < R; r++) {
                     long row = (long) r * span;
-                    float oldMax = O.getAtIndex(F, mAt + r);
-                    float newMax = Math.max(oldMax, softmax.max(S, row, cols));
-                    float sum = softmax.expInPlace(S, row, cols, newMax);
+                    float oldMax = M[r];
+                    float newMax = Math.max(oldMax, softmax.max(Sm, row, cols));
+                    float sum = softmax.expInPlace(Sm, row, cols, newMax);
                     if (newMax == Float.NEGATIVE_INFINITY) continue;                  // nothing allowed yet
                     float correction = oldMax == newMax ? 1f : (float) Math.exp(oldMax - newMax);
-                    O.setAtIndex(F, mAt + r, newMax);
-                    O.setAtIndex(F, lAt + r, O.getAtIndex(F, lAt + r) * correction + sum);
-                    if (correction != 1f) softmax.scale(O, (long) r * d, d, correction);
+                    M[r] = newMax;
+                    Lsum[r] = Lsum[r] * correction + sum;
+                    if (correction != 1f) softmax.scale(Om, (long) r * d, d, correction);
                 }
                 cols = 0;
                 for (int s = 0; s < count; s++) {
@@ -329,6 +336,10 @@ final class CachedAttention {
                     cols += tokens;
                 }
             }
+            // this task's (O, M, L) into its slot
+            MemorySegment.copy(O, 0, buffer, F, task.out * Float.BYTES, R * d);
+            MemorySegment.copy(M, 0, buffer, F, (task.out + (long) R * d) * Float.BYTES, R);
+            MemorySegment.copy(Lsum, 0, buffer, F, (task.out + (long) R * d + R) * Float.BYTES, R);
         });
 
         // merge the chunks of each (sequence, head): exact, as one softmax over all keys

@@ -28,7 +28,7 @@ class DecodeBlocksTest {
                     for (int bs : new int[]{1, 7, 16, 33}) {
                         for (int tokens : new int[]{1, bs / 2 + 1, bs}) {
                             if (tokens > bs) continue;
-                            for (int R = 1; R <= 9; R += 4) check(arena, rnd, dtype, d, bs, tokens, R);
+                            for (int R = 1; R <= 9; R += 2) check(arena, rnd, dtype, d, bs, tokens, R);
                         }
                     }
                 }
@@ -50,33 +50,29 @@ class DecodeBlocksTest {
             }
         }
         for (int t = 0; t < bs; t++) mem.set(F, scales + t * 4L, (float) rnd.nextDouble(0.001, 0.05));
-        MemorySegment q = arena.allocate((long) (R + 3) * d * 4);
-        for (long i = 0; i < (long) R * d; i++) q.setAtIndex(F, i, (float) rnd.nextDouble(-1, 1));
+        float[] q = new float[R * d];
+        for (int i = 0; i < R * d; i++) q[i] = (float) rnd.nextDouble(-1, 1);
         int ldS = tokens + 5, col = 3;
-        MemorySegment s1 = arena.allocate((long) R * ldS * 4), s2 = arena.allocate((long) R * ldS * 4);
+        float[] s1 = new float[R * ldS], s2 = new float[R * ldS];
         DecodeBlocks.SCALAR.scores(mem, keys, scales, dtype, d, bs, tokens, q, R, 0.37f, s1, ldS, col);
         DecodeBlocks.VECTOR.scores(mem, keys, scales, dtype, d, bs, tokens, q, R, 0.37f, s2, ldS, col);
         String what = dtype + " d=" + d + " bs=" + bs + " tokens=" + tokens + " R=" + R;
         for (int r = 0; r < R; r++) {
             for (int t = 0; t < ldS; t++) {
-                float a = s1.getAtIndex(F, (long) r * ldS + t), b = s2.getAtIndex(F, (long) r * ldS + t);
+                float a = s1[r * ldS + t], b = s2[r * ldS + t];
                 assertEquals(a, b, 1e-5f * (1 + Math.abs(a)) * Math.sqrt(d), what + " score " + r + "," + t);
             }
         }
         // weighted sums: probabilities in [0, 1) with some exact zeros (masked keys)
         for (int r = 0; r < R; r++) for (int t = 0; t < tokens; t++) {
-            s1.setAtIndex(F, (long) r * ldS + col + t, rnd.nextInt(4) == 0 ? 0f : (float) rnd.nextDouble());
+            s1[r * ldS + col + t] = rnd.nextInt(4) == 0 ? 0f : (float) rnd.nextDouble();
         }
-        MemorySegment o1 = arena.allocate((long) R * d * 4), o2 = arena.allocate((long) R * d * 4);
-        for (long i = 0; i < (long) R * d; i++) {
-            float v = (float) rnd.nextDouble(-1, 1);
-            o1.setAtIndex(F, i, v);
-            o2.setAtIndex(F, i, v);
-        }
+        float[] o1 = new float[R * d], o2 = new float[R * d];
+        for (int i = 0; i < R * d; i++) o1[i] = o2[i] = (float) rnd.nextDouble(-1, 1);
         DecodeBlocks.SCALAR.accumulate(mem, keys, scales, dtype, d, bs, tokens, s1, ldS, col, R, o1);
         DecodeBlocks.VECTOR.accumulate(mem, keys, scales, dtype, d, bs, tokens, s1, ldS, col, R, o2);
-        for (long i = 0; i < (long) R * d; i++) {
-            float a = o1.getAtIndex(F, i), b = o2.getAtIndex(F, i);
+        for (int i = 0; i < R * d; i++) {
+            float a = o1[i], b = o2[i];
             assertEquals(a, b, 1e-5f * (1 + Math.abs(a)) * Math.sqrt(tokens), what + " output " + i);
         }
     }
