@@ -95,6 +95,8 @@ final class BenchCommand implements Callable<Integer> {
         AttentionConfig config = AttentionConfig.of(dModel, heads);
         if (kvHeads != null) config = config.withKvHeads(kvHeads);
         PrintStream out = System.out;
+        if (csv != null && !longSweep) CliFiles.checkOutputFile(csv, "--csv");
+        if (longSweep) CliFiles.checkOutputDirectory(outDir, "--out");
         if (longSweep) {
             double rate = SgemmRate.measure(t, 2048, 5);
             out.printf("Headroom long-sequence bench: %s, %d threads, budget %s, time limit %.0f s per run; "
@@ -195,9 +197,11 @@ final class BenchCommand implements Callable<Integer> {
             s.append(String.format("%d,%d,%d,%d,%d,%.3f,%.3f,%.2f,%.2f,%.4f,%.3f,%d%n", r.n, batch, dModel, heads, t,
                     r.medianMs, r.minMs, r.gflops, sgemm, r.shareOfSgemm, r.boundMs, r.peakBytes));
         }
-        Path parent = csv.toAbsolutePath().getParent();
-        if (parent != null) Files.createDirectories(parent);
-        Files.writeString(csv, s.toString());
+        CliFiles.write(csv, "the results", () -> {
+            Path parent = csv.toAbsolutePath().getParent();
+            if (parent != null) Files.createDirectories(parent);
+            Files.writeString(csv, s.toString());
+        });
         System.out.println("wrote " + csv);
     }
 }

@@ -10,8 +10,6 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -48,9 +46,10 @@ final class EmbedCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         if (!model.equals("minilm")) throw new IllegalArgumentException("unknown model '" + model + "'; available: minilm");
+        if (output != null) CliFiles.checkOutputFile(output, "--output");
         List<String> sentences = new ArrayList<>();
         if (input != null) {
-            for (String line : Files.readAllLines(input, StandardCharsets.UTF_8)) if (!line.isBlank()) sentences.add(line);
+            for (String line : CliFiles.readUtf8Lines(input, "--input")) if (!line.isBlank()) sentences.add(line);
         }
         sentences.addAll(arguments);
         if (sentences.isEmpty()) {
@@ -76,7 +75,7 @@ final class EmbedCommand implements Callable<Integer> {
                 if (encoder.tokenizer().encode(s).length == encoder.tokenizer().maxLength()) truncated++;
             }
             if (output != null) {
-                Npy.write(output, embeddings);
+                CliFiles.write(output, "the embeddings", () -> Npy.write(output, embeddings));
                 System.out.printf("%d embeddings %s written to %s%n", sentences.size(), embeddings.shapeString(), output);
             } else {
                 for (int i = 0; i < sentences.size(); i++) System.out.println(preview(i, sentences.get(i), embeddings, encoder));

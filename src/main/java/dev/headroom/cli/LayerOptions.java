@@ -41,7 +41,7 @@ final class LayerOptions {
     }
 
     AttentionWeights load(AttentionConfig config, Arena arena) throws IOException {
-        return AttentionWeights.load(weights, config, prefix, arena);
+        return CliFiles.read(weights, "--weights", () -> AttentionWeights.load(weights, config, prefix, arena));
     }
 
     MultiHeadAttention.Options options() {

@@ -46,16 +46,17 @@ final class RunCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
+        CliFiles.checkOutputFile(output, "--output");
         try (TrackedArena arena = TrackedArena.ofShared()) {
-            Tensor x = Npy.read(input, arena);
-            Tensor kv = keyValue == null ? null : Npy.read(keyValue, arena);
+            Tensor x = CliFiles.read(input, "--input", () -> Npy.read(input, arena));
+            Tensor kv = keyValue == null ? null : CliFiles.read(keyValue, "--key-value", () -> Npy.read(keyValue, arena));
             AttentionConfig config = layer.config(x.dim(-1));
             AttentionWeights w = layer.load(config, arena);
             Mask mask = causal ? Mask.causal() : Mask.none();
             if (keyLengths != null) mask = mask.withKeyLengths(keyLengths);
             if (maskFile != null) {
                 int[][] shape = new int[1][];
-                MemorySegment bytes = Npy.readBooleans(maskFile, arena, shape);
+                MemorySegment bytes = CliFiles.read(maskFile, "--mask", () -> Npy.readBooleans(maskFile, arena, shape));
                 mask = mask.withAllowed(bytes, shape[0]);
             }
             MultiHeadAttention.Options options = layer.options().withCheckFinite(checkFinite);
@@ -64,7 +65,7 @@ final class RunCommand implements Callable<Integer> {
                 long t0 = System.nanoTime();
                 Tensor y = mha.forward(x, kv, mask, arena);
                 double ms = (System.nanoTime() - t0) / 1e6;
-                Npy.write(output, y);
+                CliFiles.write(output, "the output", () -> Npy.write(output, y));
                 System.out.printf("input %s%s -> output %s written to %s%n", x.shapeString(),
                         kv == null ? "" : " over key/value " + kv.shapeString(), y.shapeString(), output);
                 System.out.printf("%s, bias=%s, %s%s%n", describe(config), w.hasBias(), mask.isNone() ? "no mask" : "masked",
