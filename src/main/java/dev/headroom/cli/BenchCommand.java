@@ -47,7 +47,7 @@ final class BenchCommand implements Callable<Integer> {
     @Option(names = "--batch", defaultValue = "1", description = "Batch size (default ${DEFAULT-VALUE}).")
     int batch;
 
-    @Option(names = "--threads", description = "Threads (default: all processors).")
+    @Option(names = "--threads", description = "Threads (default: all processors; more are clamped to that, with a warning).")
     Integer threads;
 
     @Option(names = "--repeats", defaultValue = "5", description = "Timed runs per length; the median is reported (default ${DEFAULT-VALUE}).")
@@ -91,7 +91,7 @@ final class BenchCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
-        int t = threads == null ? Runtime.getRuntime().availableProcessors() : threads;
+        int t = Threads.resolve(threads, System.err);
         AttentionConfig config = AttentionConfig.of(dModel, heads);
         if (kvHeads != null) config = config.withKvHeads(kvHeads);
         PrintStream out = System.out;

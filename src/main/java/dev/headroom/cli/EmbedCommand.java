@@ -30,7 +30,7 @@ final class EmbedCommand implements Callable<Integer> {
     @Option(names = "--output", description = "Where to write the embeddings, float32 .npy of shape (count, 384).")
     Path output;
 
-    @Option(names = "--threads", description = "Worker threads (default: all processors).")
+    @Option(names = "--threads", description = "Worker threads (default: all processors; more are clamped to that, with a warning).")
     Integer threads;
 
     @Option(names = "--max-tokens", description = "Truncate each sentence to this many tokens, [CLS] and [SEP] included "
@@ -55,7 +55,7 @@ final class EmbedCommand implements Callable<Integer> {
         if (sentences.isEmpty()) {
             throw new IllegalArgumentException("no sentences: give them as arguments or one per line with --input FILE");
         }
-        int t = threads != null ? threads : Runtime.getRuntime().availableProcessors();
+        int t = Threads.resolve(threads, System.err);
         long t0 = System.nanoTime();
         // The encoder's weights and the embeddings share one arena, closed when the command ends.
         try (TrackedArena arena = TrackedArena.ofShared(); MiniLmEncoder loaded = Models.minilm(arena, t)) {

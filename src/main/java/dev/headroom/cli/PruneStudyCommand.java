@@ -45,7 +45,7 @@ final class PruneStudyCommand implements Callable<Integer> {
     @Option(names = "--steps", split = ",", defaultValue = "0,10,20,30,40,50,60,70", description = "Percent of heads to prune (default ${DEFAULT-VALUE}).")
     int[] steps;
 
-    @Option(names = "--threads", description = "Worker threads (default: all processors).")
+    @Option(names = "--threads", description = "Worker threads (default: all processors; more are clamped to that, with a warning).")
     Integer threads;
 
     @Option(names = "--out", defaultValue = "prune-study", description = "Output directory (default ${DEFAULT-VALUE}).")
@@ -60,7 +60,7 @@ final class PruneStudyCommand implements Callable<Integer> {
         List<String> sentences = sentencesFile == null ? builtIn()
                 : CliFiles.readUtf8Lines(sentencesFile, "--sentences").stream().filter(s -> !s.isBlank()).toList();
         if (sentences.isEmpty()) throw new IllegalArgumentException("no sentences");
-        int t = threads == null ? Runtime.getRuntime().availableProcessors() : threads;
+        int t = Threads.resolve(threads, System.err);
         List<Step> result;
         double[] importance;
         try (TrackedArena arena = TrackedArena.ofShared(); MiniLmEncoder full = Models.minilm(arena, t)) {

@@ -130,4 +130,18 @@ class CliMessagesTest {
         err = failure("embed", "--input", dir.resolve("missing.txt").toString());
         assertEquals("headroom: cannot read --input " + dir.resolve("missing.txt") + ": no such file or directory", err);
     }
+
+    @Test
+    void moreThreadsThanProcessorsAreClampedWithOneWarningLine() {
+        int processors = Runtime.getRuntime().availableProcessors(), asked = processors * 32;
+        Object[] res = CliTest.run("run", "--weights", weights.toString(), "--input", input.toString(), "--heads", "2",
+                "--output", dir.resolve("y.npy").toString(), "--threads", Integer.toString(asked));
+        assertEquals(0, res[0], String.valueOf(res[2]));
+        assertEquals("headroom: warning: --threads " + asked + " is more than the " + processors + " processors available; using "
+                + processors + " (extra threads would only take turns on them)", ((String) res[2]).trim());
+        assertTrue(((String) res[1]).contains(" on " + processors + " threads"), (String) res[1]);
+        String err = failure("run", "--weights", weights.toString(), "--input", input.toString(), "--heads", "2",
+                "--output", dir.resolve("y.npy").toString(), "--threads", "0");
+        assertEquals("headroom: --threads must be at least 1, got 0", err);
+    }
 }
