@@ -37,7 +37,9 @@ final class EmbedCommand implements Callable<Integer> {
             + "(default: the model's tokenizer.json, 128 for minilm; at most 512).")
     Integer maxTokens;
 
-    @Option(names = "--batch", defaultValue = "32", description = "Sentences per forward pass. Default: ${DEFAULT-VALUE}.")
+    @Option(names = "--batch", defaultValue = "32", description = "At most this many sentences per forward pass (sorted by "
+            + "length first). Larger values run " + MiniLmEncoder.MAX_USEFUL_BATCH + " at a time: beyond that nothing is "
+            + "gained, padding grows, and the embeddings stay those of " + MiniLmEncoder.MAX_USEFUL_BATCH + ". Default: ${DEFAULT-VALUE}.")
     int batch;
 
     @Parameters(arity = "0..*", paramLabel = "SENTENCE", description = "Sentences to embed (after those of --input).")
