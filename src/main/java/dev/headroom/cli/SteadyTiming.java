@@ -14,46 +14,52 @@ import java.util.function.LongSupplier;
  *   <li>warm up for at least {@code minCalls} calls and {@code minSeconds};</li>
  *   <li>then, after every further {@code window} calls, compare the median of the last window with
  *       the median of the window before it; stop when they differ by less than {@code tolerance}
- *       (a fraction of the earlier one) and no JIT compilation finished during the two windows;</li>
+ *       (a fraction of the earlier one), no JIT compilation finished during the two windows and
+ *       none for {@code jitQuietSeconds};</li>
  *   <li>or stop when warm-up has taken {@code maxSeconds}, and say that the timing never settled;</li>
  *   <li>then time {@code repeats} calls and report their median, minimum and maximum.</li>
  * </ol>
  * Windows are consecutive and do not overlap, and are counted from the first call. The JIT
- * condition is there because equal medians alone also come from code that is still interpreted:
- * a tiny forward ran two windows at 8.8 ms each, then 0.07 ms once compiled (SteadyTimingTest).
- * Compilation is seen through the JVM's total compilation time ({@link CompilationMXBean}).
+ * conditions are there because equal medians alone also come from code that is still being
+ * compiled: a tiny forward ran two windows at 8.8 ms each, then 0.07 ms once compiled; with only
+ * "no compilation finished during the two windows", windows of tiny calls last milliseconds and
+ * slipped between the compilations of a loaded machine (0.93 ms against 0.045 after a long
+ * warm-up; SteadyTimingTest found both). Compilation is seen through the JVM's total compilation
+ * time ({@link CompilationMXBean}), which moves when a compilation finishes.
  */
 final class SteadyTiming {
     private SteadyTiming() {}
 
     /** The default rule's numbers, as constants so that the bench's --help can quote them. */
     static final int DEFAULT_MIN_CALLS = 10, DEFAULT_MIN_SECONDS = 3, DEFAULT_WINDOW = 5, DEFAULT_TOLERANCE_PERCENT = 5,
-            DEFAULT_MAX_SECONDS = 30;
+            DEFAULT_JIT_QUIET_SECONDS = 1, DEFAULT_MAX_SECONDS = 30;
 
     /** {@link Rule#DEFAULT} in words, for --help. */
     static final String DEFAULT_RULE = "warm up for at least " + DEFAULT_MIN_CALLS + " calls and " + DEFAULT_MIN_SECONDS
             + " s, then until the median of the last " + DEFAULT_WINDOW + " calls is within " + DEFAULT_TOLERANCE_PERCENT
-            + " % of the median of the " + DEFAULT_WINDOW + " before and the JIT compiled nothing during those "
-            + 2 * DEFAULT_WINDOW + " calls (at most " + DEFAULT_MAX_SECONDS + " s)";
+            + " % of the median of the " + DEFAULT_WINDOW + " before and the JIT has finished no compilation during those "
+            + 2 * DEFAULT_WINDOW + " calls and the last " + DEFAULT_JIT_QUIET_SECONDS + " s (at most " + DEFAULT_MAX_SECONDS + " s)";
 
     /** The warm-up rule; see the class comment. */
-    record Rule(int minCalls, double minSeconds, int window, double tolerance, double maxSeconds) {
+    record Rule(int minCalls, double minSeconds, int window, double tolerance, double jitQuietSeconds, double maxSeconds) {
         /** JMH's warm-up here is 3 × 1 s; windows of 5 calls; 5 % is about this machine's run-to-run noise. */
         static final Rule DEFAULT = new Rule(DEFAULT_MIN_CALLS, DEFAULT_MIN_SECONDS, DEFAULT_WINDOW,
-                DEFAULT_TOLERANCE_PERCENT / 100.0, DEFAULT_MAX_SECONDS);
+                DEFAULT_TOLERANCE_PERCENT / 100.0, DEFAULT_JIT_QUIET_SECONDS, DEFAULT_MAX_SECONDS);
 
         Rule {
-            if (minCalls < 1 || window < 1 || !(tolerance > 0) || !(minSeconds >= 0) || !(maxSeconds >= minSeconds)) {
+            if (minCalls < 1 || window < 1 || !(tolerance > 0) || !(jitQuietSeconds >= 0) || !(minSeconds >= 0)
+                    || !(maxSeconds >= minSeconds)) {
                 throw new IllegalArgumentException("warm-up rule needs minCalls >= 1 (" + minCalls + "), window >= 1 (" + window
-                        + "), tolerance > 0 (" + tolerance + ") and 0 <= minSeconds (" + minSeconds + ") <= maxSeconds (" + maxSeconds + ")");
+                        + "), tolerance > 0 (" + tolerance + "), jitQuietSeconds >= 0 (" + jitQuietSeconds
+                        + ") and 0 <= minSeconds (" + minSeconds + ") <= maxSeconds (" + maxSeconds + ")");
             }
         }
 
         String describe() {
             return "warm up for at least " + minCalls + " calls and " + plain(minSeconds) + " s, then until the median of the last "
                     + window + " calls is within " + plain(100 * tolerance) + " % of the median of the " + window
-                    + " before and the JIT compiled nothing during those " + 2 * window + " calls (at most "
-                    + plain(maxSeconds) + " s)";
+                    + " before and the JIT has finished no compilation during those " + 2 * window + " calls and the last "
+                    + plain(jitQuietSeconds) + " s (at most " + plain(maxSeconds) + " s)";
         }
 
         private static String plain(double v) {
@@ -114,9 +120,10 @@ final class SteadyTiming {
         int calls = 0;
         boolean steady = false;
         double change = Double.NaN, elapsed;
-        long[] jitAtBoundary = new long[3]; // compilation time at the last three window boundaries, a ring by boundary number
-        jitAtBoundary[0] = jitMillis.getAsLong();
         long start = nanoClock.getAsLong();
+        long[] boundaryNanos = new long[3]; // clock at the last three window boundaries, a ring by boundary number
+        boundaryNanos[0] = start;
+        long jit = jitMillis.getAsLong(), lastJitChange = start; // no compilation is known to be under way at the start
         while (true) {
             long t0 = nanoClock.getAsLong();
             call.run();
@@ -124,11 +131,17 @@ final class SteadyTiming {
             lastTwo[calls % (2 * w)] = (t1 - t0) / 1e6;
             calls++;
             elapsed = (t1 - start) / 1e9;
+            long jitNow = jitMillis.getAsLong();
+            if (jitNow != jit) {
+                jit = jitNow;
+                lastJitChange = t1;
+            }
             boolean jitQuiet = false;
             if (calls % w == 0) {
                 int boundary = calls / w;
-                jitAtBoundary[boundary % 3] = jitMillis.getAsLong();
-                jitQuiet = boundary >= 2 && jitAtBoundary[boundary % 3] == jitAtBoundary[(boundary - 2) % 3];
+                boundaryNanos[boundary % 3] = t1;
+                jitQuiet = boundary >= 2 && lastJitChange <= boundaryNanos[(boundary - 2) % 3]
+                        && (t1 - lastJitChange) / 1e9 >= rule.jitQuietSeconds();
             }
             if (calls >= rule.minCalls() && elapsed >= rule.minSeconds() && calls >= 2 * w && calls % w == 0) {
                 double[] previous = new double[w], last = new double[w];
