@@ -26,7 +26,7 @@ final class ForwardProgress implements IntConsumer, AutoCloseable {
     private final String task;
     private final long total;
     private final PrintStream err;
-    private final long started = System.nanoTime();
+    private final long started = System.nanoTime(), showAfterNanos;
     /** Rows finished so far, added by the worker threads. */
     private final AtomicLong done = new AtomicLong();
     /** Shows the bar after the delay; a daemon thread, so it never keeps the JVM alive. */
@@ -39,12 +39,13 @@ final class ForwardProgress implements IntConsumer, AutoCloseable {
         this.task = task;
         this.total = total;
         this.err = err;
+        this.showAfterNanos = showAfter.isNegative() ? -1 : showAfter.toNanos();
         this.timer = Executors.newSingleThreadScheduledExecutor(r -> {
             Thread t = new Thread(r, "headroom-progress");
             t.setDaemon(true);
             return t;
         });
-        if (!showAfter.isNegative()) timer.schedule(this::show, showAfter.toNanos(), TimeUnit.NANOSECONDS);
+        if (showAfterNanos >= 0) timer.schedule(this::show, showAfterNanos, TimeUnit.NANOSECONDS);
     }
 
     private synchronized void show() {
@@ -68,6 +69,8 @@ final class ForwardProgress implements IntConsumer, AutoCloseable {
 
     @Override
     public synchronized void close() {
+        // A call that lasted the delay gets its bar even if the timer thread has not run yet (a busy machine).
+        if (showAfterNanos >= 0 && System.nanoTime() - started >= showAfterNanos) show();
         closed = true;
         timer.shutdownNow();
         if (bar != null) {
