@@ -21,7 +21,6 @@ import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.Callable;
 
@@ -30,7 +29,9 @@ import java.util.concurrent.Callable;
  * rate measured in the same run.
  */
 @Command(name = "bench", mixinStandardHelpOptions = true,
-        description = "Time the forward pass over a range of sequence lengths (random weights).")
+        description = {"Time the forward pass over a range of sequence lengths (random weights).",
+                "Each length is timed once its speed is steady: " + SteadyTiming.DEFAULT_RULE + "; a length that never "
+                        + "settles is marked. Then --repeats calls are timed; their median, minimum and maximum are reported."})
 final class BenchCommand implements Callable<Integer> {
     @Option(names = "--d-model", defaultValue = "768", description = "Model width E (default ${DEFAULT-VALUE}).")
     int dModel;
@@ -48,10 +49,10 @@ final class BenchCommand implements Callable<Integer> {
     @Option(names = "--batch", defaultValue = "1", description = "Batch size (default ${DEFAULT-VALUE}).")
     int batch;
 
-    @Option(names = "--threads", description = "Threads (default: all processors).")
+    @Option(names = "--threads", description = "Threads (default: all processors; more are clamped to that, with a warning).")
     Integer threads;
 
-    @Option(names = "--repeats", defaultValue = "5", description = "Timed runs per length; the median is reported (default ${DEFAULT-VALUE}).")
+    @Option(names = "--repeats", defaultValue = "10", description = "Timed runs per length, after warm-up; median, min and max are reported (default ${DEFAULT-VALUE}).")
     int repeats;
 
     @Option(names = "--causal", description = "Causal mask (FLOPs are still counted as dense).")
@@ -86,16 +87,25 @@ final class BenchCommand implements Callable<Integer> {
     @Option(names = "--out", defaultValue = "results", description = "Directory for --long outputs (default ${DEFAULT-VALUE}).")
     Path outDir;
 
+    /** How each length is warmed up (printed in --help, in the output and in the README). */
+    static final SteadyTiming.Rule WARMUP = SteadyTiming.Rule.DEFAULT;
+
     /** One measured length. */
-    record Result(int n, double medianMs, double minMs, double gflops, double shareOfSgemm, double boundMs,
-                  long peakBytes, String breakdown) {}
+    record Result(int n, SteadyTiming.Result timing, double gflops, double shareOfSgemm, double boundMs,
+                  long peakBytes, String breakdown) {
+        double medianMs() {
+            return timing.median();
+        }
+    }
 
     @Override
     public Integer call() throws IOException {
-        int t = threads == null ? Runtime.getRuntime().availableProcessors() : threads;
+        int t = Threads.resolve(threads, System.err);
         AttentionConfig config = AttentionConfig.of(dModel, heads);
         if (kvHeads != null) config = config.withKvHeads(kvHeads);
         PrintStream out = System.out;
+        if (csv != null && !longSweep) CliFiles.checkOutputFile(csv, "--csv");
+        if (longSweep) CliFiles.checkOutputDirectory(outDir, "--out");
         if (longSweep) {
             double rate = SgemmRate.measure(t, 2048, 5);
             out.printf("Headroom long-sequence bench: %s, %d threads, budget %s, time limit %.0f s per run; "
@@ -128,13 +138,15 @@ final class BenchCommand implements Callable<Integer> {
                 }
             }
         }
-        out.printf("%8s %11s %10s %9s %11s %10s %8s %14s%n", "n", "median ms", "min ms", "GFLOP/s", "% of sgemm",
-                "bound ms", "× bound", "peak off-heap");
+        out.printf("%8s %11s %9s %9s %9s %11s %10s %8s %14s  %s%n", "n", "median ms", "min ms", "max ms", "GFLOP/s",
+                "% of sgemm", "bound ms", "× bound", "peak off-heap", "warm-up");
         for (Result r : results) {
-            out.printf("%8d %11.2f %10.2f %9.1f %10.1f%% %10.2f %8.2f %14s%n", r.n, r.medianMs, r.minMs, r.gflops,
-                    100 * r.shareOfSgemm, r.boundMs, r.medianMs / r.boundMs, OffHeap.format(r.peakBytes));
+            out.printf("%8d %11.2f %9.2f %9.2f %9.1f %10.1f%% %10.2f %8.2f %14s  %s%n", r.n, r.medianMs(), r.timing.min(),
+                    r.timing.max(), r.gflops, 100 * r.shareOfSgemm, r.boundMs, r.medianMs() / r.boundMs,
+                    OffHeap.format(r.peakBytes), r.timing.describeWarmup());
             if (r.breakdown != null) out.printf("%8s time per phase: %s%n", "", r.breakdown);
         }
+        out.printf("Timing: %s; then %d timed calls per length (median, min, max of those).%n", WARMUP.describe(), repeats);
         out.println("FLOPs counted as batch·(8·n·E² + 4·n²·E); bound = FLOPs ÷ sgemm rate; peak off-heap includes weights, input, output and scratch.");
         if (csv != null) writeCsv(results, t, sgemm);
         return 0;
@@ -169,36 +181,35 @@ final class BenchCommand implements Callable<Integer> {
             Tensor x = Tensor.uniform(arena, n, 1, batch, n, config.dModel());
             Tensor y = Tensor.allocate(arena, batch, n, config.dModel());
             Mask mask = causal ? Mask.causal() : Mask.none();
-            for (int w = 0; w < 3; w++) mha.forward(x, null, mask, y, ws); // warm-up: JIT, page faults, workspace
-            bar.step();
-            if (profile != null) profile.reset();
-            OffHeap.resetPeak();
-            double[] ms = new double[repeats];
-            for (int r = 0; r < repeats; r++) {
-                long t0 = System.nanoTime();
-                mha.forward(x, null, mask, y, ws, new CallOptions(null, profile));
-                ms[r] = (System.nanoTime() - t0) / 1e6;
-                bar.step();
-            }
-            Arrays.sort(ms);
-            double median = ms[repeats / 2];
+            SteadyTiming.Result timing = SteadyTiming.measure(WARMUP, repeats, () -> mha.forward(x, null, mask, y, ws, new CallOptions(null, profile)), () -> {
+                bar.step(); // warm-up done (JIT, page faults, workspace): what it moved is not counted
+                if (profile != null) profile.reset();
+                OffHeap.resetPeak();
+            });
+            bar.stepBy(repeats);
+            double median = timing.median();
             double flops = batch * (8.0 * n * config.dModel() * (double) config.dModel() + 4.0 * n * (double) n * config.dModel());
             double gflops = flops / (median * 1e6);
             double boundMs = flops / (sgemm * 1e6);
-            return new Result(n, median, ms[0], gflops, gflops / sgemm, boundMs, OffHeap.peakBytes(),
+            return new Result(n, timing, gflops, gflops / sgemm, boundMs, OffHeap.peakBytes(),
                     profile == null ? null : profile.shares());
         }
     }
 
     private void writeCsv(List<Result> results, int t, double sgemm) throws IOException {
-        StringBuilder s = new StringBuilder("n,batch,d_model,heads,threads,median_ms,min_ms,gflops,sgemm_gflops,share_of_sgemm,bound_ms,peak_offheap_bytes\n");
+        StringBuilder s = new StringBuilder("n,batch,d_model,heads,threads,median_ms,min_ms,max_ms,repeats,warmup_calls,"
+                + "warmup_seconds,warmup_steady,gflops,sgemm_gflops,share_of_sgemm,bound_ms,peak_offheap_bytes\n");
         for (Result r : results) {
-            s.append(String.format("%d,%d,%d,%d,%d,%.3f,%.3f,%.2f,%.2f,%.4f,%.3f,%d%n", r.n, batch, dModel, heads, t,
-                    r.medianMs, r.minMs, r.gflops, sgemm, r.shareOfSgemm, r.boundMs, r.peakBytes));
+            SteadyTiming.Result m = r.timing;
+            s.append(String.format(java.util.Locale.ROOT, "%d,%d,%d,%d,%d,%.3f,%.3f,%.3f,%d,%d,%.2f,%b,%.2f,%.2f,%.4f,%.3f,%d%n",
+                    r.n, batch, dModel, heads, t, m.median(), m.min(), m.max(), m.sortedMs().length, m.warmupCalls(),
+                    m.warmupSeconds(), m.steady(), r.gflops, sgemm, r.shareOfSgemm, r.boundMs, r.peakBytes));
         }
-        Path parent = csv.toAbsolutePath().getParent();
-        if (parent != null) Files.createDirectories(parent);
-        Files.writeString(csv, s.toString());
+        CliFiles.write(csv, "the results", () -> {
+            Path parent = csv.toAbsolutePath().getParent();
+            if (parent != null) Files.createDirectories(parent);
+            Files.writeString(csv, s.toString());
+        });
         System.out.println("wrote " + csv);
     }
 }

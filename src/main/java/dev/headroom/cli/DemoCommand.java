@@ -43,6 +43,7 @@ final class DemoCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         PrintStream o = System.out;
+        CliFiles.checkOutputDirectory(out, "--out");
         int threads = Runtime.getRuntime().availableProcessors();
         o.printf("Headroom demo: all-MiniLM-L6-v2 (6 layers × 12 heads, d_model 384, from its Maven Central jar) with%n"
                 + "Headroom's attention, float32 off the Java heap, OpenBLAS %s, %d threads.%n%n", OpenBlas.coreName(), threads);
@@ -104,7 +105,8 @@ final class DemoCommand implements Callable<Integer> {
             o.println(s);
         }
         InspectCommand.write(out, "all-MiniLM-L6-v2: \"" + SENTENCE + "\"", r.tokens(), r.layers(), new PrintStream(PrintStream.nullOutputStream()));
-        new AttentionReport("all-MiniLM-L6-v2", r.tokens(), r.layers()).writeGridPng(out.resolve("grid.png"));
+        Path grid = out.resolve("grid.png");
+        CliFiles.write(grid, "the grid of heads", () -> new AttentionReport("all-MiniLM-L6-v2", r.tokens(), r.layers()).writeGridPng(grid));
         o.printf("   pictures: %s (all heads), %s (open in a browser: pick a layer and head), %s, roles.txt, statistics.csv%n%n",
                 out.resolve("grid.png"), out.resolve("report.html"), out.resolve("heads"));
     }

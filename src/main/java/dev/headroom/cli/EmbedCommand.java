@@ -10,8 +10,6 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -32,14 +30,16 @@ final class EmbedCommand implements Callable<Integer> {
     @Option(names = "--output", description = "Where to write the embeddings, float32 .npy of shape (count, 384).")
     Path output;
 
-    @Option(names = "--threads", description = "Worker threads (default: all processors).")
+    @Option(names = "--threads", description = "Worker threads (default: all processors; more are clamped to that, with a warning).")
     Integer threads;
 
     @Option(names = "--max-tokens", description = "Truncate each sentence to this many tokens, [CLS] and [SEP] included "
             + "(default: the model's tokenizer.json, 128 for minilm; at most 512).")
     Integer maxTokens;
 
-    @Option(names = "--batch", defaultValue = "32", description = "Sentences per forward pass. Default: ${DEFAULT-VALUE}.")
+    @Option(names = "--batch", defaultValue = "32", description = "At most this many sentences per forward pass (sorted by "
+            + "length first). Larger values run " + MiniLmEncoder.MAX_USEFUL_BATCH + " at a time: beyond that nothing is "
+            + "gained, padding grows, and the embeddings stay those of " + MiniLmEncoder.MAX_USEFUL_BATCH + ". Default: ${DEFAULT-VALUE}.")
     int batch;
 
     @Parameters(arity = "0..*", paramLabel = "SENTENCE", description = "Sentences to embed (after those of --input).")
@@ -48,15 +48,16 @@ final class EmbedCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         if (!model.equals("minilm")) throw new IllegalArgumentException("unknown model '" + model + "'; available: minilm");
+        if (output != null) CliFiles.checkOutputFile(output, "--output");
         List<String> sentences = new ArrayList<>();
         if (input != null) {
-            for (String line : Files.readAllLines(input, StandardCharsets.UTF_8)) if (!line.isBlank()) sentences.add(line);
+            for (String line : CliFiles.readUtf8Lines(input, "--input")) if (!line.isBlank()) sentences.add(line);
         }
         sentences.addAll(arguments);
         if (sentences.isEmpty()) {
             throw new IllegalArgumentException("no sentences: give them as arguments or one per line with --input FILE");
         }
-        int t = threads != null ? threads : Runtime.getRuntime().availableProcessors();
+        int t = Threads.resolve(threads, System.err);
         long t0 = System.nanoTime();
         // The encoder's weights and the embeddings share one arena, closed when the command ends.
         try (TrackedArena arena = TrackedArena.ofShared(); MiniLmEncoder loaded = Models.minilm(arena, t)) {
@@ -76,7 +77,7 @@ final class EmbedCommand implements Callable<Integer> {
                 if (encoder.tokenizer().encode(s).length == encoder.tokenizer().maxLength()) truncated++;
             }
             if (output != null) {
-                Npy.write(output, embeddings);
+                CliFiles.write(output, "the embeddings", () -> Npy.write(output, embeddings));
                 System.out.printf("%d embeddings %s written to %s%n", sentences.size(), embeddings.shapeString(), output);
             } else {
                 for (int i = 0; i < sentences.size(); i++) System.out.println(preview(i, sentences.get(i), embeddings, encoder));

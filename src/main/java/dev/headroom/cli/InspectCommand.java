@@ -59,10 +59,11 @@ final class InspectCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
+        CliFiles.checkOutputDirectory(out, "--out");
         if (model != null) return ModelInspection.run(model, sentences, out, System.out);
         if (input == null) throw new IllegalArgumentException("--input is required (or --model minilm with sentences)");
         try (TrackedArena arena = TrackedArena.ofShared()) {
-            Tensor x = Npy.read(input, arena);
+            Tensor x = CliFiles.read(input, "--input", () -> Npy.read(input, arena));
             if (x.rank() == 2) x = x.reshape(1, x.dim(0), x.dim(1));
             int E = x.dim(-1), n = x.dim(-2);
             AttentionConfig config = layer.config(E);
@@ -94,18 +95,15 @@ final class InspectCommand implements Callable<Integer> {
                 for (double v : jsd[a]) s.append(String.format(Locale.ROOT, ",%.5f", v));
                 s.append('\n');
             }
-            Files.writeString(out.resolve("redundancy_jsd.csv"), s.toString());
+            Path jsdFile = out.resolve("redundancy_jsd.csv");
+            CliFiles.write(jsdFile, "the head redundancy table", () -> Files.writeString(jsdFile, s.toString()));
             System.out.println("wrote redundancy_jsd.csv (Jensen–Shannon divergence of attention rows between heads, nats)");
         }
         return 0;
     }
 
     static List<String> readTokens(Path file) throws IOException {
-        try {
-            return Files.readAllLines(file);
-        } catch (java.nio.charset.CharacterCodingException e) {
-            throw new IllegalArgumentException(file + " is not UTF-8 text with one token per line", e);
-        }
+        return CliFiles.readUtf8Lines(file, "--tokens");
     }
 
     static List<String> positions(int n) {
@@ -120,6 +118,11 @@ final class InspectCommand implements Callable<Integer> {
 
     /** Writes statistics (CSV, JSON), roles, PNGs, the HTML report and (for short inputs) BertViz JSON. */
     static void write(Path out, String title, List<String> tokens, List<AttentionReport.Layer> layers, PrintStream log) throws IOException {
+        CliFiles.write(out, "the inspection report", () -> writeReport(out, title, tokens, layers, log));
+    }
+
+    private static void writeReport(Path out, String title, List<String> tokens, List<AttentionReport.Layer> layers,
+                                    PrintStream log) throws IOException {
         Files.createDirectories(out);
         AttentionReport report = new AttentionReport(title, tokens, layers);
         report.writeStatisticsCsv(out.resolve("statistics.csv"));

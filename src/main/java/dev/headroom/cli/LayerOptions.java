@@ -28,7 +28,7 @@ final class LayerOptions {
     @Option(names = "--head-dim", description = "Head width d (default E / H).")
     Integer headDim;
 
-    @Option(names = "--threads", description = "Worker threads (default: all processors).")
+    @Option(names = "--threads", description = "Worker threads (default: all processors; more are clamped to that, with a warning).")
     Integer threads;
 
     /** The layer's shape for model width E; --weights and --heads must have been given. */
@@ -41,11 +41,10 @@ final class LayerOptions {
     }
 
     AttentionWeights load(AttentionConfig config, Arena arena) throws IOException {
-        return AttentionWeights.load(weights, config, prefix, arena);
+        return CliFiles.read(weights, "--weights", () -> AttentionWeights.load(weights, config, prefix, arena));
     }
 
     MultiHeadAttention.Options options() {
-        MultiHeadAttention.Options o = MultiHeadAttention.Options.defaults();
-        return threads == null ? o : o.withThreads(threads);
+        return MultiHeadAttention.Options.defaults().withThreads(Threads.resolve(threads, System.err));
     }
 }

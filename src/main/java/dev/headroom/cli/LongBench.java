@@ -166,9 +166,11 @@ final class LongBench {
                     p.seconds > 0 ? p.usefulGflop / p.seconds : 0, p.density, p.peakOffHeap, p.peakRss, p.rssBefore,
                     p.estimate.total(), p.status));
         }
-        Path parent = csv.toAbsolutePath().getParent();
-        if (parent != null) Files.createDirectories(parent);
-        Files.writeString(csv, s.toString());
+        CliFiles.write(csv, "the long-sequence results", () -> {
+            Path parent = csv.toAbsolutePath().getParent();
+            if (parent != null) Files.createDirectories(parent);
+            Files.writeString(csv, s.toString());
+        });
     }
 
     private void plot(Path png, List<Point> points) throws IOException {
@@ -183,10 +185,10 @@ final class LongBench {
                 .forEach(n -> naive.add(new double[]{n, 4.0 * layer.heads() * n * (double) n / 1048576.0}));
         memory.put("n×n scores (naive)", naive);
         String sub = " (d_model " + layer.dModel() + ", " + layer.heads() + " heads, " + threads + " threads)";
-        Charts.write(png, 720, 520, List.of(
+        CliFiles.write(png, "the long-sequence plot", () -> Charts.write(png, 720, 520, List.of(
                 new Charts.Panel("Forward time" + sub, "sequence length n", "seconds", true, true, time, List.of()),
                 new Charts.Panel("Peak off-heap memory", "sequence length n", "MiB", true, true, memory,
-                        List.of("n×n scores (naive)"))));
+                        List.of("n×n scores (naive)")))));
     }
 
     /** Resident set size of this process, from /proc (Linux). */

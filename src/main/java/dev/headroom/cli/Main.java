@@ -4,6 +4,11 @@ import dev.headroom.blas.OpenBlasNotFoundException;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.FileSystemException;
+import java.nio.file.Path;
+
 /** {@code bin/headroom}: run, bench, info, demo. */
 @Command(name = "headroom", mixinStandardHelpOptions = true, version = "headroom 0.1.0",
         description = "Multi-head attention on off-heap memory, with OpenBLAS.",
@@ -29,14 +34,29 @@ public final class Main implements Runnable {
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
             // Expected failures (bad input, missing files or library) get their message, not a stack trace.
             if (e instanceof IllegalArgumentException || e instanceof IllegalStateException
-                    || e instanceof OpenBlasNotFoundException || e instanceof java.io.IOException) {
-                String what = e instanceof java.nio.file.NoSuchFileException ? "no such file: " + e.getMessage()
-                        : e.getMessage() != null ? e.getMessage() : e.toString();
-                commandLine.getErr().println("headroom: " + what);
+                    || e instanceof OpenBlasNotFoundException || e instanceof IOException || e instanceof UncheckedIOException) {
+                commandLine.getErr().println("headroom: " + message(e, parseResult.subcommand()));
                 return 2;
             }
             throw e;
         });
         return cli.execute(args);
+    }
+
+    /**
+     * The one line printed for an expected failure. The commands read and write through
+     * {@link CliFiles}, whose messages name the file and the operation; an I/O failure that
+     * escaped it still names its file when the JDK gave one, and the command that failed.
+     */
+    static String message(Exception e, CommandLine.ParseResult command) {
+        if (e instanceof UncheckedIOException u) return message(u.getCause(), command);
+        if (e instanceof CliFiles.FileProblem || !(e instanceof IOException io)) {
+            return e.getMessage() != null ? e.getMessage() : e.toString();
+        }
+        String doing = command == null ? "" : " in '" + command.commandSpec().name() + "'";
+        if (io instanceof FileSystemException f && f.getFile() != null) {
+            return "I/O error" + doing + " on " + f.getFile() + ": " + CliFiles.reason(f, Path.of(f.getFile()));
+        }
+        return "I/O error" + doing + " (" + io.getClass().getSimpleName() + "): " + CliFiles.reason(io, null);
     }
 }

@@ -45,7 +45,7 @@ final class PruneStudyCommand implements Callable<Integer> {
     @Option(names = "--steps", split = ",", defaultValue = "0,10,20,30,40,50,60,70", description = "Percent of heads to prune (default ${DEFAULT-VALUE}).")
     int[] steps;
 
-    @Option(names = "--threads", description = "Worker threads (default: all processors).")
+    @Option(names = "--threads", description = "Worker threads (default: all processors; more are clamped to that, with a warning).")
     Integer threads;
 
     @Option(names = "--out", defaultValue = "prune-study", description = "Output directory (default ${DEFAULT-VALUE}).")
@@ -56,9 +56,11 @@ final class PruneStudyCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
-        List<String> sentences = sentencesFile == null ? builtIn() : Files.readAllLines(sentencesFile).stream().filter(s -> !s.isBlank()).toList();
+        CliFiles.checkOutputDirectory(out, "--out");
+        List<String> sentences = sentencesFile == null ? builtIn()
+                : CliFiles.readUtf8Lines(sentencesFile, "--sentences").stream().filter(s -> !s.isBlank()).toList();
         if (sentences.isEmpty()) throw new IllegalArgumentException("no sentences");
-        int t = threads == null ? Runtime.getRuntime().availableProcessors() : threads;
+        int t = Threads.resolve(threads, System.err);
         List<Step> result;
         double[] importance;
         try (TrackedArena arena = TrackedArena.ofShared(); MiniLmEncoder full = Models.minilm(arena, t)) {
@@ -138,6 +140,10 @@ final class PruneStudyCommand implements Callable<Integer> {
     }
 
     private void writeOutputs(int count, int rankCount, double[] importance, int heads, List<Step> steps, int threads) throws IOException {
+        CliFiles.write(out, "the pruning study", () -> writeFiles(count, rankCount, importance, heads, steps, threads));
+    }
+
+    private void writeFiles(int count, int rankCount, double[] importance, int heads, List<Step> steps, int threads) throws IOException {
         Files.createDirectories(out);
         StringBuilder csv = new StringBuilder("percent_pruned,heads_pruned,heads_left,mean_cosine,min_cosine,ms_per_sentence,speedup\n");
         double base = steps.getFirst().msPerSentence;

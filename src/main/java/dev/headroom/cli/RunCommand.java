@@ -4,6 +4,8 @@ import dev.headroom.attention.AttentionConfig;
 import dev.headroom.attention.AttentionWeights;
 import dev.headroom.attention.Mask;
 import dev.headroom.attention.MultiHeadAttention;
+import dev.headroom.attention.Workspace;
+import dev.headroom.inspect.Inspection;
 import dev.headroom.io.Npy;
 import dev.headroom.memory.OffHeap;
 import dev.headroom.memory.TrackedArena;
@@ -14,6 +16,7 @@ import picocli.CommandLine.Option;
 
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.concurrent.Callable;
 
 /** {@code headroom run}: one forward pass over .npy input with given weights. */
@@ -44,27 +47,37 @@ final class RunCommand implements Callable<Integer> {
     @Option(names = "--check-finite", description = "Refuse inputs that hold NaN or infinities.")
     boolean checkFinite;
 
+    @Option(names = "--progress-after", defaultValue = "2", paramLabel = "SECONDS",
+            description = "Show a progress bar on stderr once the forward pass has run this long (default ${DEFAULT-VALUE}; negative: never).")
+    double progressAfter;
+
     @Override
     public Integer call() throws Exception {
+        CliFiles.checkOutputFile(output, "--output");
         try (TrackedArena arena = TrackedArena.ofShared()) {
-            Tensor x = Npy.read(input, arena);
-            Tensor kv = keyValue == null ? null : Npy.read(keyValue, arena);
+            Tensor x = CliFiles.read(input, "--input", () -> Npy.read(input, arena));
+            Tensor kv = keyValue == null ? null : CliFiles.read(keyValue, "--key-value", () -> Npy.read(keyValue, arena));
             AttentionConfig config = layer.config(x.dim(-1));
             AttentionWeights w = layer.load(config, arena);
             Mask mask = causal ? Mask.causal() : Mask.none();
             if (keyLengths != null) mask = mask.withKeyLengths(keyLengths);
             if (maskFile != null) {
                 int[][] shape = new int[1][];
-                MemorySegment bytes = Npy.readBooleans(maskFile, arena, shape);
+                MemorySegment bytes = CliFiles.read(maskFile, "--mask", () -> Npy.readBooleans(maskFile, arena, shape));
                 mask = mask.withAllowed(bytes, shape[0]);
             }
             MultiHeadAttention.Options options = layer.options().withCheckFinite(checkFinite);
-            try (MultiHeadAttention mha = new MultiHeadAttention(w, options)) {
+            try (MultiHeadAttention mha = new MultiHeadAttention(w, options); Workspace ws = new Workspace()) {
+                Tensor y = Tensor.allocate(arena, x.shape());
+                long rows = (long) (x.rank() == 3 ? x.dim(0) : 1) * config.heads() * x.dim(-2);
                 OffHeap.resetPeak();
                 long t0 = System.nanoTime();
-                Tensor y = mha.forward(x, kv, mask, arena);
+                try (ForwardProgress progress = new ForwardProgress("forward", rows,
+                        Duration.ofNanos(Math.round(progressAfter * 1e9)), System.err)) {
+                    mha.forward(x, kv, mask, y, ws, new Inspection(null, null, null, progress));
+                }
                 double ms = (System.nanoTime() - t0) / 1e6;
-                Npy.write(output, y);
+                CliFiles.write(output, "the output", () -> Npy.write(output, y));
                 System.out.printf("input %s%s -> output %s written to %s%n", x.shapeString(),
                         kv == null ? "" : " over key/value " + kv.shapeString(), y.shapeString(), output);
                 System.out.printf("%s, bias=%s, %s%s%n", describe(config), w.hasBias(), mask.isNone() ? "no mask" : "masked",

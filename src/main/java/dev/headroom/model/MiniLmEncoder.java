@@ -54,6 +54,16 @@ public final class MiniLmEncoder implements AutoCloseable {
     /** Sentences per forward call in {@link #embed}; sorted by length first, so padding stays small. */
     public static final int DEFAULT_BATCH = 32;
     /**
+     * The most sentences {@link #embed} puts in one forward call, whatever batch size it is given:
+     * beyond this nothing was gained, and a batch pads every sentence to its longest one and needs
+     * scratch for all of them. 300 built-in sentences (4 to 82 tokens, median 20), 2 threads, one
+     * JVM after warm-up, on a machine shared with other work (load 7 on 2 cores, so ±30 %): batches
+     * of 16, 32 and 64 took 2.6–4.7 s, 128 took 4.5–5.6 s, and one batch of 300 (3.99 × the real
+     * tokens once padded) 13–18 s. The default batch, so that any larger batch gives bitwise the
+     * default's embeddings (the batch's padded length changes the last bits).
+     */
+    public static final int MAX_USEFUL_BATCH = DEFAULT_BATCH;
+    /**
      * OpenBLAS packs all of W for every sgemm call, whatever the number of rows: measured here
      * (SkylakeX kernel, 384×1536), 4096 rows in blocks of 64 run at 74% of one call's rate, blocks
      * of 128 at 84%, of 256 and more at 93–96%. Batches that cannot give each worker this many rows
@@ -345,8 +355,9 @@ public final class MiniLmEncoder implements AutoCloseable {
     /**
      * Writes sentence i's embedding to row i of {@code out}, (count, E): the mean of the last
      * hidden state over its real tokens, L2-normalised (as sentence-transformers' Pooling and
-     * Normalize modules). Sentences are encoded in batches of up to {@code batchSize}, shortest
-     * first, so that each batch pads little.
+     * Normalize modules). Sentences are encoded in batches of up to {@code batchSize}, but never
+     * more than {@link #MAX_USEFUL_BATCH}, shortest first, so that each batch pads little; the
+     * embeddings are the same for every {@code batchSize} ≥ {@link #MAX_USEFUL_BATCH}.
      */
     public void embed(List<String> sentences, Tensor out, EncoderWorkspace ws, int batchSize) {
         int count = sentences.size(), E = config.hidden();
@@ -358,8 +369,9 @@ public final class MiniLmEncoder implements AutoCloseable {
         for (int i = 0; i < count; i++) encoded[i] = tokenizer.encode(sentences.get(i));
         Integer[] order = IntStream.range(0, count).boxed().toArray(Integer[]::new);
         Arrays.sort(order, Comparator.comparingInt(i -> encoded[i].length));
-        for (int start = 0; start < count; start += batchSize) {
-            int end = Math.min(count, start + batchSize);
+        int chunk = Math.min(batchSize, MAX_USEFUL_BATCH); // a larger batch only adds padding and scratch
+        for (int start = 0; start < count; start += chunk) {
+            int end = Math.min(count, start + chunk);
             int[][] batch = new int[end - start][];
             for (int b = 0; b < batch.length; b++) batch[b] = encoded[order[start + b]];
             TokenBatch tokens = TokenBatch.padded(tokenizer.padId(), batch);

@@ -65,6 +65,39 @@ public class CliTest {
         }
     }
 
+    /**
+     * A forward that runs longer than --progress-after shows a bar on stderr (here after 0 s, so a
+     * tiny one does); stdout and the output file are as without it, and by default a short forward
+     * shows none.
+     */
+    @Test
+    void aLongForwardShowsProgressOnStderrOnly() throws Exception {
+        AttentionConfig c = AttentionConfig.of(16, 4);
+        try (Arena arena = Arena.ofShared()) {
+            AttentionWeights w = AttentionWeights.random(c, true, 5, arena);
+            Path weights = dir.resolve("w.safetensors");
+            SafeTensors.write(weights, w.stateDict());
+            Tensor x = Tensor.uniform(arena, 7, 1, 3, 40, 16);
+            Path in = dir.resolve("x.npy"), withBar = dir.resolve("bar.npy"), without = dir.resolve("plain.npy");
+            Npy.write(in, x);
+            Object[] res = run("run", "--weights", weights.toString(), "--input", in.toString(), "--output", withBar.toString(),
+                    "--heads", "4", "--threads", "1", "--progress-after", "0");
+            assertEquals(0, res[0], String.valueOf(res[2]));
+            String err = (String) res[2], out = (String) res[1];
+            assertTrue(err.contains("forward") && err.contains("100%") && err.contains("480/480"), "3 × 4 heads × 40 rows: " + err);
+            assertTrue(!out.contains("%") && out.contains("written to"), out);
+            Object[] plain = run("run", "--weights", weights.toString(), "--input", in.toString(), "--output", without.toString(),
+                    "--heads", "4", "--threads", "1");
+            assertEquals(0, plain[0], String.valueOf(plain[2]));
+            assertEquals("", plain[2], "a short forward shows no bar");
+            try (MultiHeadAttention mha = new MultiHeadAttention(w, MultiHeadAttention.Options.defaults().withThreads(1))) {
+                float[] expect = mha.forward(x, Mask.none(), arena).toArray();
+                assertArrayEquals(expect, Npy.read(withBar, arena).toArray());
+                assertArrayEquals(expect, Npy.read(without, arena).toArray());
+            }
+        }
+    }
+
     @Test
     void inspectWritesStatisticsRolesPicturesAndTheReport() throws Exception {
         AttentionConfig c = AttentionConfig.of(16, 4);

@@ -63,4 +63,31 @@ class EmbedCommandTest {
         assertEquals(2, res[0]);
         assertTrue(((String) res[2]).contains("no sentences"), (String) res[2]);
     }
+
+    /**
+     * A batch far beyond the useful size is run in chunks of the default batch: the embeddings are
+     * bitwise those of the default batch (one batch of all 40 sentences pads them to the longest and
+     * changes their last bits), and the workspace is the default batch's.
+     */
+    @Test
+    void aHugeBatchGivesTheDefaultBatchsEmbeddings() throws Exception {
+        List<String> sentences;
+        try (var in = MiniLmEncoder.class.getResourceAsStream("sentences.txt")) {
+            sentences = new String(in.readAllBytes(), StandardCharsets.UTF_8).lines().filter(l -> !l.isBlank()).limit(40).toList();
+        }
+        Path input = Files.write(dir.resolve("sentences.txt"), sentences), huge = dir.resolve("huge.npy"), byDefault = dir.resolve("default.npy");
+        Object[] res = run("embed", "--input", input.toString(), "--output", huge.toString(), "--threads", "2", "--batch", "100000");
+        assertEquals(0, res[0], String.valueOf(res[2]));
+        res = run("embed", "--input", input.toString(), "--output", byDefault.toString(), "--threads", "2");
+        assertEquals(0, res[0], String.valueOf(res[2]));
+        try (TrackedArena arena = TrackedArena.ofShared(); MiniLmEncoder encoder = Models.minilm(arena, 2)) {
+            assertArrayEquals(Npy.read(byDefault, arena).toArray(), Npy.read(huge, arena).toArray());
+            Tensor out = Tensor.allocate(arena, sentences.size(), 384);
+            try (EncoderWorkspace hugeWs = new EncoderWorkspace(); EncoderWorkspace defaultWs = new EncoderWorkspace()) {
+                encoder.embed(sentences, out, hugeWs, 100_000);
+                encoder.embed(sentences, out, defaultWs, MiniLmEncoder.DEFAULT_BATCH);
+                assertEquals(defaultWs.byteSize(), hugeWs.byteSize(), "the huge batch's scratch is the default batch's");
+            }
+        }
+    }
 }
