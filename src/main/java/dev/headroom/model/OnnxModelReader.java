@@ -2,7 +2,9 @@ package dev.headroom.model;
 
 import com.google.protobuf.CodedInputStream;
 import com.google.protobuf.InvalidProtocolBufferException;
+import dev.headroom.io.TensorFiles;
 import dev.headroom.io.TensorFormatException;
+import dev.headroom.memory.TrackedArena;
 import dev.headroom.tensor.Tensor;
 
 import java.io.IOException;
@@ -11,11 +13,9 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
-import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.NoSuchFileException;
+import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
@@ -72,26 +72,37 @@ public final class OnnxModelReader {
         this.arena = arena;
     }
 
-    /** Reads the model in {@code file}; float constants are copied into {@code arena}. */
+    /**
+     * Reads the model in {@code file}; float constants are copied into {@code arena}. The file is
+     * read into memory this call owns (not mapped), so it may change while it is parsed or
+     * afterwards without effect; a FIFO or device is read as a stream.
+     */
     public static OnnxGraph read(Path file, Arena arena) throws IOException {
-        // The mapping is only needed while parsing: a confined arena of this call owns it, and
-        // everything kept is copied into the caller's arena before it closes.
-        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ); Arena mapping = Arena.ofConfined()) {
-            long size = ch.size();
-            if (size > Integer.MAX_VALUE) {
-                throw new TensorFormatException(file + ": " + size + " bytes is more than a protobuf message can hold (2 GiB); "
-                        + "models with external data are not supported");
+        if (TensorFiles.kind(file, "an ONNX file") == TensorFiles.Kind.STREAM) {
+            try (InputStream in = Files.newInputStream(file)) {
+                return read(in, file.toString(), arena);
             }
-            MemorySegment mapped = ch.map(FileChannel.MapMode.READ_ONLY, 0, size, mapping);
-            return parse(file.toString(), mapped, CodedInputStream.newInstance(mapped.asByteBuffer()), arena);
-        } catch (NoSuchFileException e) {
-            throw new TensorFormatException(file + ": no such ONNX file", e);
+        }
+        // The file's bytes are needed only while parsing: an arena of this call owns them, and
+        // everything kept is copied into the caller's arena before it closes.
+        try (TrackedArena whole = TrackedArena.ofConfined()) {
+            MemorySegment bytes = TensorFiles.readAll(file, whole, Integer.MAX_VALUE,
+                    "more than a protobuf message can hold (2 GiB); models with external data are not supported");
+            return parse(file.toString(), bytes, CodedInputStream.newInstance(bytes.asByteBuffer()), arena);
         }
     }
 
-    /** Reads a model from a stream (e.g. a classpath resource); {@code source} names it in messages. */
+    /**
+     * Reads a model from a stream (e.g. a classpath resource) to its end; {@code source} names it
+     * in messages. More than 2 GiB (the most a protobuf message holds) is refused.
+     */
     public static OnnxGraph read(InputStream stream, String source, Arena arena) throws IOException {
-        return read(stream.readAllBytes(), source, arena);
+        byte[] data = stream.readNBytes(Integer.MAX_VALUE - 8);
+        if (stream.read() >= 0) {
+            throw new TensorFormatException(source + ": more than 2 GiB, more than a protobuf message can hold; "
+                    + "models with external data are not supported");
+        }
+        return read(data, source, arena);
     }
 
     /** Reads a model held in {@code data}; float constants are copied into {@code arena}. */
@@ -292,24 +303,31 @@ public final class OnnxModelReader {
         long count = 1;
         for (long d : shape) {
             if (d < 0 || d > Integer.MAX_VALUE) throw new TensorFormatException(source + ": " + described + " has dimension " + d);
-            count = Math.multiplyExact(count, d);
+            if (count > Long.MAX_VALUE / Long.BYTES / Math.max(1, d)) {
+                throw new TensorFormatException(source + ": " + described + " has more elements than any file can hold "
+                        + "(their byte size overflows 2^63)");
+            }
+            count *= d;
         }
+        // Every declared size is checked against the bytes actually present before anything is
+        // allocated: one changed byte in a dimension must not cost gigabytes.
         Tensor floats = null;
         long[] integers = null;
         if (dataType == OnnxInitializer.FLOAT) {
-            int[] tensorShape = shape.length == 0 ? new int[]{1} : Arrays.stream(shape).mapToInt(d -> (int) d).toArray();
-            floats = Tensor.allocate(arena, tensorShape);
             if (rawOffset >= 0) {
                 if (rawLength != count * Float.BYTES) {
                     throw new TensorFormatException(source + ": " + described + " needs " + count * Float.BYTES
                             + " bytes of raw_data for " + count + " floats, but raw_data holds " + rawLength);
                 }
+            } else if (floatData.size != count) {
+                throw new TensorFormatException(source + ": " + described + " needs " + count
+                        + " floats, but float_data holds " + floatData.size + " and there is no raw_data");
+            }
+            int[] tensorShape = shape.length == 0 ? new int[]{1} : Arrays.stream(shape).mapToInt(d -> (int) d).toArray();
+            floats = Tensor.allocate(arena, tensorShape);
+            if (rawOffset >= 0) {
                 MemorySegment.copy(bytes, LITTLE_ENDIAN_FLOAT, rawOffset, floats.segment(), ValueLayout.JAVA_FLOAT_UNALIGNED, 0, count);
             } else {
-                if (floatData.size != count) {
-                    throw new TensorFormatException(source + ": " + described + " needs " + count
-                            + " floats, but float_data holds " + floatData.size + " and there is no raw_data");
-                }
                 MemorySegment.copy(floatData.values, 0, floats.segment(), ValueLayout.JAVA_FLOAT_UNALIGNED, 0, (int) count);
             }
         } else if ((dataType == OnnxInitializer.INT64 || dataType == OnnxInitializer.INT32) && count <= MAX_KEPT_INTEGERS) {
