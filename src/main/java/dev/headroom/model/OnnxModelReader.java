@@ -22,6 +22,7 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.Supplier;
 
 /**
  * Reads an ONNX model (a serialized {@code onnx.ModelProto}) with protobuf's
@@ -63,6 +64,7 @@ public final class OnnxModelReader {
     /** The whole serialized model; {@code in} reads it, raw tensor data is copied straight from it. */
     private final MemorySegment bytes;
     private final CodedInputStream in;
+    /** Where float constants are copied; null in the checking pass, which allocates nothing. */
     private final Arena arena;
 
     private OnnxModelReader(String source, MemorySegment bytes, CodedInputStream in, Arena arena) {
@@ -88,7 +90,7 @@ public final class OnnxModelReader {
         try (TrackedArena whole = TrackedArena.ofConfined()) {
             MemorySegment bytes = TensorFiles.readAll(file, whole, Integer.MAX_VALUE,
                     "more than a protobuf message can hold (2 GiB); models with external data are not supported");
-            return parse(file.toString(), bytes, CodedInputStream.newInstance(bytes.asByteBuffer()), arena);
+            return parse(file.toString(), bytes, () -> CodedInputStream.newInstance(bytes.asByteBuffer()), arena);
         }
     }
 
@@ -107,9 +109,22 @@ public final class OnnxModelReader {
 
     /** Reads a model held in {@code data}; float constants are copied into {@code arena}. */
     public static OnnxGraph read(byte[] data, String source, Arena arena) throws TensorFormatException {
-        return parse(source, MemorySegment.ofArray(data), CodedInputStream.newInstance(data), arena);
+        return parse(source, MemorySegment.ofArray(data), () -> CodedInputStream.newInstance(data), arena);
     }
 
+    /**
+     * Parses twice: first without allocating anything (every size and field checked, float data
+     * not copied), then for real. A model refused for its content leaves the caller's arena as it
+     * was, instead of holding the tensors read before the broken one; the second pass cannot be
+     * refused, as it reads the same bytes.
+     */
+    private static OnnxGraph parse(String source, MemorySegment bytes, Supplier<CodedInputStream> input, Arena arena)
+            throws TensorFormatException {
+        parse(source, bytes, input.get(), null);
+        return parse(source, bytes, input.get(), arena);
+    }
+
+    /** One pass over the model; {@code arena} null checks everything and allocates nothing. */
     private static OnnxGraph parse(String source, MemorySegment bytes, CodedInputStream in, Arena arena)
             throws TensorFormatException {
         // Raw tensor data runs to tens of MB; CodedInputStream's default limit is 100 MB per message.
@@ -324,6 +339,7 @@ public final class OnnxModelReader {
                         + " floats, but float_data holds " + floatData.size + " and there is no raw_data");
             }
             int[] tensorShape = shape.length == 0 ? new int[]{1} : Arrays.stream(shape).mapToInt(d -> (int) d).toArray();
+            if (arena == null) return new OnnxInitializer(name, dataType, shape, null, null); // the checking pass
             floats = Tensor.allocate(arena, tensorShape);
             if (rawOffset >= 0) {
                 MemorySegment.copy(bytes, LITTLE_ENDIAN_FLOAT, rawOffset, floats.segment(), ValueLayout.JAVA_FLOAT_UNALIGNED, 0, count);

@@ -259,8 +259,9 @@ class OnnxModelReaderTest {
             out.writeFloat(4, 1.5f);
             out.writeString(8, "fd");
         });
+        // A good tensor before the broken one: nothing of it is kept either.
         try (dev.headroom.memory.TrackedArena arena = dev.headroom.memory.TrackedArena.ofConfined()) {
-            byte[] bytes = model(floatData);
+            byte[] bytes = model(rawTensor("good", 1, new long[]{2}, littleEndianFloats(1, 2)), floatData);
             TensorFormatException e = assertThrows(TensorFormatException.class, () -> OnnxModelReader.read(bytes, "test.onnx", arena));
             assertTrue(e.getMessage().contains("needs 1000000 floats, but float_data holds 1"), e.getMessage());
             assertEquals(0, arena.allocatedBytes());
