@@ -51,7 +51,9 @@ import java.util.function.Supplier;
  * <p>A file that is not a well-formed ONNX model throws {@link TensorFormatException} naming the
  * byte offset, the message and field being read, and what was expected: an invalid tag or a wire
  * type the field cannot have, a length running past the end (a truncated file), a model without
- * ir_version or graph, or tensor data that does not match its dims.
+ * ir_version or graph, or tensor data that does not match its dims. The whole model is checked
+ * before anything is allocated in the caller's arena (a first pass allocates nothing), so a
+ * declared size can never cost more memory than the bytes actually present.
  */
 public final class OnnxModelReader {
     /** Integer constants up to this many elements (shapes, axes, small index tables) are kept. */
