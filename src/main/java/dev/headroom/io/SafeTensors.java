@@ -301,7 +301,7 @@ public final class SafeTensors {
                     }
                     case "shape" -> dims = integers("shape of tensor '" + name + "'");
                     case "data_offsets" -> offsets = integers("data_offsets of tensor '" + name + "'");
-                    default -> json.skipValue();
+                    default -> skipChecked(name + "." + key);
                 }
             }
             json.endObject();
@@ -337,6 +337,32 @@ public final class SafeTensors {
                         + bytes + " bytes but data_offsets [" + begin + ", " + end + "] span " + (end - begin));
             }
             return new Entry(name, shape, begin, end);
+        }
+
+        /**
+         * Skips a value the format does not define (an unknown key of a tensor entry, ignored as
+         * the reference implementation ignores it), still refusing duplicate keys inside it.
+         * Recursion is bounded by the reader's nesting limit (Gson's default, 255 levels).
+         */
+        private void skipChecked(String where) throws IOException {
+            switch (json.peek()) {
+                case BEGIN_OBJECT -> {
+                    json.beginObject();
+                    Set<String> seen = new HashSet<>();
+                    while (json.hasNext()) {
+                        String key = json.nextName();
+                        if (!seen.add(key)) throw malformed("key '" + key + "' appears twice in " + where);
+                        skipChecked(where + "." + key);
+                    }
+                    json.endObject();
+                }
+                case BEGIN_ARRAY -> {
+                    json.beginArray();
+                    while (json.hasNext()) skipChecked(where);
+                    json.endArray();
+                }
+                default -> json.skipValue();
+            }
         }
 
         /** An array of non-negative integers written as such (digits only). */

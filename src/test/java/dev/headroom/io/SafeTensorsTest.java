@@ -156,6 +156,12 @@ class SafeTensorsTest {
         assertTrue(brace.contains("must begin with '{'"), brace);
         String after = failure(file("{" + a + "}x", new byte[8]));
         assertTrue(after.contains("malformed .safetensors header"), after);
+        String nestedDuplicate = failure(file("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],"
+                + "\"extra\":[{\"k\":1,\"k\":2}]}}", new byte[8]));
+        assertTrue(nestedDuplicate.contains("key 'k' appears twice in a.extra"), nestedDuplicate);
+        String deep = failure(file("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],\"extra\":"
+                + "[".repeat(100_000) + "]".repeat(100_000) + "}}", new byte[8]));
+        assertTrue(deep.contains("malformed .safetensors header") && deep.contains("esting limit"), deep);
         byte[] latin1 = file("{\"\u00e9\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", new byte[8]);
         latin1[10] = (byte) 0xe9; // the 2-byte UTF-8 é becomes a lone Latin-1 byte
         latin1[11] = '"';
