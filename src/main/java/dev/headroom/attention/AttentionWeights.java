@@ -20,8 +20,8 @@ import java.util.stream.Stream;
 
 /**
  * The parameters of one attention layer, in PyTorch's layouts, borrowed from memory the caller's
- * arena owns (loaded .npy files, a mapped .safetensors file, or random initialisation). The
- * weights never own or free anything.
+ * arena owns (loaded .npy files, a .safetensors file copied or, on request, mapped, or random
+ * initialisation). The weights never own or free anything.
  *
  * <p>Two naming schemes are read, optionally under a key prefix such as {@code "layer.0.attn."}:
  * <ul>
@@ -163,15 +163,30 @@ public final class AttentionWeights {
     }
 
     /**
-     * Loads weights from a directory of {@code <key>.npy} files or from a {@code .safetensors} file
-     * (memory-mapped, not copied). {@code arena} owns the loaded or mapped memory.
+     * Loads weights from a directory of {@code <key>.npy} files or from a {@code .safetensors} file,
+     * copied into {@code arena}, which owns them: the files may change afterwards without effect.
      */
     public static AttentionWeights load(Path source, AttentionConfig config, String prefix, Arena arena) throws IOException {
-        return fromStateDict(config, readStateDict(source, arena), prefix);
+        return load(source, config, prefix, arena, SafeTensors.Load.COPY);
     }
 
-    /** All tensors of a directory of .npy files (key = file name without .npy) or of a .safetensors file. */
+    /**
+     * As {@link #load(Path, AttentionConfig, String, Arena)}, with a {@code .safetensors} file
+     * copied or mapped as {@code load} says ({@link SafeTensors.Load#MAP}: nothing copied, but the
+     * process can crash if the file is truncated or rewritten while the arena is open).
+     */
+    public static AttentionWeights load(Path source, AttentionConfig config, String prefix, Arena arena, SafeTensors.Load load)
+            throws IOException {
+        return fromStateDict(config, readStateDict(source, arena, load), prefix);
+    }
+
+    /** All tensors of a directory of .npy files (key = file name without .npy) or of a .safetensors file, copied. */
     public static Map<String, Tensor> readStateDict(Path source, Arena arena) throws IOException {
+        return readStateDict(source, arena, SafeTensors.Load.COPY);
+    }
+
+    /** All tensors of a directory of .npy files (always copied) or of a .safetensors file (copied or mapped). */
+    public static Map<String, Tensor> readStateDict(Path source, Arena arena, SafeTensors.Load load) throws IOException {
         if (Files.isDirectory(source)) {
             Map<String, Tensor> sd = new LinkedHashMap<>();
             List<Path> files;
@@ -186,7 +201,7 @@ public final class AttentionWeights {
             return sd;
         }
         if (!Files.exists(source)) throw new TensorFormatException(source + ": no such weights file or directory");
-        if (source.getFileName().toString().endsWith(".safetensors")) return SafeTensors.open(source, arena);
+        if (source.getFileName().toString().endsWith(".safetensors")) return SafeTensors.open(source, arena, load);
         throw new TensorFormatException(source + ": weights must be a directory of .npy files or a .safetensors file");
     }
 

@@ -7,7 +7,6 @@ import dev.headroom.attention.MultiHeadAttention;
 import dev.headroom.inspect.HeadSummary;
 import dev.headroom.inspect.LayerInspection;
 import dev.headroom.inspect.Redundancy;
-import dev.headroom.io.Npy;
 import dev.headroom.memory.TrackedArena;
 import dev.headroom.report.AttentionReport;
 import dev.headroom.sparse.AttentionPattern;
@@ -33,7 +32,7 @@ final class InspectCommand implements Callable<Integer> {
     @Mixin
     LayerOptions layer;
 
-    @Option(names = "--input", description = "X, float32 .npy of shape (n, E) or (B, n, E); pictures show batch element 0.")
+    @Option(names = "--input", description = "X, float32 .npy of shape (n, E) or (B, n, E), or '-' for standard input; pictures show batch element 0.")
     Path input;
 
     @Option(names = "--model", description = "Inspect a built-in model instead of one layer: 'minilm' (all-MiniLM-L6-v2, 6 layers × 12 heads) on the sentences given.")
@@ -63,7 +62,7 @@ final class InspectCommand implements Callable<Integer> {
         if (model != null) return ModelInspection.run(model, sentences, out, System.out);
         if (input == null) throw new IllegalArgumentException("--input is required (or --model minilm with sentences)");
         try (TrackedArena arena = TrackedArena.ofShared()) {
-            Tensor x = CliFiles.read(input, "--input", () -> Npy.read(input, arena));
+            Tensor x = CliFiles.read(input, "--input", () -> NpyInput.read(input, arena));
             if (x.rank() == 2) x = x.reshape(1, x.dim(0), x.dim(1));
             int E = x.dim(-1), n = x.dim(-2);
             AttentionConfig config = layer.config(E);

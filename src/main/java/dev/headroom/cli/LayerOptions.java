@@ -3,6 +3,7 @@ package dev.headroom.cli;
 import dev.headroom.attention.AttentionConfig;
 import dev.headroom.attention.AttentionWeights;
 import dev.headroom.attention.MultiHeadAttention;
+import dev.headroom.io.SafeTensors;
 import picocli.CommandLine.Option;
 
 import java.io.IOException;
@@ -15,6 +16,12 @@ final class LayerOptions {
             description = "A directory of .npy files or a .safetensors file with PyTorch keys "
                     + "(in_proj_weight/in_proj_bias/out_proj.*, or q_proj/k_proj/v_proj/o_proj .weight/.bias).")
     Path weights;
+
+    @Option(names = "--mmap",
+            description = "Map a .safetensors weights file instead of copying it into memory (the default): starts faster "
+                    + "and shares the page cache, but if the file is truncated or rewritten in place while the command runs, "
+                    + "the process can crash (SIGBUS).")
+    boolean mmap;
 
     @Option(names = "--prefix", defaultValue = "", description = "Key prefix in the weights, e.g. 'layers.0.self_attn.'.")
     String prefix;
@@ -41,7 +48,8 @@ final class LayerOptions {
     }
 
     AttentionWeights load(AttentionConfig config, Arena arena) throws IOException {
-        return CliFiles.read(weights, "--weights", () -> AttentionWeights.load(weights, config, prefix, arena));
+        return CliFiles.read(weights, "--weights", () -> AttentionWeights.load(weights, config, prefix, arena,
+                mmap ? SafeTensors.Load.MAP : SafeTensors.Load.COPY));
     }
 
     MultiHeadAttention.Options options() {

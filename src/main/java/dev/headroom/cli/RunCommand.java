@@ -26,10 +26,11 @@ final class RunCommand implements Callable<Integer> {
     @Mixin
     LayerOptions layer;
 
-    @Option(names = "--input", required = true, description = "Query input X, float32 .npy of shape (n, E) or (B, n, E).")
+    @Option(names = "--input", required = true,
+            description = "Query input X, float32 .npy of shape (n, E) or (B, n, E); '-' reads standard input.")
     Path input;
 
-    @Option(names = "--key-value", description = "Key/value input for cross-attention, (n_k, E) or (B, n_k, E).")
+    @Option(names = "--key-value", description = "Key/value input for cross-attention, (n_k, E) or (B, n_k, E); '-' reads standard input.")
     Path keyValue;
 
     @Option(names = "--output", required = true, description = "Where to write Y (same shape as the input).")
@@ -55,8 +56,11 @@ final class RunCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         CliFiles.checkOutputFile(output, "--output");
         try (TrackedArena arena = TrackedArena.ofShared()) {
-            Tensor x = CliFiles.read(input, "--input", () -> Npy.read(input, arena));
-            Tensor kv = keyValue == null ? null : CliFiles.read(keyValue, "--key-value", () -> Npy.read(keyValue, arena));
+            if (NpyInput.isStandardInput(input) && NpyInput.isStandardInput(keyValue)) {
+                throw new IllegalArgumentException("--input and --key-value cannot both be standard input ('-')");
+            }
+            Tensor x = CliFiles.read(input, "--input", () -> NpyInput.read(input, arena));
+            Tensor kv = keyValue == null ? null : CliFiles.read(keyValue, "--key-value", () -> NpyInput.read(keyValue, arena));
             AttentionConfig config = layer.config(x.dim(-1));
             AttentionWeights w = layer.load(config, arena);
             Mask mask = causal ? Mask.causal() : Mask.none();

@@ -2,7 +2,9 @@ package dev.headroom.model;
 
 import com.google.protobuf.CodedInputStream;
 import com.google.protobuf.InvalidProtocolBufferException;
+import dev.headroom.io.TensorFiles;
 import dev.headroom.io.TensorFormatException;
+import dev.headroom.memory.TrackedArena;
 import dev.headroom.tensor.Tensor;
 
 import java.io.IOException;
@@ -11,17 +13,16 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
-import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.NoSuchFileException;
+import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.Supplier;
 
 /**
  * Reads an ONNX model (a serialized {@code onnx.ModelProto}) with protobuf's
@@ -50,7 +51,9 @@ import java.util.Map;
  * <p>A file that is not a well-formed ONNX model throws {@link TensorFormatException} naming the
  * byte offset, the message and field being read, and what was expected: an invalid tag or a wire
  * type the field cannot have, a length running past the end (a truncated file), a model without
- * ir_version or graph, or tensor data that does not match its dims.
+ * ir_version or graph, or tensor data that does not match its dims. The whole model is checked
+ * before anything is allocated in the caller's arena (a first pass allocates nothing), so a
+ * declared size can never cost more memory than the bytes actually present.
  */
 public final class OnnxModelReader {
     /** Integer constants up to this many elements (shapes, axes, small index tables) are kept. */
@@ -63,6 +66,7 @@ public final class OnnxModelReader {
     /** The whole serialized model; {@code in} reads it, raw tensor data is copied straight from it. */
     private final MemorySegment bytes;
     private final CodedInputStream in;
+    /** Where float constants are copied; null in the checking pass, which allocates nothing. */
     private final Arena arena;
 
     private OnnxModelReader(String source, MemorySegment bytes, CodedInputStream in, Arena arena) {
@@ -72,33 +76,57 @@ public final class OnnxModelReader {
         this.arena = arena;
     }
 
-    /** Reads the model in {@code file}; float constants are copied into {@code arena}. */
+    /**
+     * Reads the model in {@code file}; float constants are copied into {@code arena}. The file is
+     * read into memory this call owns (not mapped), so it may change while it is parsed or
+     * afterwards without effect; a FIFO or device is read as a stream.
+     */
     public static OnnxGraph read(Path file, Arena arena) throws IOException {
-        // The mapping is only needed while parsing: a confined arena of this call owns it, and
-        // everything kept is copied into the caller's arena before it closes.
-        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ); Arena mapping = Arena.ofConfined()) {
-            long size = ch.size();
-            if (size > Integer.MAX_VALUE) {
-                throw new TensorFormatException(file + ": " + size + " bytes is more than a protobuf message can hold (2 GiB); "
-                        + "models with external data are not supported");
+        if (TensorFiles.kind(file, "an ONNX file") == TensorFiles.Kind.STREAM) {
+            try (InputStream in = Files.newInputStream(file)) {
+                return read(in, file.toString(), arena);
             }
-            MemorySegment mapped = ch.map(FileChannel.MapMode.READ_ONLY, 0, size, mapping);
-            return parse(file.toString(), mapped, CodedInputStream.newInstance(mapped.asByteBuffer()), arena);
-        } catch (NoSuchFileException e) {
-            throw new TensorFormatException(file + ": no such ONNX file", e);
+        }
+        // The file's bytes are needed only while parsing: an arena of this call owns them, and
+        // everything kept is copied into the caller's arena before it closes.
+        try (TrackedArena whole = TrackedArena.ofConfined()) {
+            MemorySegment bytes = TensorFiles.readAll(file, whole, Integer.MAX_VALUE,
+                    "more than a protobuf message can hold (2 GiB); models with external data are not supported");
+            return parse(file.toString(), bytes, () -> CodedInputStream.newInstance(bytes.asByteBuffer()), arena);
         }
     }
 
-    /** Reads a model from a stream (e.g. a classpath resource); {@code source} names it in messages. */
+    /**
+     * Reads a model from a stream (e.g. a classpath resource) to its end; {@code source} names it
+     * in messages. More than 2 GiB (the most a protobuf message holds) is refused.
+     */
     public static OnnxGraph read(InputStream stream, String source, Arena arena) throws IOException {
-        return read(stream.readAllBytes(), source, arena);
+        byte[] data = stream.readNBytes(Integer.MAX_VALUE - 8);
+        if (stream.read() >= 0) {
+            throw new TensorFormatException(source + ": more than 2 GiB, more than a protobuf message can hold; "
+                    + "models with external data are not supported");
+        }
+        return read(data, source, arena);
     }
 
     /** Reads a model held in {@code data}; float constants are copied into {@code arena}. */
     public static OnnxGraph read(byte[] data, String source, Arena arena) throws TensorFormatException {
-        return parse(source, MemorySegment.ofArray(data), CodedInputStream.newInstance(data), arena);
+        return parse(source, MemorySegment.ofArray(data), () -> CodedInputStream.newInstance(data), arena);
     }
 
+    /**
+     * Parses twice: first without allocating anything (every size and field checked, float data
+     * not copied), then for real. A model refused for its content leaves the caller's arena as it
+     * was, instead of holding the tensors read before the broken one; the second pass cannot be
+     * refused, as it reads the same bytes.
+     */
+    private static OnnxGraph parse(String source, MemorySegment bytes, Supplier<CodedInputStream> input, Arena arena)
+            throws TensorFormatException {
+        parse(source, bytes, input.get(), null);
+        return parse(source, bytes, input.get(), arena);
+    }
+
+    /** One pass over the model; {@code arena} null checks everything and allocates nothing. */
     private static OnnxGraph parse(String source, MemorySegment bytes, CodedInputStream in, Arena arena)
             throws TensorFormatException {
         // Raw tensor data runs to tens of MB; CodedInputStream's default limit is 100 MB per message.
@@ -292,24 +320,32 @@ public final class OnnxModelReader {
         long count = 1;
         for (long d : shape) {
             if (d < 0 || d > Integer.MAX_VALUE) throw new TensorFormatException(source + ": " + described + " has dimension " + d);
-            count = Math.multiplyExact(count, d);
+            if (count > Long.MAX_VALUE / Long.BYTES / Math.max(1, d)) {
+                throw new TensorFormatException(source + ": " + described + " has more elements than any file can hold "
+                        + "(their byte size overflows 2^63)");
+            }
+            count *= d;
         }
+        // Every declared size is checked against the bytes actually present before anything is
+        // allocated: one changed byte in a dimension must not cost gigabytes.
         Tensor floats = null;
         long[] integers = null;
         if (dataType == OnnxInitializer.FLOAT) {
-            int[] tensorShape = shape.length == 0 ? new int[]{1} : Arrays.stream(shape).mapToInt(d -> (int) d).toArray();
-            floats = Tensor.allocate(arena, tensorShape);
             if (rawOffset >= 0) {
                 if (rawLength != count * Float.BYTES) {
                     throw new TensorFormatException(source + ": " + described + " needs " + count * Float.BYTES
                             + " bytes of raw_data for " + count + " floats, but raw_data holds " + rawLength);
                 }
+            } else if (floatData.size != count) {
+                throw new TensorFormatException(source + ": " + described + " needs " + count
+                        + " floats, but float_data holds " + floatData.size + " and there is no raw_data");
+            }
+            int[] tensorShape = shape.length == 0 ? new int[]{1} : Arrays.stream(shape).mapToInt(d -> (int) d).toArray();
+            if (arena == null) return new OnnxInitializer(name, dataType, shape, null, null); // the checking pass
+            floats = Tensor.allocate(arena, tensorShape);
+            if (rawOffset >= 0) {
                 MemorySegment.copy(bytes, LITTLE_ENDIAN_FLOAT, rawOffset, floats.segment(), ValueLayout.JAVA_FLOAT_UNALIGNED, 0, count);
             } else {
-                if (floatData.size != count) {
-                    throw new TensorFormatException(source + ": " + described + " needs " + count
-                            + " floats, but float_data holds " + floatData.size + " and there is no raw_data");
-                }
                 MemorySegment.copy(floatData.values, 0, floats.segment(), ValueLayout.JAVA_FLOAT_UNALIGNED, 0, (int) count);
             }
         } else if ((dataType == OnnxInitializer.INT64 || dataType == OnnxInitializer.INT32) && count <= MAX_KEPT_INTEGERS) {

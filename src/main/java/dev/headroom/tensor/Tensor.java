@@ -27,17 +27,16 @@ public final class Tensor {
 
     /** A zero-filled tensor of {@code shape}, 64-byte aligned, owned by {@code arena}. */
     public static Tensor allocate(Arena arena, int... shape) {
-        long n = elementCount(shape);
-        MemorySegment s = arena.allocate(n * Float.BYTES, TrackedArena.ALIGNMENT);
+        MemorySegment s = arena.allocate(byteCount(shape), TrackedArena.ALIGNMENT);
         return new Tensor(s, shape.clone());
     }
 
     /** Views {@code segment} (exactly {@code prod(shape)} floats) as a tensor of {@code shape}. */
     public static Tensor wrap(MemorySegment segment, int... shape) {
-        long n = elementCount(shape);
-        if (segment.byteSize() != n * Float.BYTES) {
+        long bytes = byteCount(shape);
+        if (segment.byteSize() != bytes) {
             throw new IllegalArgumentException("a tensor of shape " + Arrays.toString(shape) + " needs "
-                    + n * Float.BYTES + " bytes, the segment has " + segment.byteSize());
+                    + bytes + " bytes, the segment has " + segment.byteSize());
         }
         return new Tensor(segment, shape.clone());
     }
@@ -58,6 +57,16 @@ public final class Tensor {
         java.util.SplittableRandom rnd = new java.util.SplittableRandom(seed);
         for (long i = 0; i < t.size; i++) t.set(i, (float) rnd.nextDouble(-bound, bound));
         return t;
+    }
+
+    /** Bytes of a float tensor of {@code shape}; a shape whose byte size overflows a long is refused. */
+    static long byteCount(int[] shape) {
+        try {
+            return Math.multiplyExact(elementCount(shape), Float.BYTES);
+        } catch (ArithmeticException e) {
+            throw new IllegalArgumentException("shape " + Arrays.toString(shape) + " has more elements than memory can hold "
+                    + "(its byte size overflows 2^63)");
+        }
     }
 
     static long elementCount(int[] shape) {

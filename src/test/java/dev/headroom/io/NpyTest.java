@@ -113,4 +113,129 @@ class NpyTest {
             assertTrue(missing.contains("no such"), missing);
         }
     }
+
+    /** An .npy file whose header is {@code dict} exactly (padded as numpy pads). */
+    static byte[] withHeader(String dict, byte[] data) {
+        int pad = (64 - (10 + dict.length() + 1) % 64) % 64;
+        String header = dict + " ".repeat(pad) + "\n";
+        ByteBuffer b = ByteBuffer.allocate(10 + header.length() + data.length).order(ByteOrder.LITTLE_ENDIAN);
+        b.put(new byte[]{(byte) 0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0}).putShort((short) header.length());
+        b.put(header.getBytes(StandardCharsets.ISO_8859_1)).put(data);
+        return b.array();
+    }
+
+    @Test
+    void theHeaderIsParsedAsThePythonDictLiteralNumpyWrites() throws IOException {
+        byte[] six = floats(1, 2, 3, 4, 5, 6);
+        try (Arena arena = Arena.ofConfined()) {
+            // What repr() and older NumPy versions write is read: any key order, spacing, trailing comma, "" quotes, 3L.
+            for (String ok : new String[]{"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
+                    "{'shape': (2, 3), 'fortran_order': False, 'descr': '<f4'}", "{\"descr\":\"<f4\",\"fortran_order\":False,\"shape\":(2,3,)}",
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (2L, 3L), }"}) {
+                Path f = dir.resolve("ok.npy");
+                Files.write(f, withHeader(ok, six));
+                Tensor t = Npy.read(f, arena);
+                assertArrayEquals(new int[]{2, 3}, t.shape(), ok);
+                assertEquals(6, t.at(1, 2), ok);
+            }
+        }
+        String[][] refused = {
+                {"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), } x", "text after the closing brace"},
+                {"{'descr': '<f4' 'fortran_order': False, 'shape': (2, 3), }", "expected ',' or '}'"},
+                {"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), 'extra': 1}", "has key 'extra'; it must have exactly the keys"},
+                {"{'descr': '<f4', 'shape': (2, 3), }", "has no 'fortran_order'"},
+                {"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), 'shape': (6,)}", "key 'shape' appears twice"},
+                {"{'descr': '<f4', 'fortran_order': False, 'shape': (6)}", "(6) is an integer, not a tuple: write (6,)"},
+                {"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3.0)}", "not an integer"},
+                {"{'descr': '<f4', 'fortran_order': 0, 'shape': (2, 3)}", "'fortran_order' must be True or False"},
+                {"{'descr': ['<f4'], 'fortran_order': False, 'shape': (2, 3)}", "expected a string, True, False"},
+                {"{'descr': '<f4', 'fortran_order': False, 'shape': (-2, -3)}", "has dimension -2 (negative)"},
+                {"{'descr': '<f4', 'fortran_order': False, 'shape': [2, 3]}", "expected a string, True, False"},
+                {"['descr', '<f4']", "expected '{'"},
+        };
+        for (String[] r : refused) {
+            String m = failure(withHeader(r[0], six));
+            assertTrue(m.contains("bad.npy: ") && m.contains(r[1]), r[0] + " -> " + m);
+        }
+        String huge = failure(withHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4)}", six));
+        assertTrue(huge.contains("holds the integer 4611686018427387904, too large for a dimension"), huge);
+        String big = failure(withHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (2147483648, 4)}", six));
+        assertTrue(big.contains("has dimension 2147483648 (Headroom's dimensions are at most 2^31 - 1)"), big);
+        String overflow = failure(withHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (2147483647, 2147483647, 2147483647)}", six));
+        assertTrue(overflow.contains("its byte size overflows"), overflow);
+        byte[] minor = withHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)}", six);
+        minor[7] = 1;
+        assertTrue(failure(minor).contains("unsupported .npy format version 1.1"));
+    }
+
+    @Test
+    void dataLongerThanTheShapeNeedsIsRefused() throws IOException {
+        byte[] good = numpyFile("<f4", false, "(2, 3)", floats(1, 2, 3, 4, 5, 6));
+        String one = failure(Arrays.copyOf(good, good.length + 1));
+        assertTrue(one.contains("1 bytes after the data that shape [2, 3] of <f4 needs (152 bytes in all, the file has 153); "
+                + "an .npy file ends with its data"), one);
+        String scalar = failure(numpyFile("<f4", false, "()", floats(1, 2, 3, 4, 5, 6)));
+        assertTrue(scalar.contains("20 bytes after the data that shape [] of <f4 needs"), scalar);
+    }
+
+    @Test
+    void streamsAreReadToTheirEnd() throws Exception {
+        byte[] good = numpyFile("<f4", false, "(2, 3)", floats(1, 2, 3, 4, 5, -6.5f));
+        try (Arena arena = Arena.ofConfined()) {
+            Tensor t = Npy.read(new java.io.ByteArrayInputStream(good), "standard input", arena);
+            assertArrayEquals(new int[]{2, 3}, t.shape());
+            assertEquals(-6.5f, t.at(1, 2));
+            String trailing = assertThrows(TensorFormatException.class, () -> Npy.read(
+                    new java.io.ByteArrayInputStream(Arrays.copyOf(good, good.length + 4)), "standard input", arena)).getMessage();
+            assertTrue(trailing.startsWith("standard input: more bytes after the 24 data bytes"), trailing);
+            String shortData = assertThrows(TensorFormatException.class, () -> Npy.read(
+                    new java.io.ByteArrayInputStream(Arrays.copyOf(good, good.length - 4)), "standard input", arena)).getMessage();
+            assertTrue(shortData.startsWith("standard input: the stream ended after 20 of the 24 data bytes"), shortData);
+            String empty = assertThrows(TensorFormatException.class, () -> Npy.read(
+                    new java.io.ByteArrayInputStream(new byte[0]), "standard input", arena)).getMessage();
+            assertTrue(empty.contains("empty stream, not an .npy file"), empty);
+            String text = assertThrows(TensorFormatException.class, () -> Npy.read(
+                    new java.io.ByteArrayInputStream("hello".getBytes(StandardCharsets.US_ASCII)), "standard input", arena)).getMessage();
+            assertTrue(text.contains("not an .npy file (bad magic 68656c6c6f"), text);
+
+            // A FIFO is read as a stream once a writer opens it (opening it blocks until then, as for any Unix program).
+            Path fifo = dir.resolve("x.npy");
+            assertEquals(0, new ProcessBuilder("mkfifo", fifo.toString()).start().waitFor());
+            Thread writer = Thread.ofPlatform().start(() -> {
+                try {
+                    Files.write(fifo, good);
+                } catch (IOException e) {
+                    throw new java.io.UncheckedIOException(e);
+                }
+            });
+            Tensor fromFifo = Npy.read(fifo, arena);
+            writer.join();
+            assertArrayEquals(t.toArray(), fromFifo.toArray());
+        }
+    }
+
+    @Test
+    void aStreamDeclaringMoreThanItHoldsAllocatesOnlyWhatArrived() throws Exception {
+        // 2^31 - 1 x 256 floats declared (2 TiB), 24 bytes sent: refused, and the caller's arena holds nothing.
+        byte[] liar = withHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (2147483647, 256)}", floats(1, 2, 3, 4, 5, 6));
+        long before = dev.headroom.memory.OffHeap.peakBytes();
+        dev.headroom.memory.OffHeap.resetPeak();
+        try (dev.headroom.memory.TrackedArena arena = dev.headroom.memory.TrackedArena.ofConfined()) {
+            long base = dev.headroom.memory.OffHeap.currentBytes();
+            String m = assertThrows(TensorFormatException.class, () -> Npy.read(new java.io.ByteArrayInputStream(liar), "pipe", arena))
+                    .getMessage();
+            assertTrue(m.startsWith("pipe: the stream ended after 24 of the 2199023254528 data bytes"), m);
+            assertEquals(0, arena.allocatedBytes());
+            assertTrue(dev.headroom.memory.OffHeap.peakBytes() - base <= 1 << 20, "at most the first 1 MiB chunk was gathered");
+        }
+        assertTrue(before >= 0);
+    }
+
+    @Test
+    void aDirectoryIsNamedAsSuch() throws IOException {
+        try (Arena arena = Arena.ofConfined()) {
+            String m = assertThrows(TensorFormatException.class, () -> Npy.read(dir, arena)).getMessage();
+            assertEquals(dir + ": is a directory, not an .npy file", m);
+        }
+    }
 }

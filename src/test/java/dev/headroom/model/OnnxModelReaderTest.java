@@ -231,4 +231,61 @@ class OnnxModelReaderTest {
             assertTrue(e.getMessage().contains("no input 'input_ids'"), e.getMessage());
         }
     }
+
+    /** A model whose one initializer declares {@code dims} but holds {@code raw}; read in a tracked arena. */
+    private static String refusedWithoutAllocating(long[] dims, int dataType, byte[] raw, String... expected) throws IOException {
+        byte[] bytes = model(rawTensor("w", dataType, dims, raw));
+        try (dev.headroom.memory.TrackedArena arena = dev.headroom.memory.TrackedArena.ofConfined()) {
+            TensorFormatException e = assertThrows(TensorFormatException.class, () -> OnnxModelReader.read(bytes, "test.onnx", arena));
+            for (String s : expected) assertTrue(e.getMessage().contains(s), "'" + s + "' missing from: " + e.getMessage());
+            assertEquals(0, arena.allocatedBytes(), "nothing is allocated before the sizes are checked");
+            return e.getMessage();
+        }
+    }
+
+    @Test
+    void declaredSizesAreCheckedBeforeAnythingIsAllocated() throws Exception {
+        // The cases: one changed byte in a dimension declared 3.2 GB, two bytes 136 GB; 24 bytes are present.
+        refusedWithoutAllocating(new long[]{200_000, 4_000}, 1, littleEndianFloats(1, 2, 3, 4, 5, 6),
+                "'w'", "needs 3200000000 bytes of raw_data for 800000000 floats, but raw_data holds 24");
+        refusedWithoutAllocating(new long[]{Integer.MAX_VALUE, 16}, 1, littleEndianFloats(1, 2, 3, 4, 5, 6),
+                "needs 137438953408 bytes of raw_data");
+        refusedWithoutAllocating(new long[]{Integer.MAX_VALUE, Integer.MAX_VALUE, Integer.MAX_VALUE}, 7, new byte[8],
+                "has more elements than any file can hold");
+        byte[] floatData = message(out -> {
+            out.writeInt64(1, 1000);
+            out.writeInt64(1, 1000);
+            out.writeInt32(2, 1);
+            out.writeFloat(4, 1.5f);
+            out.writeString(8, "fd");
+        });
+        // A good tensor before the broken one: nothing of it is kept either.
+        try (dev.headroom.memory.TrackedArena arena = dev.headroom.memory.TrackedArena.ofConfined()) {
+            byte[] bytes = model(rawTensor("good", 1, new long[]{2}, littleEndianFloats(1, 2)), floatData);
+            TensorFormatException e = assertThrows(TensorFormatException.class, () -> OnnxModelReader.read(bytes, "test.onnx", arena));
+            assertTrue(e.getMessage().contains("needs 1000000 floats, but float_data holds 1"), e.getMessage());
+            assertEquals(0, arena.allocatedBytes());
+        }
+    }
+
+    @Test
+    void aDirectoryOrAFifoIsReadAsWhatItIs(@TempDir Path dir) throws Exception {
+        try (Arena arena = Arena.ofConfined()) {
+            TensorFormatException e = assertThrows(TensorFormatException.class, () -> OnnxModelReader.read(dir, arena));
+            assertEquals(dir + ": is a directory, not an ONNX file", e.getMessage());
+            Path fifo = dir.resolve("tiny.onnx");
+            assertEquals(0, new ProcessBuilder("mkfifo", fifo.toString()).start().waitFor());
+            byte[] tiny = tinyModel();
+            Thread writer = Thread.ofPlatform().start(() -> {
+                try {
+                    Files.write(fifo, tiny);
+                } catch (IOException x) {
+                    throw new java.io.UncheckedIOException(x);
+                }
+            });
+            OnnxGraph g = OnnxModelReader.read(fifo, arena);
+            writer.join();
+            assertArrayEquals(new float[]{1, 2, 3, 4, 5, 6}, g.requireFloat("w", "test", 2, 3).toArray());
+        }
+    }
 }
