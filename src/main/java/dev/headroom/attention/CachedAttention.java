@@ -2,6 +2,7 @@ package dev.headroom.attention;
 
 import dev.headroom.cache.KvCache;
 import dev.headroom.kernels.Softmax;
+import dev.headroom.runtime.WorkerPool;
 import dev.headroom.sparse.AttentionPattern;
 import dev.headroom.sparse.TileKind;
 import dev.headroom.tensor.Matrix;
@@ -71,6 +72,7 @@ final class CachedAttention {
             attend(layer, cache, step, l, qT, kT, v, concat, mask, ws, call, blocks);
             // 3. Y = O W_Oᵀ + b_O
             layer.projectOutput(concat, out.matrix(), call.profile());
+            if (layer.options().checkFinite()) layer.checkOutputFinite(out, qT, kT, v, false, concat);
         } finally {
             ws.releaseUse();
         }
@@ -272,6 +274,7 @@ final class CachedAttention {
             int sinks = bound.sinks();
             int[] spanBlock = new int[spanBlocks];
             for (int kb = task.b0; kb < task.b1; ) {
+                WorkerPool.checkCancelled();
                 // the next span: up to spanBlocks blocks that some row of the group may see
                 int count = 0;
                 for (; kb < task.b1 && count < spanBlocks; kb++) {

@@ -4,7 +4,9 @@ import dev.headroom.blas.Blas;
 import dev.headroom.cache.KvCache;
 import dev.headroom.jfr.ForwardEvent;
 import dev.headroom.kernels.Finite;
+import dev.headroom.memory.MemoryLimits;
 import dev.headroom.memory.OffHeap;
+import dev.headroom.memory.TrackedArena;
 import dev.headroom.kernels.Softmax;
 import dev.headroom.kernels.Vectors;
 import dev.headroom.runtime.WorkerPool;
@@ -57,9 +59,14 @@ public final class MultiHeadAttention implements AutoCloseable {
      *                     dense kernel, queryBlock × (key tile or span) with the tiled and sparse ones
      * @param kernel       the attention kernel, or null to choose per call (see {@link #kernelFor})
      * @param softmax      the softmax implementation (default {@link Softmax#VECTOR})
-     * @param checkFinite  reject inputs holding NaN or ±∞ (one pass over each input)
+     * @param checkFinite  check for NaN and ±∞: the weights once, when the layer is made; every input
+     *                     before a call; the output after it, where a non-finite value is reported with
+     *                     the phase or head it first appeared in ({@link NonFiniteException}); one pass
+     *                     over each, O(n·E)
      * @param memoryBudget bytes a call may hold off-heap (weights, activations, scratch: {@link #estimate});
-     *                     a call whose estimate exceeds it is refused before anything is allocated; 0 = no limit
+     *                     a call whose estimate exceeds it is refused before anything is allocated; 0 = no
+     *                     limit. Default: {@link MemoryLimits#defaultBudget()}, from the machine's memory and
+     *                     the limits the process runs under
      */
     public record Options(int threads, int queryBlock, AttentionKernel kernel, Softmax softmax,
                           boolean checkFinite, long memoryBudget) {
@@ -71,7 +78,9 @@ public final class MultiHeadAttention implements AutoCloseable {
         }
 
         public static Options defaults() {
-            return new Options(Runtime.getRuntime().availableProcessors(), 256, null, Softmax.VECTOR, false, 0);
+            long budget = MemoryLimits.defaultBudget();
+            return new Options(Runtime.getRuntime().availableProcessors(), 256, null, Softmax.VECTOR, false,
+                    budget == Long.MAX_VALUE ? 0 : budget);
         }
 
         public Options withThreads(int t) {
@@ -137,7 +146,42 @@ public final class MultiHeadAttention implements AutoCloseable {
                 }
             }
         }
+        if (this.options.checkFinite()) checkWeightsFinite(weights);
         this.pool = sharedPool != null ? sharedPool : new WorkerPool(options.threads());
+    }
+
+    /** Refuses weights whose arena was closed, naming them (the JDK would say only "Already closed"). */
+    private void checkWeightsAlive() {
+        if (!weights.wq.segment().scope().isAlive() || !weights.wo.segment().scope().isAlive()) {
+            throw new IllegalStateException("the weights of this MultiHeadAttention (" + AttentionWeights.describe(config)
+                    + ") belong to an arena that is closed; keep it open while the layer is used");
+        }
+    }
+
+    /** Refuses weights holding NaN or ±∞, naming the tensor and the element. */
+    private static void checkWeightsFinite(AttentionWeights w) {
+        Matrix[] matrices = {w.wq, w.wk, w.wv, w.wo};
+        String[] names = {"W_Q", "W_K", "W_V", "W_O"};
+        for (int m = 0; m < matrices.length; m++) {
+            Matrix x = matrices[m];
+            for (int r = 0; r < x.rows(); r++) {
+                long bad = Finite.firstNonFinite(x.segment().asSlice(x.index(r, 0) * Float.BYTES, (long) x.cols() * Float.BYTES), x.cols());
+                if (bad >= 0) {
+                    throw new NonFiniteException(names[m] + " " + "(" + x.rows() + ", " + x.cols() + ") holds " + x.get(r, (int) bad)
+                            + " at (" + r + ", " + bad + ") (checkFinite is on)");
+                }
+            }
+        }
+        Tensor[] biases = {w.bq, w.bk, w.bv, w.bo};
+        String[] biasNames = {"b_Q", "b_K", "b_V", "b_O"};
+        for (int b = 0; b < biases.length; b++) {
+            if (biases[b] == null) continue;
+            long bad = Finite.firstNonFinite(biases[b].segment(), biases[b].size());
+            if (bad >= 0) {
+                throw new NonFiniteException(biasNames[b] + " " + biases[b].shapeString() + " holds " + biases[b].get(bad)
+                        + " at " + bad + " (checkFinite is on)");
+            }
+        }
     }
 
     public MultiHeadAttention(AttentionWeights weights) {
@@ -177,11 +221,18 @@ public final class MultiHeadAttention implements AutoCloseable {
      */
     public Tensor forward(Tensor query, Tensor keyValue, Mask mask, Arena arena) {
         plan(query, keyValue, mask, query, null); // every check, before anything is allocated
-        Tensor out = Tensor.allocate(arena, query.shape());
-        try (Workspace ws = new Workspace()) {
-            forward(query, keyValue, mask, out, ws);
+        // The output is computed into memory of this call's own and copied into the caller's arena
+        // only once the call has succeeded: an arena cannot free one allocation, so a call that
+        // failed (cancelled, non-finite, out of memory) must not have allocated anything there.
+        try (TrackedArena own = TrackedArena.ofShared()) {
+            Tensor result = Tensor.allocate(own, query.shape());
+            try (Workspace ws = new Workspace()) {
+                forward(query, keyValue, mask, result, ws);
+            } // the scratch is freed before the copy, so the peak stays what estimate() says
+            Tensor out = Tensor.allocate(arena, query.shape());
+            MemorySegment.copy(result.segment(), 0, out.segment(), 0, result.segment().byteSize());
+            return out;
         }
-        return out;
     }
 
     /** The allocation-free form: writes {@code out} (shaped like {@code query}), scratch in {@code ws}. */
@@ -221,6 +272,7 @@ public final class MultiHeadAttention implements AutoCloseable {
             Matrix qTSinks = encodePositions(plan, qT, kT, ws);
             attend(plan, qT, qTSinks, KeyValues.projected(kT, vT, config.headDim(), nk), concat, ws, call);
             projectOutput(concat, out.matrix(), call.profile());
+            if (options.checkFinite()) checkOutputFinite(out, qT, kT, vT, true, concat);
         } finally {
             ws.releaseUse();
         }
@@ -240,6 +292,7 @@ public final class MultiHeadAttention implements AutoCloseable {
     public void forward(KvCache cache, KvCache.Step step, int layer, Tensor x, Mask mask, Tensor out, Workspace ws,
                         CallOptions call) {
         if (pool.isClosed()) throw new IllegalStateException("this MultiHeadAttention (or the pool it runs on) is closed");
+        checkWeightsAlive();
         checkTensor("step input", x, config.dModel());
         CachedAttention.forward(this, cache, step, layer, x, mask, out, ws, call, DecodeBlocks.VECTOR);
     }
@@ -385,7 +438,7 @@ public final class MultiHeadAttention implements AutoCloseable {
 
     /** Stage 3, output projection: Y = concat W_Oᵀ + b_O; {@code concat}: (rows, H·d), {@code y}: (rows, E). */
     public void projectOutput(Matrix concat, Matrix y, Profile profile) {
-        int chunk = rowChunk(y.rows());
+        int chunk = Math.min(PIECE_TOKENS, rowChunk(y.rows()));
         pool.run((y.rows() + chunk - 1) / chunk, (task, worker) -> {
             long t = profile == null ? 0 : System.nanoTime();
             int r0 = task * chunk, r1 = Math.min(y.rows(), r0 + chunk);
@@ -394,6 +447,55 @@ public final class MultiHeadAttention implements AutoCloseable {
             Blas.sgemm(1f, concat.rowRange(r0, r1), false, weights.wo, true, weights.bo != null ? 1f : 0f, yRows);
             if (profile != null) profile.add(Profile.Phase.OUTPUT_PROJECTION, System.nanoTime() - t);
         });
+    }
+
+    /**
+     * With finite checking on, an output holding NaN or ±∞ is an error that says where the first
+     * non-finite value appeared: in Q, K or V (the projections overflowed: inputs or weights too
+     * large), in a head's attention output (its scores overflowed: |scale · q · k| beyond float's
+     * 3.4e38, or ∞ − ∞ in the softmax), or only in the output projection. The buffers are still in
+     * the workspace, so this costs one more pass over them, only when the output is bad.
+     * {@code vByColumns}: V is Vᵀ (G·d, tokens), else V (tokens, G·d).
+     */
+    void checkOutputFinite(Tensor out, Matrix qT, Matrix kT, Matrix v, boolean vByColumns, Matrix concat) {
+        long bad = Finite.firstNonFinite(out.segment(), out.size());
+        if (bad < 0) return;
+        int d = config.headDim(), E = config.dModel();
+        String where = "output " + out.shapeString() + " holds " + out.get(bad) + " at token " + bad / E + ", feature " + bad % E
+                + " (checkFinite is on; inputs and weights were finite): ";
+        long[] at = firstNonFinite(qT);
+        if (at != null) {
+            throw new NonFiniteException(where + "it first appears in the query projection, head " + at[0] / d + ", token " + at[1]
+                    + " (Q = X W_Qᵀ + b_Q overflowed float32: inputs or weights too large)");
+        }
+        at = firstNonFinite(kT);
+        if (at != null) {
+            throw new NonFiniteException(where + "it first appears in the key projection, key/value head " + at[0] / d + ", token "
+                    + at[1] + " (K = KV W_Kᵀ + b_K overflowed float32)");
+        }
+        at = firstNonFinite(v);
+        if (at != null) {
+            long feature = vByColumns ? at[0] : at[1], token = vByColumns ? at[1] : at[0];
+            throw new NonFiniteException(where + "it first appears in the value projection, key/value head " + feature / d
+                    + ", token " + token + " (V = KV W_Vᵀ + b_V overflowed float32)");
+        }
+        at = firstNonFinite(concat);
+        if (at != null) {
+            throw new NonFiniteException(where + "Q, K and V are finite; it first appears in the attention of head " + at[1] / d
+                    + ", query " + at[0] + ": its scores scale · q · k overflowed float32 (|s| > 3.4e38), so the softmax "
+                    + "met ∞ − ∞");
+        }
+        throw new NonFiniteException(where + "every head's output is finite; it first appears in the output projection "
+                + "(concat W_Oᵀ + b_O overflowed float32)");
+    }
+
+    /** (row, column) of the first non-finite element of m, or null. */
+    private static long[] firstNonFinite(Matrix m) {
+        for (int r = 0; r < m.rows(); r++) {
+            long bad = Finite.firstNonFinite(m.segment().asSlice(m.index(r, 0) * Float.BYTES, (long) m.cols() * Float.BYTES), m.cols());
+            if (bad >= 0) return new long[]{r, bad};
+        }
+        return null;
     }
 
     private static String describe(Mask mask) {
@@ -498,9 +600,12 @@ public final class MultiHeadAttention implements AutoCloseable {
         if (checkBudget && options.memoryBudget() > 0) {
             MemoryEstimate e = estimate(batch, nq, nk, cross, mask);
             if (e.total() > options.memoryBudget()) {
+                boolean byDefault = options.memoryBudget() == MemoryLimits.defaultBudget();
                 throw new MemoryBudgetExceededException("forward of batch " + batch + ", n_q=" + nq + ", n_k=" + nk + " with the "
                         + kernel.name() + " kernel needs an estimated " + e + ", over the memory budget of "
-                        + OffHeap.format(options.memoryBudget()), e, options.memoryBudget());
+                        + OffHeap.format(options.memoryBudget()) + (byDefault ? " (the " + MemoryLimits.explain() + ")" : "")
+                        + "; refused before allocating anything (a smaller problem, or Options.withMemoryBudget / --budget)",
+                        e, options.memoryBudget());
             }
         }
         BlockLayout layout = null;
@@ -548,11 +653,32 @@ public final class MultiHeadAttention implements AutoCloseable {
     private record Projection(Matrix weight, Tensor bias, Matrix input, Matrix out, boolean byRows) {}
 
     /**
+     * Tokens per projection task at most: over this, a task's tokens are cut too, so that a
+     * cancelled call stops within one such piece (16,384 tokens × a thread's share of the rows:
+     * about 25 ms of sgemm for d_model 768 on this project's machines) instead of one whole
+     * projection of a very long sequence.
+     */
+    static final int PIECE_TOKENS = 16384;
+
+    /**
      * Runs the projections as one stacked row space [W_Q; W_K; W_V] cut into about one chunk per
      * thread, so every worker gets an equal share; a chunk that crosses from one matrix into the
-     * next is two sgemm calls.
+     * next is two sgemm calls. Sequences longer than {@link #PIECE_TOKENS} are cut by tokens as well.
      */
     private void project(List<Projection> projections, Profile profile) {
+        int tokens = projections.getFirst().input.rows();
+        if (tokens > PIECE_TOKENS) {
+            for (int t0 = 0; t0 < tokens; t0 += PIECE_TOKENS) {
+                int t1 = Math.min(tokens, t0 + PIECE_TOKENS);
+                List<Projection> part = new ArrayList<>();
+                for (Projection p : projections) {
+                    part.add(new Projection(p.weight, p.bias, p.input.rowRange(t0, t1),
+                            p.byRows ? p.out.rowRange(t0, t1) : p.out.colRange(t0, t1), p.byRows));
+                }
+                project(part, profile);
+            }
+            return;
+        }
         int totalRows = 0;
         for (Projection p : projections) totalRows += p.weight.rows();
         int chunk = rowChunk(totalRows);
@@ -619,6 +745,7 @@ public final class MultiHeadAttention implements AutoCloseable {
                     + query.shapeString());
         }
         if (!out.segment().scope().isAlive()) throw new IllegalStateException("the output tensor's arena is closed");
+        checkWeightsAlive();
         checkShareable("output", out);
         int batch = query.rank() == 3 ? query.dim(0) : 1;
         int nq = query.dim(-2), nk = keyValue.dim(-2);

@@ -39,6 +39,7 @@ final class ProbabilitySweep {
         int[] allowed = new int[m];           // allowed keys per row, across spans
         double[] moments = new double[2];
         for (int s = 0; s < spans.count(); s++) {
+            dev.headroom.runtime.WorkerPool.checkCancelled();
             int k0 = spans.from(s), k1 = spans.to(s), kn = k1 - k0;
             Matrix S = Matrix.of(scratch, 0, m, kn);
             if (every) {

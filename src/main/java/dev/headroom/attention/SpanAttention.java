@@ -2,6 +2,7 @@ package dev.headroom.attention;
 
 import dev.headroom.blas.Blas;
 import dev.headroom.kernels.Softmax;
+import dev.headroom.runtime.WorkerPool;
 import dev.headroom.tensor.Matrix;
 
 import java.lang.foreign.MemorySegment;
@@ -66,6 +67,7 @@ final class SpanAttention {
             return;
         }
         for (int s = 0; s < spans.count(); s++) {
+            WorkerPool.checkCancelled(); // a cancelled call stops here: one span of work per worker at most
             int k0 = spans.from(s), k1 = spans.to(s), kn = k1 - k0;
             assert kn > 0 && kn <= maxSpan : "span [" + k0 + ", " + k1 + ") vs max " + maxSpan;
             boolean first = s == 0;

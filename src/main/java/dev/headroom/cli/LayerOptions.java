@@ -38,6 +38,17 @@ final class LayerOptions {
     @Option(names = "--threads", description = "Worker threads (default: all processors; more are clamped to that, with a warning).")
     Integer threads;
 
+    @Option(names = "--budget", converter = BenchCommand.ByteSizeConverter.class, paramLabel = "SIZE",
+            description = "Most off-heap memory a forward may hold (weights, activations, scratch), e.g. 8g; a forward whose "
+                    + "estimate exceeds it is refused before it allocates anything. Default: 90% of what this machine and the "
+                    + "limits the process runs under (cgroup, ulimit -v) leave beside the Java heap; 0: no limit.")
+    Long budget;
+
+    @Option(names = "--check-finite", negatable = true, defaultValue = "true", fallbackValue = "true",
+            description = "Check for NaN and infinities: weights once, inputs before the forward, the output after it, "
+                    + "naming where a non-finite value first appeared (default: on; --no-check-finite turns it off).")
+    boolean checkFinite;
+
     /** The layer's shape for model width E; --weights and --heads must have been given. */
     AttentionConfig config(int dModel) {
         if (weights == null || heads == null) {
@@ -53,6 +64,8 @@ final class LayerOptions {
     }
 
     MultiHeadAttention.Options options() {
-        return MultiHeadAttention.Options.defaults().withThreads(Threads.resolve(threads, System.err));
+        MultiHeadAttention.Options o = MultiHeadAttention.Options.defaults().withThreads(Threads.resolve(threads, System.err))
+                .withCheckFinite(checkFinite);
+        return budget == null ? o : o.withMemoryBudget(budget);
     }
 }

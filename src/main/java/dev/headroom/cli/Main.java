@@ -40,7 +40,18 @@ public final class Main implements Runnable {
             }
             throw e;
         });
-        return cli.execute(args);
+        try {
+            return cli.execute(args);
+        } catch (OutOfMemoryError e) {
+            // An Error escapes picocli's handler. Say what ran out and what to change, without a stack trace.
+            boolean heap = e.getMessage() != null && e.getMessage().contains("Java heap");
+            cli.getErr().println("headroom: out of memory (" + e.getMessage() + "): "
+                    + (heap ? "the Java heap is full; raise it with HEADROOM_JAVA_OPTS=-Xmx<size> (now "
+                    + dev.headroom.memory.OffHeap.format(Runtime.getRuntime().maxMemory()) + ")"
+                    : "off-heap memory could not be allocated; give the forward a smaller --budget so it is refused up front, "
+                    + "or run on a smaller problem (" + dev.headroom.memory.MemoryLimits.explain() + ")"));
+            return 3;
+        }
     }
 
     /**

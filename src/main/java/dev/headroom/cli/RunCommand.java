@@ -45,9 +45,6 @@ final class RunCommand implements Callable<Integer> {
     @Option(names = "--mask", description = "Boolean .npy mask (true = allowed) of shape (n_q, n_k), (B, n_q, n_k) or (B, H, n_q, n_k).")
     Path maskFile;
 
-    @Option(names = "--check-finite", description = "Refuse inputs that hold NaN or infinities.")
-    boolean checkFinite;
-
     @Option(names = "--progress-after", defaultValue = "2", paramLabel = "SECONDS",
             description = "Show a progress bar on stderr once the forward pass has run this long (default ${DEFAULT-VALUE}; negative: never).")
     double progressAfter;
@@ -70,7 +67,7 @@ final class RunCommand implements Callable<Integer> {
                 MemorySegment bytes = CliFiles.read(maskFile, "--mask", () -> Npy.readBooleans(maskFile, arena, shape));
                 mask = mask.withAllowed(bytes, shape[0]);
             }
-            MultiHeadAttention.Options options = layer.options().withCheckFinite(checkFinite);
+            MultiHeadAttention.Options options = layer.options();
             try (MultiHeadAttention mha = new MultiHeadAttention(w, options); Workspace ws = new Workspace()) {
                 Tensor y = Tensor.allocate(arena, x.shape());
                 long rows = (long) (x.rank() == 3 ? x.dim(0) : 1) * config.heads() * x.dim(-2);

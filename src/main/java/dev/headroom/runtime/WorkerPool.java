@@ -1,5 +1,6 @@
 package dev.headroom.runtime;
 
+import java.util.concurrent.CancellationException;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.locks.LockSupport;
@@ -19,6 +20,12 @@ import java.util.concurrent.locks.LockSupport;
  * of tasks is withdrawn instead of waited for.
  *
  * <p>Several threads may call {@code run} at once; their helpers share the pool threads.
+ *
+ * <p><b>Cancellation.</b> Interrupting the thread that called {@code run} cancels the call: no
+ * worker starts another task, and tasks that call {@link #checkCancelled()} at their own
+ * checkpoints (the attention kernels do, between spans of keys) stop there, so a call ends within
+ * one checkpoint interval of the interrupt. {@code run} then throws {@link CancellationException}
+ * once every worker has stopped, with the caller's interrupt status still set.
  */
 public final class WorkerPool implements AutoCloseable {
     /** A task body: does task {@code task} on worker {@code worker}. */
@@ -65,13 +72,39 @@ public final class WorkerPool implements AutoCloseable {
         return closed;
     }
 
+    /** The call whose tasks the current thread is running, if any. */
+    private static final ThreadLocal<Call> CURRENT = new ThreadLocal<>();
+
+    /**
+     * Throws {@link CancellationException} when the call the current thread works for was
+     * cancelled (its caller interrupted), or, outside any call, when the current thread is
+     * interrupted. Long tasks call this at regular points.
+     */
+    public static void checkCancelled() {
+        Call call = CURRENT.get();
+        if (call != null ? call.cancelled() : Thread.currentThread().isInterrupted()) throw cancellation();
+    }
+
+    private static CancellationException cancellation() {
+        return new CancellationException("cancelled: the thread that started this call was interrupted");
+    }
+
     /** Runs tasks [0, count) and rethrows the first failure after all workers have stopped. */
     public void run(int count, Body body) {
         if (closed) throw new IllegalStateException("worker pool is closed");
+        if (Thread.currentThread().isInterrupted()) throw cancellation();
         int helpers = Math.min(threads, count) - 1;
         if (helpers <= 0 || Thread.currentThread() instanceof Worker) {
             // One worker, or a task that itself runs tasks (nested): inline, never wait on the pool.
-            for (int t = 0; t < count; t++) body.run(t, 0);
+            for (int t = 0; t < count; t++) {
+                if (Thread.currentThread() instanceof Worker) {
+                    Call outer = CURRENT.get();
+                    if (outer != null && outer.cancelled()) throw cancellation();
+                } else if (Thread.currentThread().isInterrupted()) {
+                    throw cancellation();
+                }
+                body.run(t, 0);
+            }
             return;
         }
         Call call = new Call(count, body, helpers);
@@ -102,6 +135,8 @@ public final class WorkerPool implements AutoCloseable {
         final AtomicInteger finished = new AtomicInteger();
         volatile boolean callerParked;
         volatile Throwable failure;
+        /** Set when the caller was seen interrupted (its flag is cleared while it parks, so it is kept here too). */
+        volatile boolean interrupted;
 
         Call(int count, Body body, int helpers) {
             this.count = count;
@@ -110,15 +145,29 @@ public final class WorkerPool implements AutoCloseable {
             this.unstarted = new AtomicInteger(helpers);
         }
 
+        boolean cancelled() {
+            return interrupted || caller.isInterrupted();
+        }
+
         void work(int worker) {
-            int t;
-            while (failure == null && (t = next.getAndIncrement()) < count) {
-                try {
-                    body.run(t, worker);
-                } catch (RuntimeException | Error e) {
-                    fail(e);
-                    return;
+            Call outer = CURRENT.get();
+            CURRENT.set(this);
+            try {
+                int t;
+                while (failure == null && (t = next.getAndIncrement()) < count) {
+                    if (cancelled()) {
+                        fail(cancellation());
+                        return;
+                    }
+                    try {
+                        body.run(t, worker);
+                    } catch (RuntimeException | Error e) {
+                        fail(e);
+                        return;
+                    }
                 }
+            } finally {
+                CURRENT.set(outer);
             }
         }
 
@@ -139,9 +188,10 @@ public final class WorkerPool implements AutoCloseable {
         }
 
         /**
-         * Withdraws helpers that have not started, then waits for the ones that did. An interrupt
-         * is not honoured while they run (they still use the caller's memory) but is kept: it is
-         * cleared so that parking keeps working, and set again before returning.
+         * Withdraws helpers that have not started, then waits for the ones that did. The caller
+         * never returns while they run (they still use its memory); an interrupt seen while waiting
+         * cancels the call (the helpers stop at their next checkpoint) and is kept: it is cleared so
+         * that parking keeps working, and set again before returning.
          */
         void finishAndAwait() {
             int started = helpers - Math.max(0, unstarted.getAndSet(0));
@@ -155,7 +205,10 @@ public final class WorkerPool implements AutoCloseable {
                 callerParked = true;
                 if (finished.get() < started) LockSupport.parkNanos(this, 1_000_000);
                 callerParked = false;
-                interrupted |= Thread.interrupted();
+                if (Thread.interrupted()) {
+                    interrupted = true;
+                    this.interrupted = true;
+                }
             }
             if (interrupted) Thread.currentThread().interrupt();
         }

@@ -106,11 +106,28 @@ public final class Tensor {
     }
 
     public float get(long index) {
-        return data.getAtIndex(FLOAT, index);
+        try {
+            return data.getAtIndex(FLOAT, index);
+        } catch (IllegalStateException e) {
+            throw closed(e);
+        }
     }
 
     public void set(long index, float value) {
-        data.setAtIndex(FLOAT, index, value);
+        try {
+            data.setAtIndex(FLOAT, index, value);
+        } catch (IllegalStateException e) {
+            throw closed(e);
+        }
+    }
+
+    /**
+     * The JDK says only "Already closed" when a segment's arena was closed (or "Attempted access
+     * outside owning thread"): say which tensor. Costs nothing unless thrown.
+     */
+    private IllegalStateException closed(IllegalStateException e) {
+        String why = data.scope().isAlive() ? e.getMessage() : "its arena is closed";
+        return new IllegalStateException("tensor " + shapeString() + " cannot be used: " + why, e);
     }
 
     /** Element at a full multi-index. */
@@ -151,7 +168,11 @@ public final class Tensor {
     /** A copy of the elements on the Java heap (for tests, I/O and small results). */
     public float[] toArray() {
         if (size > Integer.MAX_VALUE - 8) throw new IllegalStateException("tensor too large for a float[]: " + shapeString());
-        return data.toArray(FLOAT);
+        try {
+            return data.toArray(FLOAT);
+        } catch (IllegalStateException e) {
+            throw closed(e);
+        }
     }
 
     public String shapeString() {
