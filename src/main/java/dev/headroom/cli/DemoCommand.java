@@ -12,7 +12,7 @@ import dev.headroom.blas.OpenBlas;
 import dev.headroom.inspect.AttentionCapture;
 import dev.headroom.memory.OffHeap;
 import dev.headroom.memory.TrackedArena;
-import dev.headroom.model.MiniLmEncoder;
+import dev.headroom.model.minilm.MiniLmEncoder;
 import dev.headroom.model.Models;
 import dev.headroom.report.AttentionReport;
 import dev.headroom.sparse.AttentionPattern;

@@ -2,8 +2,8 @@ package dev.headroom.cli;
 
 import dev.headroom.io.Npy;
 import dev.headroom.memory.TrackedArena;
-import dev.headroom.model.EncoderWorkspace;
-import dev.headroom.model.MiniLmEncoder;
+import dev.headroom.model.minilm.EncoderWorkspace;
+import dev.headroom.model.minilm.MiniLmEncoder;
 import dev.headroom.model.Models;
 import dev.headroom.tensor.Tensor;
 import picocli.CommandLine.Command;

@@ -4,10 +4,10 @@ import dev.headroom.inspect.HeadRole;
 import dev.headroom.inspect.HeadSummary;
 import dev.headroom.inspect.LayerInspection;
 import dev.headroom.memory.TrackedArena;
-import dev.headroom.model.EncoderWorkspace;
-import dev.headroom.model.MiniLmEncoder;
+import dev.headroom.model.minilm.EncoderWorkspace;
+import dev.headroom.model.minilm.MiniLmEncoder;
 import dev.headroom.model.Models;
-import dev.headroom.model.TokenBatch;
+import dev.headroom.model.tokenizer.TokenBatch;
 import dev.headroom.report.AttentionReport;
 import dev.headroom.tensor.Tensor;
 

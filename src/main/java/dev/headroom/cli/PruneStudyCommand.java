@@ -1,8 +1,8 @@
 package dev.headroom.cli;
 
 import dev.headroom.memory.TrackedArena;
-import dev.headroom.model.EncoderWorkspace;
-import dev.headroom.model.MiniLmEncoder;
+import dev.headroom.model.minilm.EncoderWorkspace;
+import dev.headroom.model.minilm.MiniLmEncoder;
 import dev.headroom.model.Models;
 import dev.headroom.report.Charts;
 import dev.headroom.tensor.Tensor;

@@ -1,5 +1,7 @@
 package dev.headroom.model;
 
+import dev.headroom.model.minilm.MiniLmEncoder;
+
 import dev.headroom.attention.Mask;
 import dev.headroom.attention.MultiHeadAttention;
 import dev.headroom.tensor.Tensor;

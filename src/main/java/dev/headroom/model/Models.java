@@ -2,6 +2,11 @@ package dev.headroom.model;
 
 import dev.headroom.io.TensorFormatException;
 import dev.headroom.memory.TrackedArena;
+import dev.headroom.model.minilm.MiniLmEncoder;
+import dev.headroom.model.minilm.MiniLmWeights;
+import dev.headroom.model.onnx.OnnxGraph;
+import dev.headroom.model.onnx.OnnxModelReader;
+import dev.headroom.model.tokenizer.WordPieceTokenizer;
 
 import java.io.IOException;
 import java.io.InputStream;
@@ -26,14 +31,14 @@ public final class Models {
      * which must stay open while the encoder is used; closing the encoder stops its threads.
      */
     public static MiniLmEncoder minilm(Arena arena, int threads) throws IOException {
-        return new MiniLmEncoder(minilmWeights(arena), minilmTokenizer(), threads, null);
+        return new MiniLmEncoder(minilmWeights(arena), minilmTokenizer(), threads);
     }
 
     /** all-MiniLM-L6-v2 owning its weights' arena (shared, tracked): closing the encoder frees them. */
     public static MiniLmEncoder minilm(int threads) throws IOException {
         TrackedArena arena = TrackedArena.ofShared();
         try {
-            return new MiniLmEncoder(minilmWeights(arena), minilmTokenizer(), threads, arena);
+            return MiniLmEncoder.owning(minilmWeights(arena), minilmTokenizer(), threads, arena);
         } catch (IOException | RuntimeException e) {
             arena.close();
             throw e;

@@ -3,7 +3,7 @@ package dev.headroom.cli;
 import dev.headroom.inspect.HeadRole;
 import dev.headroom.inspect.HeadSummary;
 import dev.headroom.memory.TrackedArena;
-import dev.headroom.model.MiniLmEncoder;
+import dev.headroom.model.minilm.MiniLmEncoder;
 import dev.headroom.model.Models;
 import org.junit.jupiter.api.Test;
 

@@ -2,7 +2,7 @@ package dev.headroom.bench;
 
 import dev.headroom.attention.MultiHeadAttention;
 import dev.headroom.blas.Blas;
-import dev.headroom.model.MiniLmEncoder;
+import dev.headroom.model.minilm.MiniLmEncoder;
 import dev.headroom.runtime.WorkerPool;
 import dev.headroom.tensor.Matrix;
 import dev.headroom.tensor.Tensor;

@@ -1,4 +1,4 @@
-package dev.headroom.model;
+package dev.headroom.model.onnx;
 
 /**
  * One attribute of an ONNX node (AttributeProto), reduced to what Headroom reads: a float, an

@@ -1,4 +1,7 @@
-package dev.headroom.model;
+package dev.headroom.model.onnx;
+
+import dev.headroom.model.minilm.MiniLmWeights;
+import dev.headroom.model.Models;
 
 import com.google.protobuf.CodedOutputStream;
 import dev.headroom.io.TensorFormatException;

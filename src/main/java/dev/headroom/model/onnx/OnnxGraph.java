@@ -1,4 +1,4 @@
-package dev.headroom.model;
+package dev.headroom.model.onnx;
 
 import dev.headroom.io.TensorFormatException;
 import dev.headroom.tensor.Tensor;
@@ -28,7 +28,7 @@ public final class OnnxGraph {
     /** Value name → the nodes that read it, in graph order. */
     private final Map<String, List<OnnxNode>> consumers = new HashMap<>();
 
-    OnnxGraph(String source, long irVersion, String producer, List<OnnxNode> nodes,
+    public OnnxGraph(String source, long irVersion, String producer, List<OnnxNode> nodes,
               Map<String, OnnxInitializer> constants, List<String> inputs, List<String> outputs) {
         this.source = source;
         this.irVersion = irVersion;

@@ -1,4 +1,9 @@
-package dev.headroom.model;
+package dev.headroom.model.minilm;
+
+import dev.headroom.model.onnx.OnnxAttribute;
+import dev.headroom.model.onnx.OnnxGraph;
+import dev.headroom.model.onnx.OnnxInitializer;
+import dev.headroom.model.onnx.OnnxNode;
 
 import dev.headroom.attention.AttentionConfig;
 import dev.headroom.attention.AttentionWeights;

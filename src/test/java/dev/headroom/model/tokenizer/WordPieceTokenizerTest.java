@@ -1,4 +1,6 @@
-package dev.headroom.model;
+package dev.headroom.model.tokenizer;
+
+import dev.headroom.model.Models;
 
 import com.google.gson.JsonParser;
 import dev.headroom.io.TensorFormatException;

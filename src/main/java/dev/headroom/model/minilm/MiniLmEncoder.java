@@ -1,4 +1,9 @@
-package dev.headroom.model;
+package dev.headroom.model.minilm;
+
+import dev.headroom.model.tokenizer.TokenBatch;
+import dev.headroom.model.tokenizer.WordPieceTokenizer;
+import dev.headroom.model.Models;
+import dev.headroom.model.AttentionListener;
 
 import dev.headroom.attention.Mask;
 import dev.headroom.attention.MultiHeadAttention;
@@ -85,11 +90,12 @@ public final class MiniLmEncoder implements AutoCloseable {
 
     /** An encoder over weights in the caller's arena; the tokenizer must not exceed the model's positions. */
     public MiniLmEncoder(MiniLmWeights weights, WordPieceTokenizer tokenizer, int threads) {
-        this(weights, tokenizer, threads, null);
+        this(weights, tokenizer, threads, null, null, null);
     }
 
-    MiniLmEncoder(MiniLmWeights weights, WordPieceTokenizer tokenizer, int threads, Arena ownedArena) {
-        this(weights, tokenizer, threads, ownedArena, null, null);
+    /** An encoder that owns {@code ownedArena} (its weights' arena) and closes it when it is closed. */
+    public static MiniLmEncoder owning(MiniLmWeights weights, WordPieceTokenizer tokenizer, int threads, Arena ownedArena) {
+        return new MiniLmEncoder(weights, tokenizer, threads, ownedArena, null, null);
     }
 
     /**

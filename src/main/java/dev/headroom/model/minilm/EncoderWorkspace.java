@@ -1,4 +1,4 @@
-package dev.headroom.model;
+package dev.headroom.model.minilm;
 
 import dev.headroom.attention.Workspace;
 import dev.headroom.memory.TrackedArena;

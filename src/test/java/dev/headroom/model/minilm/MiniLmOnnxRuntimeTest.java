@@ -1,4 +1,7 @@
-package dev.headroom.model;
+package dev.headroom.model.minilm;
+
+import dev.headroom.model.tokenizer.TokenBatch;
+import dev.headroom.model.Models;
 
 import ai.onnxruntime.OnnxTensor;
 import ai.onnxruntime.OrtEnvironment;

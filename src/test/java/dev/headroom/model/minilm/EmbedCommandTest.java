@@ -1,4 +1,6 @@
-package dev.headroom.model;
+package dev.headroom.model.minilm;
+
+import dev.headroom.model.Models;
 
 import dev.headroom.cli.Main;
 import dev.headroom.io.Npy;

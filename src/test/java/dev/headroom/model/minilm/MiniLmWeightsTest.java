@@ -1,4 +1,10 @@
-package dev.headroom.model;
+package dev.headroom.model.minilm;
+
+import dev.headroom.model.onnx.OnnxGraph;
+import dev.headroom.model.onnx.OnnxInitializer;
+import dev.headroom.model.onnx.OnnxModelReader;
+import dev.headroom.model.onnx.OnnxNode;
+import dev.headroom.model.Models;
 
 import dev.headroom.io.TensorFormatException;
 import dev.headroom.memory.TrackedArena;

@@ -1,4 +1,4 @@
-package dev.headroom.model;
+package dev.headroom.model.tokenizer;
 
 import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;

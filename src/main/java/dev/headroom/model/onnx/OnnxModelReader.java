@@ -1,4 +1,4 @@
-package dev.headroom.model;
+package dev.headroom.model.onnx;
 
 import com.google.protobuf.CodedInputStream;
 import com.google.protobuf.InvalidProtocolBufferException;

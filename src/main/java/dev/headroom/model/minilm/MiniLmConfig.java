@@ -1,4 +1,4 @@
-package dev.headroom.model;
+package dev.headroom.model.minilm;
 
 /**
  * The hyper-parameters of a BERT-style encoder, as read from its ONNX graph (not assumed).
