@@ -74,7 +74,7 @@ class EmbedCommandTest {
     @Test
     void aHugeBatchGivesTheDefaultBatchsEmbeddings() throws Exception {
         List<String> sentences;
-        try (var in = MiniLmEncoder.class.getResourceAsStream("sentences.txt")) {
+        try (var in = MiniLmEncoder.class.getResourceAsStream("/dev/headroom/model/sentences.txt")) {
             sentences = new String(in.readAllBytes(), StandardCharsets.UTF_8).lines().filter(l -> !l.isBlank()).limit(40).toList();
         }
         Path input = Files.write(dir.resolve("sentences.txt"), sentences), huge = dir.resolve("huge.npy"), byDefault = dir.resolve("default.npy");
