@@ -32,6 +32,15 @@ public interface AttentionObserver {
     default void check(int batch, int heads, int queries, int keys, boolean workerThreads) {}
 
     /**
+     * Shown each call's concatenated head outputs once the attend stage is done and before the
+     * output projection: {@code concat} is (rows, H·d), head h's output Z_h = softmax(·)V_h in
+     * columns [h·d, (h+1)·d); rows are the call's query tokens (batch element by batch element, or
+     * a cache step's new tokens sequence by sequence). A view into the call's workspace: copy what
+     * you keep. Probing reads per-head features here.
+     */
+    default void headOutputs(dev.headroom.tensor.Matrix concat) {}
+
+    /**
      * What to do with head h's probabilities for query rows [firstQuery, firstQuery + rows) of
      * batch element b against n_k keys, or null when this block needs no second sweep. Called
      * once per block on the worker that computes it; the returned object is used by that worker

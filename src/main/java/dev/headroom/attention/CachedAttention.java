@@ -70,6 +70,7 @@ final class CachedAttention {
             layer.project(x.matrix(), x.matrix(), qT, kT, v, true, call.profile());
             // 2. positions, cache writes, attention
             attend(layer, cache, step, l, qT, kT, v, concat, mask, ws, call, blocks);
+            if (call.observer() != null) call.observer().headOutputs(concat);
             // 3. Y = O W_Oᵀ + b_O
             layer.projectOutput(concat, out.matrix(), call.profile());
             if (layer.options().checkFinite()) layer.checkOutputFinite(out, qT, kT, v, false, concat);

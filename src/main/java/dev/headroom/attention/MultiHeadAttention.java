@@ -271,6 +271,7 @@ public final class MultiHeadAttention implements AutoCloseable {
             project(query.matrix(), (keyValue == null ? query : keyValue).matrix(), qT, kT, vT, call.profile());
             Matrix qTSinks = encodePositions(plan, qT, kT, ws);
             attend(plan, qT, qTSinks, KeyValues.projected(kT, vT, config.headDim(), nk), concat, ws, call);
+            if (call.observer() != null) call.observer().headOutputs(concat);
             projectOutput(concat, out.matrix(), call.profile());
             if (options.checkFinite()) checkOutputFinite(out, qT, kT, vT, true, concat);
         } finally {
