@@ -57,7 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--ctx", type=int, default=256, help="context length of a training window")
     # optimisation
-    p.add_argument("--steps", type=int, default=2200)
+    p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=16, help="windows per step")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final lr / peak lr (cosine)")
