@@ -72,7 +72,7 @@ public final class DecodeWorkload implements AutoCloseable {
     /** Bytes of keys and values one step reads: every cached token of every sequence, and the new one (scales included). */
     public long bytesRead() {
         KvCache.Shape s = cache.shape();
-        return (long) seqs.length * (context + 1) * (s.headBytes() * s.kvHeads() / s.blockSize());
+        return Math.round(seqs.length * (context + 1) * s.layerBytesPerToken());
     }
 
     /** The cache's accounting (its used bytes are the workload's cache memory). */

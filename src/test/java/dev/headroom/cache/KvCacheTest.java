@@ -28,7 +28,7 @@ class KvCacheTest {
         assertEquals(512, SHAPE.blockBytes());
         assertEquals(128.0, SHAPE.bytesPerToken());
         KvCache.Shape int8 = new KvCache.Shape(2, 2, 4, 4, KvDtype.INT8);
-        assertEquals((4 * (32 + 32) + 63) / 64 * 64, int8.blockBytes()); // 16 + 16 bytes + 2·4 scales ·4 B per head part
+        assertEquals(8 * 64, int8.blockBytes()); // 8 parts of 4·4 bytes and 4 scales, each rounded up to 64 B
         assertEquals(2, KvCache.sequencesThatFit(SHAPE, 10 * 512, 13)); // 13 tokens take 4 blocks: 10 blocks hold 2 such sequences
     }
 

@@ -68,7 +68,7 @@ public class DecodeBenchmark {
     static long bytesRead(String shape, int context, int sequences, String dtype, int blockSize) {
         int[] h = heads(shape);
         KvCache.Shape s = new KvCache.Shape(1, h[1], h[2], blockSize, KvDtype.parse(dtype));
-        return (long) sequences * (context + 1) * (s.headBytes() * h[1] / blockSize);
+        return Math.round((long) sequences * (context + 1) * s.layerBytesPerToken());
     }
 
     @Setup(Level.Trial)
