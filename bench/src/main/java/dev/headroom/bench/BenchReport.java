@@ -107,13 +107,18 @@ public final class BenchReport {
 
     /** Runs {@link ReferenceCheck#main} in a child JVM with this JVM's arguments plus Headroom's flags. */
     private static boolean runReferenceCheck() throws IOException, InterruptedException {
+        return runInChildJvm(ReferenceCheck.class);
+    }
+
+    /** Runs {@code main}'s main method in a child JVM with this JVM's arguments plus Headroom's flags; true if it exits 0. */
+    static boolean runInChildJvm(Class<?> main) throws IOException, InterruptedException {
         List<String> command = new ArrayList<>();
         command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         command.addAll(ManagementFactory.getRuntimeMXBean().getInputArguments());
         command.addAll(HEADROOM_JVM_FLAGS);
         command.add("-cp");
         command.add(System.getProperty("java.class.path"));
-        command.add(ReferenceCheck.class.getName());
+        command.add(main.getName());
         Process p = new ProcessBuilder(command).inheritIO().start();
         return p.waitFor() == 0;
     }
@@ -170,7 +175,7 @@ public final class BenchReport {
     }
 
     /** A JMH average-time score in milliseconds; the report forces ms/op, this guards against a surprise. */
-    private static double toMillis(double score, String unit) {
+    static double toMillis(double score, String unit) {
         return switch (unit) {
             case "ms/op" -> score;
             case "us/op" -> score / 1e3;

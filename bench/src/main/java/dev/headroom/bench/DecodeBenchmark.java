@@ -1,8 +1,11 @@
 package dev.headroom.bench;
 
 import dev.headroom.attention.DecodeWorkload;
+
+import dev.headroom.attention.MultiHeadAttention;
 import dev.headroom.cache.KvCache;
 import dev.headroom.cache.KvDtype;
+import dev.headroom.memory.TrackedArena;
 import dev.headroom.tensor.Matrix;
 import org.openjdk.jmh.annotations.Benchmark;
 import org.openjdk.jmh.annotations.BenchmarkMode;
@@ -30,7 +33,8 @@ import java.util.concurrent.TimeUnit;
  * {@link DecodeReport} turns into bytes per second against {@link ReadBandwidthBenchmark}.
  *
  * <p>Shapes: {@code llama} is 32 query heads over 8 key/value heads of 128 (Llama 3 8B's attention),
- * {@code small} 12 over 4 of 64.
+ * {@code small} 12 over 4 of 64. The step is {@link DecodeWorkload} on {@link DecodeWorkload.Data}, the
+ * same seeded numbers that {@link OrtGqaBenchmark} gives ONNX Runtime.
  */
 @BenchmarkMode(Mode.AverageTime)
 @OutputTimeUnit(TimeUnit.MILLISECONDS)
@@ -57,33 +61,31 @@ public class DecodeBenchmark {
     @Param({"16"})
     public int blockSize;
 
-    private DecodeWorkload workload;
-
-    /** (heads, kv heads, head dim) of a shape name. */
-    static int[] heads(String shape) {
-        return DecodeWorkload.shape(shape);
-    }
+    private TrackedArena arena;
+    private DecodeWorkload decode;
 
     /** Bytes of keys and values one step reads: every cached token of every sequence, plus the new one. */
     static long bytesRead(String shape, int context, int sequences, String dtype, int blockSize) {
-        int[] h = heads(shape);
+        int[] h = DecodeWorkload.shape(shape);
         KvCache.Shape s = new KvCache.Shape(1, h[1], h[2], blockSize, KvDtype.parse(dtype));
-        return Math.round((long) sequences * (context + 1) * s.layerBytesPerToken());
+        return DecodeWorkload.bytesRead(s, context, sequences);
     }
 
     @Setup(Level.Trial)
     public void setUp() {
-        int[] h = heads(shape);
-        workload = new DecodeWorkload(h[0], h[1], h[2], context, sequences, KvDtype.parse(dtype), blockSize, threads);
+        arena = TrackedArena.ofShared();
+        decode = new DecodeWorkload(DecodeWorkload.Data.random(arena, shape, context, sequences), KvDtype.parse(dtype), blockSize,
+                threads);
     }
 
     @Benchmark
     public Matrix step() {
-        return workload.step();
+        return decode.step();
     }
 
     @TearDown(Level.Trial)
     public void tearDown() {
-        workload.close();
+        decode.close();
+        arena.close();
     }
 }
