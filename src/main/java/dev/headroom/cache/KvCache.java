@@ -262,6 +262,11 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
 
     /** A cache of {@code shape} that may hold up to {@code budgetBytes} (whole blocks). */
     public KvCache(Shape shape, long budgetBytes) {
+        this(shape, budgetBytes, SLAB_BYTES);
+    }
+
+    /** As above, allocating slabs of about {@code slabBytes} (tests use small ones to cross slab borders often). */
+    KvCache(Shape shape, long budgetBytes, long slabBytes) {
         this.shape = shape;
         this.blockBytes = shape.blockBytes();
         long blocks = budgetBytes / blockBytes;
@@ -271,7 +276,7 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
         }
         if (blocks > Integer.MAX_VALUE - 8) throw new IllegalArgumentException("KV cache budget too large: " + blocks + " blocks");
         this.capacity = (int) blocks;
-        this.slabBlocks = (int) Math.max(1, Math.min(capacity, SLAB_BYTES / blockBytes));
+        this.slabBlocks = (int) Math.max(1, Math.min(capacity, slabBytes / blockBytes));
         this.slabs = new MemorySegment[(capacity + slabBlocks - 1) / slabBlocks];
         this.refs = new int[capacity];
         this.filled = new int[capacity];
@@ -645,9 +650,13 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
         return slabs[block / slabBlocks];
     }
 
-    /** Byte offset of part {@code part} of block b in its slab: the part's region, then the block's place in it. */
+    /**
+     * Byte offset of part {@code part} of block b in its slab: the part's region (as many parts as
+     * the slab holds blocks: the last slab may hold fewer), then the block's place in it.
+     */
     private long address(int block, int part) {
-        return ((long) part * slabBlocks + block % slabBlocks) * shape.partBytes();
+        int slab = block / slabBlocks, blocksInSlab = Math.min(slabBlocks, capacity - slab * slabBlocks);
+        return ((long) part * blocksInSlab + block % slabBlocks) * shape.partBytes();
     }
 
     /** Byte offset in {@link #slab} of block b's Kᵀ (headDim, blockSize) of layer l, head g. */

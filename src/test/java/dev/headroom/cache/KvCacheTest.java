@@ -94,7 +94,8 @@ class KvCacheTest {
         long baseline = OffHeap.currentBytes();
         SplittableRandom rnd = new SplittableRandom(2024);
         KvCache.Shape shape = new KvCache.Shape(1, 1, 2, 4, KvDtype.F32);
-        try (Arena arena = TrackedArena.ofShared(); KvCache cache = new KvCache(shape, 60 * shape.blockBytes())) {
+        // slabs of 7 blocks: 60 blocks make 8 full slabs and a last one of 4, so blocks cross slab borders
+        try (Arena arena = TrackedArena.ofShared(); KvCache cache = new KvCache(shape, 60 * shape.blockBytes(), 7 * shape.blockBytes())) {
             Map<Integer, List<Float>> values = new HashMap<>();  // per sequence, the key written at each position (NaN: evicted)
             Map<Integer, List<Integer>> tokens = new HashMap<>(); // per sequence, token ids (null entries: unknown)
             Matrix kT = Matrix.of(arena.allocate(2 * 4 * 64), 0, 2, 64), vRows = Matrix.of(arena.allocate(2 * 4 * 64), 0, 64, 2);
