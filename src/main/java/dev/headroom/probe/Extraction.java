@@ -36,7 +36,7 @@ import java.util.stream.IntStream;
  * ids while it waits for its batch, and 4 bytes per word for the row → word map.
  */
 public final class Extraction {
-    static final int MIN_STAGE_ROWS = 2048;
+    static final int MIN_STAGE_ROWS = 1024;
     private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
     private static final ValueLayout.OfShort S = ValueLayout.JAVA_SHORT_UNALIGNED;
 

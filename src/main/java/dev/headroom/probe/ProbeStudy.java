@@ -148,7 +148,19 @@ public final class ProbeStudy {
                 if (options.keepFeatures()) s.close();
                 else s.delete();
             }
+            if (!options.keepFeatures()) {
+                deleteIfEmpty(options.workDirectory().resolve(model.name()));
+                deleteIfEmpty(options.workDirectory());
+            }
         }
+    }
+
+    private static void deleteIfEmpty(Path dir) throws IOException {
+        if (!java.nio.file.Files.isDirectory(dir)) return;
+        try (var left = java.nio.file.Files.list(dir)) {
+            if (left.findAny().isPresent()) return;
+        }
+        java.nio.file.Files.delete(dir);
     }
 
     /** Labels of a store's rows for one task: row r holds word store.word(r) of the part. */

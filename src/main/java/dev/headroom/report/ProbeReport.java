@@ -240,50 +240,64 @@ public final class ProbeReport {
 
     // ---- pictures ---------------------------------------------------------------------------
 
-    /** Heatmaps of test accuracy and selectivity per head (layers down, heads across), trained model, then untrained. */
+    /**
+     * Heatmaps per head (layers down, heads across), one panel under the other: test accuracy of the
+     * trained model, of the untrained one (the same colour scale, so that they compare), and the
+     * trained model's selectivity (a scale of its own).
+     */
     private void writeHeatmaps(Path file) throws IOException {
         List<String> titles = new ArrayList<>();
         List<double[][]> values = new ArrayList<>();
+        List<Integer> scale = new ArrayList<>(); // panels with the same scale id share a colour range
         titles.add("accuracy, " + run.trained().model());
         values.add(grid(r -> accuracy(true, run.task(), r)));
-        titles.add("selectivity (accuracy − control), " + run.trained().model());
-        values.add(grid(r -> selectivity(true, r)));
+        scale.add(0);
         if (run.random() != null) {
-            titles.add("accuracy, " + run.random().model());
+            titles.add("accuracy, " + run.random().model() + " (untrained, same shapes; same colour scale)");
             values.add(grid(r -> accuracy(false, run.task(), r)));
+            scale.add(0);
         }
-        int cell = 46, left = 70, top = 58, gap = 60, legend = 80;
-        int panelWidth = left + headsPerLayer * cell + legend;
-        BufferedImage img = new BufferedImage(panelWidth * titles.size() + gap, top + layers * cell + 70, BufferedImage.TYPE_INT_RGB);
+        titles.add("selectivity = accuracy − control-task accuracy, " + run.trained().model());
+        values.add(grid(r -> selectivity(true, r)));
+        scale.add(1);
+        double[] min = {Double.POSITIVE_INFINITY, Double.POSITIVE_INFINITY}, max = {Double.NEGATIVE_INFINITY, Double.NEGATIVE_INFINITY};
+        for (int p = 0; p < values.size(); p++) {
+            for (double[] row : values.get(p)) for (double x : row) if (!Double.isNaN(x)) {
+                min[scale.get(p)] = Math.min(min[scale.get(p)], x);
+                max[scale.get(p)] = Math.max(max[scale.get(p)], x);
+            }
+        }
+        int cell = 46, left = 70, top = 40, title = 30, legend = 90;
+        int panelHeight = title + 22 + layers * cell + 16;
+        BufferedImage img = new BufferedImage(left + headsPerLayer * cell + legend + 20, top + panelHeight * titles.size() + 30,
+                BufferedImage.TYPE_INT_RGB);
         Graphics2D g = img.createGraphics();
         g.setRenderingHint(RenderingHints.KEY_TEXT_ANTIALIASING, RenderingHints.VALUE_TEXT_ANTIALIAS_ON);
         g.setColor(Color.WHITE);
         g.fillRect(0, 0, img.getWidth(), img.getHeight());
         g.setColor(Color.DARK_GRAY);
-        g.setFont(new Font("SansSerif", Font.BOLD, 15));
-        g.drawString("Linear probes for " + run.task() + " on each head's output Z_h (test split, %); majority-per-word baseline "
-                + pct(run.baselineTest().confusion().accuracy()), 10, 20);
+        g.setFont(new Font("SansSerif", Font.BOLD, 14));
+        g.drawString("Linear probes for " + run.task() + " on each head's output Z_h, test split, %", 10, 18);
+        g.setFont(new Font("SansSerif", Font.PLAIN, 12));
+        g.drawString("majority tag per word: " + pct(run.baselineTest().confusion().accuracy()), 10, 34);
         for (int p = 0; p < titles.size(); p++) {
             double[][] v = values.get(p);
-            double min = Double.POSITIVE_INFINITY, max = Double.NEGATIVE_INFINITY;
-            for (double[] row : v) for (double x : row) if (!Double.isNaN(x)) {
-                min = Math.min(min, x);
-                max = Math.max(max, x);
-            }
-            int x0 = p * panelWidth + 10;
+            double lo = min[scale.get(p)], hi = max[scale.get(p)];
+            int x0 = 10, y0 = top + p * panelHeight + title;
             g.setFont(new Font("SansSerif", Font.BOLD, 13));
             g.setColor(Color.DARK_GRAY);
-            g.drawString(titles.get(p), x0, top - 24);
+            g.drawString(titles.get(p), x0, y0 - 8);
             g.setFont(new Font("SansSerif", Font.PLAIN, 11));
+            for (int h = 0; h < headsPerLayer; h++) g.drawString("h" + h, x0 + left + h * cell + cell / 2 - 8, y0 + 12);
+            int gy = y0 + 18;
             for (int l = 0; l < layers; l++) {
                 g.setColor(Color.DARK_GRAY);
-                g.drawString("layer " + l, x0, top + l * cell + cell / 2 + 4);
+                g.drawString("layer " + l, x0, gy + l * cell + cell / 2 + 4);
                 for (int h = 0; h < headsPerLayer; h++) {
                     double x = v[l][h];
-                    int cx = x0 + left + h * cell, cy = top + l * cell;
-                    double t = max > min ? (x - min) / (max - min) : 0.5;
-                    Color c = Double.isNaN(x) ? Color.LIGHT_GRAY : AttentionReport.color(0.1 + 0.85 * t);
-                    g.setColor(c);
+                    int cx = x0 + left + h * cell, cy = gy + l * cell;
+                    double t = hi > lo ? (x - lo) / (hi - lo) : 0.5;
+                    g.setColor(Double.isNaN(x) ? Color.LIGHT_GRAY : AttentionReport.color(0.05 + 0.9 * t));
                     g.fillRect(cx, cy, cell - 2, cell - 2);
                     g.setColor(t > 0.55 ? Color.WHITE : Color.BLACK);
                     String label = Double.isNaN(x) ? "" : String.format(Locale.ROOT, "%.1f", 100 * x);
@@ -291,20 +305,16 @@ public final class ProbeReport {
                     g.drawString(label, cx + (cell - 2 - fm.stringWidth(label)) / 2, cy + cell / 2 + 4);
                 }
             }
-            g.setColor(Color.DARK_GRAY);
-            for (int h = 0; h < headsPerLayer; h++) g.drawString("h" + h, x0 + left + h * cell + cell / 2 - 8, top - 6);
             int bx = x0 + left + headsPerLayer * cell + 12, bh = layers * cell - 2;
             for (int y = 0; y < bh; y++) {
-                g.setColor(AttentionReport.color(0.1 + 0.85 * (1 - y / (double) Math.max(1, bh - 1))));
-                g.fillRect(bx, top + y, 14, 1);
+                g.setColor(AttentionReport.color(0.05 + 0.9 * (1 - y / (double) Math.max(1, bh - 1))));
+                g.fillRect(bx, gy + y, 14, 1);
             }
             g.setColor(Color.DARK_GRAY);
-            g.drawString(pct(max), bx + 18, top + 10);
-            g.drawString(pct(min), bx + 18, top + bh);
+            g.drawString(pct(hi), bx + 18, gy + 10);
+            g.drawString(pct(lo), bx + 18, gy + bh);
         }
-        g.setFont(new Font("SansSerif", Font.PLAIN, 11));
-        g.drawString("colours span each panel's own range; selectivity = accuracy on " + run.task() + " − accuracy on "
-                + run.controlTask() + " (Hewitt & Liang 2019)", 10, img.getHeight() - 16);
+        g.drawString("control task: each word type a fixed random tag (Hewitt & Liang 2019)", 10, img.getHeight() - 12);
         g.dispose();
         writeImage(img, file);
     }
