@@ -3,6 +3,10 @@ package dev.headroom.cli;
 import dev.headroom.corpus.BrownCorpus;
 import dev.headroom.corpus.BrownCorpus.Part;
 import dev.headroom.memory.OffHeap;
+import dev.headroom.memory.TrackedArena;
+import dev.headroom.model.minilm.EncoderWorkspace;
+import dev.headroom.model.minilm.MiniLmEncoder;
+import dev.headroom.tensor.Tensor;
 import dev.headroom.probe.LinearProbe;
 import dev.headroom.probe.MiniLmProbedModel;
 import dev.headroom.probe.ProbeRun;
@@ -71,6 +75,10 @@ final class ProbeCommand implements Callable<Integer> {
     @Option(names = "--no-random", description = "Skip the probes on the untrained encoder.")
     boolean noRandom;
 
+    @Option(names = "--compare-embed", description = "Before extracting, time `embed` (pooled sentence embeddings, batch "
+            + "32, the same sentences as text, the same 512-token limit) to compare extraction's throughput with it.")
+    boolean compareEmbed;
+
     @Option(names = "--threads", description = "Worker threads (default: all processors; more are clamped to that, with a warning).")
     Integer threads;
 
@@ -92,7 +100,9 @@ final class ProbeCommand implements Callable<Integer> {
                 .withProbe(LinearProbe.Options.defaults().withEpochs(epochs).withMinSteps(minSteps)).withKeepFeatures(keepFeatures);
 
         ProbeStudy.Outcome trained, random = null;
-        try (ProbedModel m = MiniLmProbedModel.trained(t)) {
+        double embedSeconds = Double.NaN;
+        try (MiniLmProbedModel m = MiniLmProbedModel.trained(t)) {
+            if (compareEmbed) embedSeconds = timeEmbed(m, pos, t);
             trained = study(m, pos, control, options);
         }
         if (!noRandom) {
@@ -116,8 +126,40 @@ final class ProbeCommand implements Callable<Integer> {
         List<String> files = new ArrayList<>();
         CliFiles.write(out, "the probe results", () -> files.addAll(report.write(out)));
         summarise(run, report, (System.nanoTime() - start) / 1e9);
+        if (compareEmbed) {
+            long sentences = 0;
+            for (Part p : Part.values()) sentences += pos.parts().get(p).size();
+            System.out.printf(Locale.ROOT, "embed, the same %d sentences, batch %d: %.1f s (%.1f sentences/s); extraction of all 79 "
+                            + "representations: %.1f s, %.0f %% of embed's throughput%n", sentences, MiniLmEncoder.MAX_USEFUL_BATCH,
+                    embedSeconds, sentences / embedSeconds, trained.extractionSeconds(), 100 * embedSeconds / trained.extractionSeconds());
+        }
         System.out.println("wrote " + String.join(", ", files) + " to " + out);
         return 0;
+    }
+
+    /**
+     * Seconds `embed` takes for every sentence of the task, as text (words joined by spaces, TeX
+     * quotes as "), batch 32, 512-token limit: the throughput extraction is compared with. A first
+     * call on 256 of them warms the JIT up.
+     */
+    private static double timeEmbed(MiniLmProbedModel m, ProbeTask task, int threads) {
+        List<String> texts = new ArrayList<>();
+        for (Part p : Part.values()) {
+            for (ProbeTask.Sentence s : task.parts().get(p)) {
+                texts.add(String.join(" ", s.words().stream().map(w -> w.equals("``") || w.equals("''") ? "\"" : w).toList()));
+            }
+        }
+        MiniLmEncoder base = m.encoder();
+        try (MiniLmEncoder encoder = new MiniLmEncoder(base.weights(), base.tokenizer().withMaxLength(MiniLmProbedModel.MAX_TOKENS), threads);
+             TrackedArena arena = TrackedArena.ofShared(); EncoderWorkspace ws = new EncoderWorkspace()) {
+            Tensor out = Tensor.allocate(arena, texts.size(), encoder.config().hidden());
+            List<String> warm = texts.subList(0, Math.min(256, texts.size()));
+            encoder.embed(warm, Tensor.wrap(out.segment().asSlice(0, (long) warm.size() * encoder.config().hidden() * Float.BYTES),
+                    warm.size(), encoder.config().hidden()), ws, MiniLmEncoder.MAX_USEFUL_BATCH);
+            long t0 = System.nanoTime();
+            encoder.embed(texts, out, ws, MiniLmEncoder.MAX_USEFUL_BATCH);
+            return (System.nanoTime() - t0) / 1e9;
+        }
     }
 
     private static String sizes(ProbeTask task) {
