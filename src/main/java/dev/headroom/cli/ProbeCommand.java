@@ -60,7 +60,7 @@ final class ProbeCommand implements Callable<Integer> {
     @Option(names = "--seed", defaultValue = "1", description = "Seed of the probes, the control task and the untrained encoder. Default: ${DEFAULT-VALUE}.")
     long seed;
 
-    @Option(names = "--l2", split = ",", defaultValue = "1e-4,1e-3,1e-2",
+    @Option(names = "--l2", split = ",", defaultValue = "1e-5,1e-4,1e-3",
             description = "The L2 penalties tried per probe; the best on dev is kept. Default: ${DEFAULT-VALUE}.")
     double[] l2;
 
