@@ -7,7 +7,6 @@ import dev.headroom.memory.TrackedArena;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.EnumMap;
 import java.util.List;
 import java.util.Map;
@@ -257,9 +256,5 @@ public final class ProbeStudy {
     /** The results of one task, in representation order. */
     public static List<Result> of(List<Result> results, String task) {
         return results.stream().filter(r -> r.task().equals(task)).toList();
-    }
-
-    static String grid(double[] grid) {
-        return Arrays.toString(grid);
     }
 }

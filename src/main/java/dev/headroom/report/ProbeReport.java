@@ -62,6 +62,8 @@ public final class ProbeReport {
             files.add("heads.png");
             writeString(dir.resolve("tags.csv"), tagsCsv());
             files.add("tags.csv");
+            writeString(dir.resolve("best-heads-per-tag.csv"), bestHeadsPerTagCsv());
+            files.add("best-heads-per-tag.csv");
         }
         if (!stages.isEmpty()) {
             writeString(dir.resolve("layers.csv"), summaryCsv(stages));
@@ -120,7 +122,7 @@ public final class ProbeReport {
         return s.toString();
     }
 
-    /** Precision, recall and F1 per tag for the best heads and the best layer; then, per tag, the head with the best F1. */
+    /** Precision, recall and F1 per tag for the best heads and the best layer. */
     private String tagsCsv() {
         StringBuilder s = new StringBuilder("representation,tag,support,precision,recall,f1,test_accuracy\n");
         List<Representation> shown = new ArrayList<>(headsByAccuracy().subList(0, Math.min(BEST_HEADS, heads.size())));
@@ -133,7 +135,12 @@ public final class ProbeReport {
                         fmt(c.recall(t)), fmt(c.f1(t)), fmt(c.accuracy()))).append('\n');
             }
         }
-        s.append("\nbest head per tag\ntag,head,f1,second_head,second_f1\n");
+        return s.toString();
+    }
+
+    /** Per tag, the two heads with the best test F1 (trained model). */
+    private String bestHeadsPerTagCsv() {
+        StringBuilder s = new StringBuilder("tag,head,f1,second_head,second_f1\n");
         for (Map.Entry<String, List<Map.Entry<Representation, Double>>> e : bestHeadsPerTag().entrySet()) {
             List<Map.Entry<Representation, Double>> top = e.getValue();
             s.append(String.join(",", csvTag(e.getKey()), top.get(0).getKey().name(), fmt(top.get(0).getValue()),

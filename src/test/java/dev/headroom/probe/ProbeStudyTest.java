@@ -71,7 +71,7 @@ class ProbeStudyTest {
                 pos.majorityBaseline(Part.TEST), Map.of("seed", 9));
         Path out = dir.resolve("report");
         List<String> files = new ProbeReport(run).write(out);
-        assertEquals(List.of("probes.csv", "heads.csv", "heads.png", "tags.csv", "layers.csv", "layers.png", "probe.json"), files);
+        assertEquals(List.of("probes.csv", "heads.csv", "heads.png", "tags.csv", "best-heads-per-tag.csv", "layers.csv", "layers.png", "probe.json"), files);
         List<String> probes = Files.readAllLines(out.resolve("probes.csv"));
         assertEquals(1 + SOME.size() * 2, probes.size());
         assertTrue(probes.get(1).startsWith("minilm,pos,embeddings,0,-1,384,"), probes.get(1));
@@ -89,7 +89,7 @@ class ProbeStudyTest {
         assertEquals(0, res[0], String.valueOf(res[2]));
         String stdout = (String) res[1];
         assertTrue(stdout.contains("majority tag per word (test):") && stdout.contains("best single heads"), stdout);
-        for (String f : List.of("probes.csv", "heads.csv", "heads.png", "tags.csv", "layers.csv", "layers.png", "probe.json")) {
+        for (String f : List.of("probes.csv", "heads.csv", "heads.png", "tags.csv", "best-heads-per-tag.csv", "layers.csv", "layers.png", "probe.json")) {
             assertTrue(Files.isRegularFile(out.resolve(f)), f);
         }
         assertEquals(1 + 79 * 2, Files.readAllLines(out.resolve("probes.csv")).size());
