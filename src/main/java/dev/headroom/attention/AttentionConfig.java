@@ -25,6 +25,7 @@ public record AttentionConfig(int dModel, int heads, int kvHeads, int headDim, f
     }
 
     public AttentionConfig {
+        alibiSlopes = alibiSlopes == null ? null : alibiSlopes.clone(); // a running layer's slopes cannot be changed from outside
         if (alibiSlopes != null && alibiSlopes.length != heads) {
             throw new IllegalArgumentException("ALiBi needs one slope per head: " + alibiSlopes.length + " slopes for " + heads
                     + " heads");
@@ -87,6 +88,35 @@ public record AttentionConfig(int dModel, int heads, int kvHeads, int headDim, f
 
     public boolean alibi() {
         return alibiSlopes != null;
+    }
+
+    /** A copy of the per-head ALiBi slopes, or null. */
+    @Override
+    public float[] alibiSlopes() {
+        return alibiSlopes == null ? null : alibiSlopes.clone();
+    }
+
+    /** The slope of head h (ALiBi must be on): what the kernels read, without copying the array. */
+    public float alibiSlope(int h) {
+        return alibiSlopes[h];
+    }
+
+    @Override
+    public boolean equals(Object o) {
+        return o instanceof AttentionConfig c && c.dModel == dModel && c.heads == heads && c.kvHeads == kvHeads
+                && c.headDim == headDim && Float.compare(c.scale, scale) == 0 && java.util.Objects.equals(c.rope, rope)
+                && java.util.Arrays.equals(c.alibiSlopes, alibiSlopes);
+    }
+
+    @Override
+    public int hashCode() {
+        return java.util.Objects.hash(dModel, heads, kvHeads, headDim, scale, rope) * 31 + java.util.Arrays.hashCode(alibiSlopes);
+    }
+
+    @Override
+    public String toString() {
+        return "AttentionConfig[dModel=" + dModel + ", heads=" + heads + ", kvHeads=" + kvHeads + ", headDim=" + headDim + ", scale="
+                + scale + (rope == null ? "" : ", " + rope) + (alibiSlopes == null ? "" : ", alibi") + "]";
     }
 
     static float defaultScale(int headDim) {

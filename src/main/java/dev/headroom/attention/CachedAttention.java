@@ -54,6 +54,7 @@ final class CachedAttention {
         check(layer, cache, step, l, mask);
         checkRows("the step's input", x, T, c.dModel());
         checkRows("the output", out, T, c.dModel());
+        checkBudget(layer, step, mask, true);
         ws.acquire();
         try {
             ws.prepare((long) (c.queryWidth() + 2 * c.kvWidth()) * T, (long) T * c.queryWidth(), layer.pool().threads(),
@@ -112,16 +113,7 @@ final class CachedAttention {
         Matrix qTSinks = null;
         if (c.rope() != null) {
             if (causal.pattern() instanceof AttentionPattern.Streaming st) {
-                /* qTSinks: (H·d, T), Q turned at the sink positions. */
-                qTSinks = Matrix.of(ws.extra(Workspace.Extra.SINK_QUERIES, (long) c.queryWidth() * T), 0, c.queryWidth(), T);
-                for (int r = 0; r < qT.rows(); r++) {
-                    MemorySegment.copy(qT.segment(), qT.index(r, 0) * Float.BYTES, qTSinks.segment(), qTSinks.index(r, 0) * Float.BYTES,
-                            (long) T * Float.BYTES);
-                }
-                layer.rotate(c.rope(), qTSinks, H, col -> {
-                    long p = position.of(col);
-                    return p - Math.max(0, p - st.window() + 1 - st.sinks());
-                }, ws);
+                qTSinks = layer.sinkQueries(qT, col -> Mask.sinkPosition(position.of(col), st.sinks(), st.window()), ws);
             }
             layer.rotate(c.rope(), qT, H, position, ws);
             layer.rotate(c.rope(), kT, G, position, ws);
@@ -139,13 +131,14 @@ final class CachedAttention {
         if (!decode.isEmpty()) decode(layer, cache, step, l, decode, rows, causal, qT, qTSinks, concat, ws, blocks);
         for (int i : prefill) {
             int seq = step.sequences()[i], L = step.keys(i), q0 = rows[i], q1 = q0 + step.counts()[i];
+            MultiHeadAttention.Plan plan = layer.plan(1, q1 - q0, L, false, causal, Positions.uniform(step.starts()[i]),
+                    call.observer(), false);
+            checkEvicted(cache.blockTable(seq), cache.blockSize(), L, plan.bound(), q1 - q0, c.heads());
             /* gathered Kᵀ: (G·d, L), V: (L, G·d): this sequence's whole cache for this layer, as float32. */
             MemorySegment gathered = ws.extra(Workspace.Extra.GATHERED_KEYS_VALUES, 2L * c.kvWidth() * L);
             Matrix gk = Matrix.of(gathered, 0, c.kvWidth(), L), gv = Matrix.of(gathered, (long) c.kvWidth() * L, L, c.kvWidth());
             layer.pool().run(G, (g, worker) -> cache.gather(seq, l, g, 0, L, gk.rowRange(g * d, (g + 1) * d),
                     gv.colRange(g * d, (g + 1) * d)));
-            MultiHeadAttention.Plan plan = layer.plan(1, q1 - q0, L, false, causal, Positions.uniform(step.starts()[i]),
-                    call.observer(), false);
             layer.attend(plan, qT.colRange(q0, q1), qTSinks == null ? null : qTSinks.colRange(q0, q1),
                     KeyValues.gathered(gk, gv, d), concat.rowRange(q0, q1), ws, call);
         }
@@ -166,27 +159,69 @@ final class CachedAttention {
                     + ", the layer has " + c.kvHeads() + " of " + c.headDim());
         }
         if (l < 0 || l >= s.layers()) throw new IllegalArgumentException("layer " + l + " outside the cache's " + s.layers() + " layers");
+        if (!mask.isCausal()) {
+            throw new IllegalArgumentException("attention over a KV cache is causal self-attention: pass Mask.causal() (with a "
+                    + "pattern if any)");
+        }
         if (mask.hasExplicit() || mask.keyLengthsOrNull() != null) {
             throw new IllegalArgumentException("attention over a KV cache takes causal masks and patterns only: an explicit "
                     + "mask or key lengths have no fixed shape across a ragged batch");
         }
+        if (!step.of(cache)) throw new IllegalArgumentException("the step " + step + " was reserved in another KV cache");
         for (int i = 0; i < step.size(); i++) {
-            if (step.counts()[i] > 0 && step.keys(i) > cache.length(step.sequences()[i])) {
-                throw new IllegalArgumentException("sequence " + step.sequences()[i] + " holds " + cache.length(step.sequences()[i])
-                        + " tokens; the step needs " + step.keys(i) + " (append before attending)");
+            int length = cache.length(step.sequence(i));
+            if (length != step.keys(i)) {
+                throw new IllegalArgumentException("sequence " + step.sequence(i) + " holds " + length + " tokens, but the step "
+                        + "reserved tokens [" + step.start(i) + ", " + step.keys(i) + "): a step runs right after the "
+                        + "KvCache.step that reserved it, before the sequence changes again");
             }
         }
     }
 
     /**
-     * Split-K: how many chunks of keys a sequence of L keys is cut into, when a step's decode
-     * sequences hold {@code totalKeys} keys over G key/value heads each: about
-     * {@value #TASKS_PER_WORKER} tasks per worker over the step, shared in proportion to the keys,
-     * none shorter than {@value #MIN_CHUNK_KEYS} keys (below that a chunk's fixed cost — copying the
-     * queries, merging — outweighs the parallelism).
+     * What a forward over the cache holds off-heap besides the cache, for the layer's memory
+     * budget: the projections and the concatenated heads of the step's T tokens, the largest
+     * prefill sequence's gathered keys and values, the span loop's scratch, the decode path's
+     * task slots, and (RoPE) the angle tables and the sink queries. The weights are counted as
+     * in a whole forward.
      */
-    static int chunks(int L, int G, long totalKeys, int threads) {
-        long wanted = Math.max(1, Math.round((double) TASKS_PER_WORKER * threads * L / ((double) G * totalKeys)));
+    static MemoryEstimate estimate(MultiHeadAttention layer, KvCache.Step step, Mask mask, boolean projections) {
+        AttentionConfig c = layer.config();
+        long f = Float.BYTES, T = step.tokens(), gathered = 0, slots = 0;
+        for (int i = 0; i < step.size(); i++) {
+            if (step.count(i) > DECODE_MAX_QUERIES) gathered = Math.max(gathered, 2L * c.kvWidth() * step.keys(i));
+            else slots += (long) c.groupSize() * step.count(i) * (c.headDim() + 2) * c.kvHeads()
+                    * Math.max(1, step.keys(i) / MIN_CHUNK_KEYS);
+        }
+        long activations = f * ((projections ? T * (c.queryWidth() + 2L * c.kvWidth()) + T * c.queryWidth() : 0) + gathered + slots);
+        if (c.rope() != null) activations += f * (2L * c.rope().pairs() * T + (long) c.queryWidth() * T);
+        long scratch = f * layer.pool().threads() * scratchFloats(layer, step, mask);
+        return new MemoryEstimate(f * c.parameterCount(layer.weights().hasBias()), activations, scratch);
+    }
+
+    /** Refuses a call whose estimate exceeds the layer's memory budget, before anything is allocated. */
+    static void checkBudget(MultiHeadAttention layer, KvCache.Step step, Mask mask, boolean projections) {
+        long budget = layer.options().memoryBudget();
+        if (budget <= 0) return;
+        MemoryEstimate e = estimate(layer, step, mask, projections);
+        if (e.total() > budget) {
+            throw new MemoryBudgetExceededException("a step of " + step.tokens() + " new tokens over " + step.size()
+                    + " cached sequences needs an estimated " + e + " besides the cache, over the memory budget of "
+                    + dev.headroom.memory.OffHeap.format(budget) + "; refused before allocating anything (fewer tokens per "
+                    + "step, or Options.withMemoryBudget)", e, budget);
+        }
+    }
+
+    /**
+     * Split-K: how many chunks of keys a sequence of L keys is cut into, with G key/value heads on
+     * {@code threads} workers: about {@value #TASKS_PER_WORKER} tasks per worker for the sequence
+     * alone, none shorter than {@value #MIN_CHUNK_KEYS} keys (below that a chunk's fixed cost —
+     * copying the queries, merging — outweighs the parallelism). It depends on the sequence only,
+     * not on what else is in the step, so a sequence gets the same output whatever it is batched
+     * with (the merge's rounding depends on the chunks).
+     */
+    static int chunks(int L, int G, int threads) {
+        long wanted = Math.max(1, Math.round((double) TASKS_PER_WORKER * threads / G));
         return (int) Math.clamp(wanted, 1, Math.max(1, (long) L / MIN_CHUNK_KEYS));
     }
 
@@ -197,7 +232,8 @@ final class CachedAttention {
 
         static DecodeScratch of(int rows, int d, int span, int bs) {
             DecodeScratch w = MINE.get();
-            if (w.q.length < rows * d || w.S.length < rows * span || w.S2.length < rows * bs) {
+            if (w.q.length < rows * d || w.O.length < rows * d || w.S.length < rows * span || w.S2.length < rows * bs
+                    || w.M.length < rows) {
                 w.q = new float[rows * d];
                 w.qs = new float[rows * d];
                 w.S = new float[rows * span];
@@ -207,6 +243,27 @@ final class CachedAttention {
                 w.L = new float[rows];
             }
             return w;
+        }
+    }
+
+    private static IllegalStateException evictedButVisible(int block, AttentionPattern pattern) {
+        return new IllegalStateException("key block " + block + " was evicted from the cache but the mask still lets a query see it ("
+                + (pattern == null ? "a causal mask without a window sees every key" : pattern.describe()) + ")");
+    }
+
+    /**
+     * Refuses a prefill over evicted keys that some query of it may still see: gathering would give
+     * them as zeros, a silent wrong answer (the decode path refuses the same while it reads).
+     */
+    private static void checkEvicted(int[] table, int bs, int L, Mask.Bound bound, int queries, int heads) {
+        AttentionPattern pattern = bound.pattern();
+        long p0 = bound.position(0, 0), p1 = bound.position(0, queries - 1) + 1;
+        for (int kb = 0; kb < table.length; kb++) {
+            if (table[kb] >= 0) continue;
+            int k0 = kb * bs, k1 = Math.min(L, k0 + bs);
+            boolean seen = pattern == null;
+            for (int h = 0; h < heads && !seen; h++) seen = pattern.classify(h, p0, p1, k0, k1, L) != TileKind.EMPTY;
+            if (seen) throw evictedButVisible(kb, pattern);
         }
     }
 
@@ -224,8 +281,6 @@ final class CachedAttention {
         AttentionConfig c = layer.config();
         int G = c.kvHeads(), d = c.headDim(), gs = c.groupSize(), bs = cache.blockSize();
         int threads = layer.pool().threads();
-        long totalKeys = 0;
-        for (int i : seqs) totalKeys += step.keys(i);
         // chunks per sequence: enough tasks for every worker, chunks of whole blocks ≥ MIN_CHUNK_KEYS
         List<Task> tasks = new ArrayList<>();
         int[][] tables = new int[step.size()][];
@@ -238,7 +293,7 @@ final class CachedAttention {
             Mask.Bound bound = causal.bind(1, c.heads(), step.counts()[i], L, Positions.uniform(step.starts()[i]));
             bounds[i] = c.alibi() ? bound.withAlibi(c.alibiSlopes()) : bound;
             maxRows = Math.max(maxRows, R);
-            int chunks = chunks(L, G, totalKeys, threads), perChunk = (nb + chunks - 1) / chunks;
+            int chunks = chunks(L, G, threads), perChunk = (nb + chunks - 1) / chunks;
             for (int g = 0; g < G; g++) {
                 for (int b0 = 0; b0 < nb; b0 += perChunk) {
                     tasks.add(new Task(i, g, b0, Math.min(nb, b0 + perChunk), out));
@@ -289,8 +344,7 @@ final class CachedAttention {
                     }
                     if (empty) continue;
                     if (table[kb] < 0) {
-                        throw new IllegalStateException("key block " + kb + " was evicted from the cache but the mask still lets "
-                                + "a query see it (" + pattern + ")");
+                        throw evictedButVisible(kb, pattern);
                     }
                     spanBlock[count++] = kb;
                 }

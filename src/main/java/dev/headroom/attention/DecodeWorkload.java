@@ -80,7 +80,7 @@ public final class DecodeWorkload implements AutoCloseable {
         }
     }
 
-    /** Owns the data when this workload made it, and the output; null arena when the caller's data is used. */
+    /** Owns the data when this workload made it, the output, and the layer's (unused, tiny) weights. */
     private final TrackedArena arena = TrackedArena.ofShared();
     private final Data data;
     private final KvCache cache;
@@ -101,12 +101,25 @@ public final class DecodeWorkload implements AutoCloseable {
     }
 
     private DecodeWorkload(Data given, int H, int G, int d, int context, int S, KvDtype dtype, int blockSize, int threads) {
-        this.data = given != null ? given : Data.random(arena, H, G, d, context, S);
-        attention = new MultiHeadAttention(AttentionWeights.random(AttentionConfig.of(H * d, H, G, d), false, 1, arena),
-                MultiHeadAttention.Options.defaults().withThreads(threads));
-        KvCache.Shape shape = new KvCache.Shape(1, G, d, blockSize, dtype);
-        // room for the step's token: one more block per sequence than the context needs
-        cache = new KvCache(shape, KvCache.bytesFor(shape, S, context + blockSize));
+        KvCache made = null;
+        MultiHeadAttention layer = null;
+        try {
+            this.data = given != null ? given : Data.random(arena, H, G, d, context, S);
+            // The attend stage reads neither the projections nor d_model: a layer of width 1 keeps its weights tiny.
+            layer = new MultiHeadAttention(AttentionWeights.random(new AttentionConfig(1, H, G, d, 1f / (float) Math.sqrt(d)), false,
+                    1, arena), MultiHeadAttention.Options.defaults().withThreads(threads));
+            KvCache.Shape shape = new KvCache.Shape(1, G, d, blockSize, dtype);
+            // room for the step's token: one more block per sequence than the context needs
+            made = new KvCache(shape, KvCache.bytesFor(shape, S, context + blockSize));
+        } catch (RuntimeException | Error e) {
+            if (made != null) made.close();
+            if (layer != null) layer.close();
+            workspace.close();
+            arena.close();
+            throw e;
+        }
+        attention = layer;
+        cache = made;
         seqs = new int[S];
         ones = new int[S];
         int chunk = data.chunkTokens();

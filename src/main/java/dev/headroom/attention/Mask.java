@@ -213,6 +213,16 @@ public final class Mask {
         return new Bound(this, queries, keys, positions, batchStride, headStride);
     }
 
+    /**
+     * Where the query at position p sits when it looks at the sinks of a streaming mask (sinks
+     * and window as {@link AttentionPattern#streaming}): its place in the cache, p − Δ, with
+     * Δ = max(0, p − window + 1 − sinks) keys evicted between the sinks and the window. The one
+     * definition every caller uses.
+     */
+    public static long sinkPosition(long p, int sinks, int window) {
+        return sinks == 0 ? p : p - Math.max(0, p - window + 1 - sinks);
+    }
+
     /** A mask checked against one problem's shapes; what the kernels ask. Immutable, thread-safe. */
     public static final class Bound {
         private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
@@ -296,8 +306,7 @@ public final class Mask {
          * keys p − j is unchanged, so they keep the text positions. Δ = max(0, p − window + 1 − sinks).
          */
         public long sinkPosition(int b, int i) {
-            long p = positions.of(b, i);
-            return sinks == 0 ? p : p - Math.max(0, p - window + 1 - sinks);
+            return Mask.sinkPosition(positions.of(b, i), sinks, window);
         }
 
         /** True when scores need a position-dependent bias ({@link #applyBias}). */

@@ -295,6 +295,8 @@ public final class MultiHeadAttention implements AutoCloseable {
         if (pool.isClosed()) throw new IllegalStateException("this MultiHeadAttention (or the pool it runs on) is closed");
         checkWeightsAlive();
         checkTensor("step input", x, config.dModel());
+        if (!out.segment().scope().isAlive()) throw new IllegalStateException("the output tensor's arena is closed");
+        checkShareable("output", out);
         CachedAttention.forward(this, cache, step, layer, x, mask, out, ws, call, DecodeBlocks.VECTOR);
     }
 
@@ -309,6 +311,14 @@ public final class MultiHeadAttention implements AutoCloseable {
                        Workspace ws, CallOptions call) {
         if (pool.isClosed()) throw new IllegalStateException("this MultiHeadAttention (or the pool it runs on) is closed");
         CachedAttention.check(this, cache, step, layer, mask);
+        for (Matrix m : List.of(qT, kT, v, concat)) {
+            if (!m.segment().scope().isAlive()) throw new IllegalStateException("matrix " + m + " belongs to an arena that is closed");
+            if (pool.threads() > 1 && !WorkerPool.shareable(m.segment())) {
+                throw new IllegalArgumentException("matrix " + m + " lives in a confined arena, which Headroom's " + pool.threads()
+                        + " worker threads cannot use; allocate it in a shared arena or use Options.withThreads(1)");
+            }
+        }
+        CachedAttention.checkBudget(this, step, mask, false);
         int T = step.tokens();
         if (qT.rows() != config.queryWidth() || qT.cols() != T || kT.rows() != config.kvWidth() || kT.cols() != T
                 || v.rows() != T || v.cols() != config.kvWidth() || concat.rows() != T || concat.cols() != config.queryWidth()) {
@@ -369,17 +379,26 @@ public final class MultiHeadAttention implements AutoCloseable {
         int nq = plan.queries, nk = plan.keys, qCols = qT.cols(), kCols = kT.cols();
         Mask.Bound bound = plan.bound;
         Matrix qTSinks = null;
-        if (slidesPastSinks(bound, plan.batch, nq)) {
-            /* qTSinks: (H·d, B·n_q), a copy of Qᵀ before it turns. */
-            qTSinks = Matrix.of(ws.extra(Workspace.Extra.SINK_QUERIES, (long) qT.rows() * qCols), 0, qT.rows(), qCols);
-            for (int r = 0; r < qT.rows(); r++) {
-                MemorySegment.copy(qT.segment(), qT.index(r, 0) * Float.BYTES, qTSinks.segment(), qTSinks.index(r, 0) * Float.BYTES,
-                        (long) qCols * Float.BYTES);
-            }
-            rotate(rope, qTSinks, config.heads(), c -> bound.sinkPosition(c / nq, c % nq), ws);
-        }
+        if (slidesPastSinks(bound, plan.batch, nq)) qTSinks = sinkQueries(qT, c -> bound.sinkPosition(c / nq, c % nq), ws);
         rotate(rope, qT, config.heads(), c -> bound.position(c / nq, c % nq), ws);
         rotate(rope, kT, config.kvHeads(), c -> c % nk, ws);
+        return qTSinks;
+    }
+
+    /**
+     * A copy of Qᵀ (H·d, T), still unturned, turned at the queries' sink positions instead: what a
+     * query meets the attention sinks with under a streaming mask (see {@link Mask.Bound#sinkPosition}).
+     * In the workspace.
+     */
+    Matrix sinkQueries(Matrix qT, RotaryEmbedding.ColumnPositions sinkPositions, Workspace ws) {
+        int T = qT.cols();
+        /* qTSinks: (H·d, T). */
+        Matrix qTSinks = Matrix.of(ws.extra(Workspace.Extra.SINK_QUERIES, (long) qT.rows() * T), 0, qT.rows(), T);
+        for (int r = 0; r < qT.rows(); r++) {
+            MemorySegment.copy(qT.segment(), qT.index(r, 0) * Float.BYTES, qTSinks.segment(), qTSinks.index(r, 0) * Float.BYTES,
+                    (long) T * Float.BYTES);
+        }
+        rotate(config.rope(), qTSinks, config.heads(), sinkPositions, ws);
         return qTSinks;
     }
 

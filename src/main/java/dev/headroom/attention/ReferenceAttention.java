@@ -66,7 +66,7 @@ public final class ReferenceAttention {
                         double dot = 0;
                         for (int t = 0; t < d; t++) dot += qi[h * d + t] * k[j][g * d + t];
                         s[j] = dot * c.scale() + add;
-                        if (c.alibi()) s[j] -= c.alibiSlopes()[h] * (double) Math.abs((j < sinks ? qSinkPos[i] : qPos[i]) - j);
+                        if (c.alibi()) s[j] -= c.alibiSlope(h) * (double) Math.abs((j < sinks ? qSinkPos[i] : qPos[i]) - j);
                         max = Math.max(max, s[j]);
                     }
                     if (max == Double.NEGATIVE_INFINITY) continue; // no allowed key: zeros

@@ -103,8 +103,16 @@ public final class Workspace implements AutoCloseable {
         long bytes = Math.max(floats, 1) * Float.BYTES;
         if (extras[w] == null || extras[w].byteSize() < bytes) {
             if (extraArenas[w] != null) extraArenas[w].close();
-            extraArenas[w] = TrackedArena.ofShared();
-            extras[w] = extraArenas[w].allocate(bytes, TrackedArena.ALIGNMENT);
+            extraArenas[w] = null; // a failed allocation below must not leave the closed buffer in place
+            extras[w] = null;
+            TrackedArena arena = TrackedArena.ofShared();
+            try {
+                extras[w] = arena.allocate(bytes, TrackedArena.ALIGNMENT);
+            } catch (RuntimeException | Error e) {
+                arena.close();
+                throw e;
+            }
+            extraArenas[w] = arena;
         }
         return extras[w];
     }

@@ -51,8 +51,11 @@ import java.util.concurrent.atomic.AtomicInteger;
  * {@code append}, {@code fork}, {@code free} or {@link #seal}: full blocks are registered for
  * reuse only then, when their contents are complete.
  *
- * <p><b>Threads.</b> Every operation is synchronized. Attention may read block memory from any
- * thread while no structural operation (append, truncate, evict, free) runs on that sequence.
+ * <p><b>Threads.</b> Every structural operation (create, append, fork, truncate, evict, free, seal)
+ * is synchronized. {@link #write} and {@link #gather} copy outside the lock (so that layers of
+ * different sequences write at once) and take it only to check and to record what was written;
+ * attention reads block memory from any thread while no structural operation runs on that
+ * sequence.
  */
 public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
     private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
@@ -165,12 +168,45 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
      * The new tokens of one step of a batch, in the order their rows are concatenated: sequence
      * {@code sequences[i]} gets {@code counts[i]} tokens at positions {@code starts[i]} onwards.
      */
-    public record Step(int[] sequences, int[] starts, int[] counts) {
-        public Step {
-            if (sequences.length != starts.length || sequences.length != counts.length) {
-                throw new IllegalArgumentException("a step needs one start and one count per sequence, got " + sequences.length
-                        + " sequences, " + starts.length + " starts, " + counts.length + " counts");
-            }
+    public static final class Step {
+        private final int cache;
+        private final int[] sequences, starts, counts;
+
+        /** Made by {@link KvCache#step} only, so that a step always names slots its cache reserved. */
+        private Step(int cache, int[] sequences, int[] starts, int[] counts) {
+            this.cache = cache;
+            this.sequences = sequences.clone();
+            this.starts = starts.clone();
+            this.counts = counts.clone();
+        }
+
+        /** Whether this step was reserved in {@code c} (sequence ids are per cache: another cache may use the same). */
+        public boolean of(KvCache c) {
+            return c.id == cache;
+        }
+
+        public int sequence(int i) {
+            return sequences[i];
+        }
+
+        public int start(int i) {
+            return starts[i];
+        }
+
+        public int count(int i) {
+            return counts[i];
+        }
+
+        public int[] sequences() {
+            return sequences.clone();
+        }
+
+        public int[] starts() {
+            return starts.clone();
+        }
+
+        public int[] counts() {
+            return counts.clone();
         }
 
         /** New tokens over all sequences: the rows of the step's input. */
@@ -195,6 +231,12 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
         public int size() {
             return sequences.length;
         }
+
+        @Override
+        public String toString() {
+            return "Step(sequences " + Arrays.toString(sequences) + ", starts " + Arrays.toString(starts) + ", counts "
+                    + Arrays.toString(counts) + ")";
+        }
     }
 
     /** The identity of a full block's contents: its tokens after the prefix registered as {@code parent}. */
@@ -213,7 +255,7 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
     /** One sequence: its length, block table, token ids (null once unknown) and registered prefix. */
     private static final class Sequence {
         int length;
-        /** Physical block of each logical block; −1 where evicted (attention never visits it). */
+        /** Physical block of each logical block; −1 where evicted (a mask that still lets a query see it is refused). */
         int[] table = new int[4];
         int blocks;
         /** Token ids of every position, or null when some append gave none (no prefix registration then). */
@@ -222,9 +264,20 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
         long[] prefix = new long[4];
         /** Full blocks already considered for registration. */
         int sealed;
+        /**
+         * Per layer, the tokens [0, written) whose keys and values have been written: only full
+         * blocks below every layer's mark may be registered for reuse (a step that failed half-way
+         * leaves unwritten slots, which no other request may ever read).
+         */
+        int[] written;
+
+        Sequence(int layers) {
+            written = new int[layers];
+        }
 
         Sequence copy() {
-            Sequence s = new Sequence();
+            Sequence s = new Sequence(written.length);
+            s.written = written.clone();
             s.length = length;
             s.table = table.clone();
             s.blocks = blocks;
@@ -275,6 +328,12 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
                     + OffHeap.format(blockBytes) + " (" + shape + ")");
         }
         if (blocks > Integer.MAX_VALUE - 8) throw new IllegalArgumentException("KV cache budget too large: " + blocks + " blocks");
+        long machine = dev.headroom.memory.MemoryLimits.defaultBudget();
+        if (budgetBytes > machine) {
+            throw new IllegalArgumentException("a KV cache budget of " + OffHeap.format(budgetBytes) + " is more than this process "
+                    + "can be given (" + dev.headroom.memory.MemoryLimits.explain() + "): blocks are allocated as they are first "
+                    + "needed, so such a cache would fail half-way through a step instead of refusing it up front");
+        }
         this.capacity = (int) blocks;
         this.slabBlocks = (int) Math.max(1, Math.min(capacity, slabBytes / blockBytes));
         this.slabs = new MemorySegment[(capacity + slabBlocks - 1) / slabBlocks];
@@ -310,7 +369,7 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
     public synchronized int create() {
         checkOpen();
         int s = nextSequence++;
-        sequences.put(s, new Sequence());
+        sequences.put(s, new Sequence(shape.layers()));
         return s;
     }
 
@@ -323,7 +382,7 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
     public synchronized int create(int[] prompt) {
         checkOpen();
         int s = nextSequence++;
-        Sequence seq = new Sequence();
+        Sequence seq = new Sequence(shape.layers());
         int bs = shape.blockSize(), reusable = Math.max(0, prompt.length - 1) / bs;
         long parent = 0;
         for (int k = 0; k < reusable; k++) {
@@ -337,6 +396,7 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
             seq.length = (k + 1) * bs;
         }
         seq.tokens = Arrays.copyOf(prompt, Math.max(16, seq.length));
+        Arrays.fill(seq.written, seq.length); // reused blocks were written by the sequence that registered them
         tokens += seq.length;
         sequences.put(s, seq);
         return s;
@@ -385,6 +445,10 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
             if ((long) seq.length + counts[i] > Integer.MAX_VALUE - shape.blockSize()) {
                 throw new IllegalArgumentException("sequence " + seqs[i] + " would exceed " + Integer.MAX_VALUE + " tokens");
             }
+            if (counts[i] > 0 && seq.length % shape.blockSize() != 0 && seq.table[seq.blocks - 1] < 0) {
+                throw new IllegalStateException("sequence " + seqs[i] + " ends inside an evicted block (evicted, then truncated "
+                        + "into it): nothing can be appended to it");
+            }
             needed += blocksNeeded(seq, counts[i]);
         }
         int available = free.size() + (capacity - fresh) + cached.size();
@@ -394,6 +458,10 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
                     + Arrays.toString(seqs) + " needs " + needed + " blocks of " + OffHeap.format(blockBytes) + ", "
                     + available + " are free or evictable (" + stats() + ")", needed, available);
         }
+        // Allocate the slabs of the never-used blocks this step will take before changing anything, so
+        // that an allocation the machine refuses leaves the cache as it was.
+        int freshNeeded = Math.min(capacity - fresh, Math.max(0, needed - free.size()));
+        for (int b = fresh; b < fresh + freshNeeded; b += slabBlocks - b % slabBlocks) slabFor(b);
         int[] starts = new int[seqs.length];
         for (int i = 0; i < seqs.length; i++) {
             Sequence seq = seq(seqs[i]);
@@ -410,7 +478,7 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
      */
     public synchronized Step step(int[] seqs, int[] counts, int[][] ids) {
         int[] starts = append(seqs, counts, ids);
-        return new Step(seqs.clone(), starts, counts.clone());
+        return new Step(id, seqs, starts, counts);
     }
 
     /** Blocks an append of {@code count} tokens to seq needs: new blocks, and a copy of a shared last block. */
@@ -491,13 +559,18 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
         if (length < 0 || length > seq.length) {
             throw new IllegalArgumentException("cannot truncate sequence " + s + " of " + seq.length + " tokens to " + length);
         }
-        seal(seq);
         int bs = shape.blockSize(), keep = (int) shape.blocksFor(length);
-        for (int k = keep; k < seq.blocks; k++) if (seq.table[k] >= 0) release(seq.table[k]);
+        if (length % bs != 0 && seq.table[keep - 1] < 0) {
+            throw new IllegalArgumentException("cannot truncate sequence " + s + " to " + length + " tokens: that ends inside an "
+                    + "evicted block");
+        }
+        seal(seq);
+        for (int k = seq.blocks - 1; k >= keep; k--) if (seq.table[k] >= 0) release(seq.table[k]); // leaves first: see free
         seq.blocks = keep;
         int tail = length % bs;
-        if (tail != 0 && seq.table[keep - 1] >= 0 && refs[seq.table[keep - 1]] == 1) setFilled(seq.table[keep - 1], tail);
+        if (tail != 0 && writable(seq.table[keep - 1])) setFilled(seq.table[keep - 1], tail);
         seq.sealed = Math.min(seq.sealed, length / bs);
+        for (int l = 0; l < seq.written.length; l++) seq.written[l] = Math.min(seq.written[l], length);
         tokens -= seq.length - length;
         seq.length = length;
     }
@@ -527,15 +600,17 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
         checkOpen();
         Sequence seq = seq(s);
         seal(seq);
-        for (int k = 0; k < seq.blocks; k++) if (seq.table[k] >= 0) release(seq.table[k]);
+        // Last block first: released blocks queue for eviction in this order, so a cached prefix
+        // loses its tail before its root, and what remains is still reachable from the root.
+        for (int k = seq.blocks - 1; k >= 0; k--) if (seq.table[k] >= 0) release(seq.table[k]);
         tokens -= seq.length;
         sequences.remove(s);
     }
 
     /**
-     * Declares sequence s's keys and values written for every layer: its full blocks with known
-     * token ids are registered for reuse by later sequences. (Append, fork and free do this
-     * themselves for the tokens appended before.)
+     * Registers sequence s's full blocks with known token ids whose keys and values every layer
+     * has written ({@link #write}) for reuse by later sequences. (Append, fork, truncate, evict and
+     * free do this themselves; blocks not written by every layer are never registered.)
      */
     public synchronized void seal(int s) {
         checkOpen();
@@ -544,7 +619,9 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
 
     private void seal(Sequence seq) {
         if (seq.tokens == null) return;
-        int bs = shape.blockSize(), full = seq.length / bs;
+        int written = seq.length;
+        for (int w : seq.written) written = Math.min(written, w);
+        int bs = shape.blockSize(), full = written / bs;
         for (int k = seq.sealed; k < full; k++) {
             long parent = k == 0 ? 0 : seq.prefix[k - 1];
             int block = seq.table[k];
@@ -595,13 +672,8 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
     private int take() {
         if (!free.isEmpty()) return free.pop();
         if (fresh < capacity) {
-            int b = fresh++;
-            int slab = b / slabBlocks;
-            if (slabs[slab] == null) {
-                long blocks = Math.min(slabBlocks, capacity - (long) slab * slabBlocks);
-                slabs[slab] = arena.allocate(blocks * blockBytes, TrackedArena.ALIGNMENT);
-            }
-            return b;
+            slabFor(fresh);
+            return fresh++;
         }
         var oldest = cached.iterator();
         int b = oldest.next();
@@ -611,6 +683,24 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
         registeredAs[b] = null;
         setFilled(b, 0);
         return b;
+    }
+
+    /**
+     * Allocates the slab of block b if it is not there yet. An allocation the machine refuses is a
+     * {@link KvCacheFullException} (nothing has changed yet: {@link #append} calls this first).
+     */
+    private void slabFor(int b) {
+        int slab = b / slabBlocks;
+        if (slabs[slab] != null) return;
+        long blocks = Math.min(slabBlocks, capacity - (long) slab * slabBlocks);
+        try {
+            slabs[slab] = arena.allocate(blocks * blockBytes, TrackedArena.ALIGNMENT);
+        } catch (OutOfMemoryError e) {
+            // malloc refused the slab: the cache's own budget was not reached, the machine's was
+            refusals++;
+            throw new KvCacheFullException("KV cache: the machine refused " + OffHeap.format(blocks * blockBytes) + " for a slab of "
+                    + blocks + " blocks (" + e.getMessage() + "); " + stats(), (int) blocks, 0);
+        }
     }
 
     private void retain(int b) {
@@ -647,7 +737,23 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
 
     /** The slab that holds block b (every address below is a byte offset into it). */
     public MemorySegment slab(int block) {
+        checkBlock(block);
         return slabs[block / slabBlocks];
+    }
+
+    /** Refuses −1 (an evicted block of {@link #blockTable}) and numbers past the cache's blocks: native reads check nothing else. */
+    private void checkBlock(int block) {
+        if (block < 0 || block >= capacity) {
+            throw new IllegalArgumentException("block " + block + " is not a block of this cache (" + capacity + " blocks"
+                    + (block == -1 ? "; −1 marks an evicted block" : "") + ")");
+        }
+    }
+
+    private void checkHead(int layer, int g) {
+        if (layer < 0 || layer >= shape.layers() || g < 0 || g >= shape.kvHeads()) {
+            throw new IllegalArgumentException("layer " + layer + ", head " + g + " outside the cache's " + shape.layers()
+                    + " layers of " + shape.kvHeads() + " heads");
+        }
     }
 
     /**
@@ -661,11 +767,15 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
 
     /** Byte offset in {@link #slab} of block b's Kᵀ (headDim, blockSize) of layer l, head g. */
     public long keys(int block, int layer, int g) {
+        checkBlock(block);
+        checkHead(layer, g);
         return address(block, 2 * (layer * shape.kvHeads() + g));
     }
 
     /** Byte offset in {@link #slab} of block b's V (blockSize, headDim) of layer l, head g. */
     public long values(int block, int layer, int g) {
+        checkBlock(block);
+        checkHead(layer, g);
         return address(block, 2 * (layer * shape.kvHeads() + g) + 1);
     }
 
@@ -741,10 +851,32 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
             }
             pos += run;
         }
-        if (clipped > 0) {
-            synchronized (this) {
-                saturated += clipped;
+        synchronized (this) {
+            saturated += clipped;
+            // the layer's written mark moves only over slots written contiguously from its start
+            Sequence seq = sequences.get(s);
+            if (seq != null && from <= seq.written[layer]) seq.written[layer] = Math.max(seq.written[layer], Math.min(from + n, seq.length));
+        }
+    }
+
+    /**
+     * Undoes a step that failed before every layer wrote it (cancelled, non-finite, out of
+     * memory): each of its sequences is cut back to where the step started, so no slot it
+     * reserved is ever read or registered. A step whose sequences have since changed is refused.
+     */
+    public synchronized void rollback(Step step) {
+        checkOpen();
+        if (!step.of(this)) throw new IllegalArgumentException("the step " + step + " was reserved in another KV cache");
+        for (int i = 0; i < step.size(); i++) {
+            Sequence seq = sequences.get(step.sequence(i));
+            if (seq == null) continue; // already freed
+            if (seq.length != step.keys(i)) {
+                throw new IllegalStateException("sequence " + step.sequence(i) + " holds " + seq.length + " tokens, not the "
+                        + step.keys(i) + " this step left it with: it changed since, and cannot be rolled back");
             }
+        }
+        for (int i = 0; i < step.size(); i++) {
+            if (sequences.containsKey(step.sequence(i))) truncate(step.sequence(i), step.start(i));
         }
     }
 
@@ -767,7 +899,7 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
             case F16 -> {
                 for (int f = 0; f < d; f++) {
                     float x = src.getAtIndex(F, first + f * stride);
-                    if (Math.abs(x) > 65504f) {
+                    if (Math.abs(x) > 65504f && Float.isFinite(x)) { // ±∞ and NaN stay what they are, for finite checks to see
                         x = Math.copySign(65504f, x);
                         clipped++;
                     }
@@ -794,7 +926,17 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
      * (to − from, d). Tokens of evicted blocks read as 0.
      */
     public void gather(int s, int layer, int g, int from, int to, Matrix kT, Matrix v) {
-        int[] table = blockTable(s);
+        int[] table;
+        synchronized (this) {
+            checkOpen();
+            Sequence seq = seq(s);
+            if (from < 0 || from > to || to > seq.length) {
+                throw new IllegalArgumentException("cannot gather tokens [" + from + ", " + to + ") of sequence " + s + " of "
+                        + seq.length + " tokens");
+            }
+            checkHead(layer, g);
+            table = Arrays.copyOf(seq.table, seq.blocks);
+        }
         int bs = shape.blockSize(), d = shape.headDim();
         if (kT.rows() != d || kT.cols() != to - from || v.rows() != to - from || v.cols() != d) {
             throw new IllegalArgumentException("gather of " + (to - from) + " tokens needs keys (" + d + ", " + (to - from)

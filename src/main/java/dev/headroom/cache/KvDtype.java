@@ -25,7 +25,7 @@ public enum KvDtype {
 
     /** Parses f32, f16, int8 (any case). */
     public static KvDtype parse(String s) {
-        return switch (s.trim().toLowerCase()) {
+        return switch (s.trim().toLowerCase(java.util.Locale.ROOT)) {
             case "f32", "float32", "fp32" -> F32;
             case "f16", "float16", "fp16" -> F16;
             case "int8", "i8", "q8" -> INT8;

@@ -32,7 +32,7 @@ final class PositionOptions {
     AttentionConfig apply(AttentionConfig config) {
         if (ropeTheta == null && rotaryDims != null) throw new IllegalArgumentException("--rotary-dims needs --rope-theta");
         if (ropeTheta != null) {
-            RotaryEmbedding.Layout layout = switch (ropeLayout.trim().toLowerCase()) {
+            RotaryEmbedding.Layout layout = switch (ropeLayout.trim().toLowerCase(java.util.Locale.ROOT)) {
                 case "pairs" -> RotaryEmbedding.Layout.PAIRS;
                 case "halves" -> RotaryEmbedding.Layout.HALVES;
                 default -> throw new IllegalArgumentException("--rope-layout must be pairs or halves, got '" + ropeLayout + "'");

@@ -5,6 +5,7 @@ import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 
 /**
@@ -17,13 +18,14 @@ import java.util.List;
  * <ul>
  *   <li>physical memory (or the container's limit, which the JVM reports in its place) less the
  *       Java heap's maximum, which the heap may still grow to;</li>
- *   <li>the cgroup memory limit ({@code memory.max}, v2, or {@code memory.limit_in_bytes}, v1) less
- *       the same heap maximum;</li>
+ *   <li>the least cgroup memory limit of this process's cgroup and its ancestors ({@code memory.max}
+ *       or {@code memory.high}, v2; {@code memory.limit_in_bytes}, v1) less the same heap maximum;</li>
  *   <li>the address-space limit ({@code ulimit -v}) less the address space already in use, plus
  *       what Headroom itself already holds (counted in a call's estimate as well).</li>
  * </ul>
- * It is read once per JVM. 90 %: the rest is left for the JVM's own native memory and the
- * operating system.
+ * It is read once per JVM and is a per-call limit: it does not subtract what is already held
+ * (the caller's KV caches, other layers' weights, other calls running at once). 90 %: the rest is
+ * left for the JVM's own native memory and the operating system.
  */
 public final class MemoryLimits {
     /** Share of what is available that the default budget takes. */
@@ -86,19 +88,59 @@ public final class MemoryLimits {
         return 0;
     }
 
-    /** The cgroup memory limit of this process, or 0 when there is none. */
+    /**
+     * The cgroup memory limit of this process, or 0 when there is none: the least limit of its own
+     * cgroup and every ancestor (a limit on a parent slice binds the child too), found through
+     * /proc/self/cgroup and the cgroup mounts in /proc/self/mountinfo; v2's {@code memory.max}
+     * and {@code memory.high} (where the kernel starts reclaiming hard), or v1's
+     * {@code memory.limit_in_bytes}.
+     */
     static long cgroupLimit() {
-        for (String file : List.of("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")) {
-            try {
-                String v = Files.readString(Path.of(file)).trim();
-                if (v.equals("max")) return 0;
-                long limit = Long.parseLong(v);
-                return limit >= (1L << 60) ? 0 : limit; // v1 says "no limit" with a huge number
-            } catch (IOException | NumberFormatException e) {
-                // not this cgroup version, or not Linux: try the next
+        try {
+            List<String> cgroups = Files.readAllLines(Path.of("/proc/self/cgroup"));
+            List<String> mounts = Files.readAllLines(Path.of("/proc/self/mountinfo"));
+            long least = 0;
+            for (String line : cgroups) {
+                String[] f = line.split(":", 3);
+                if (f.length < 3) continue;
+                boolean v2 = f[0].equals("0") && f[1].isEmpty(), v1 = Arrays.asList(f[1].split(",")).contains("memory");
+                if (!v2 && !v1) continue;
+                for (String mount : mounts) {
+                    // "id parent major:minor root mountpoint options - fstype source superoptions"
+                    String[] m = mount.split(" ");
+                    int dash = Arrays.asList(m).indexOf("-");
+                    if (dash < 0 || dash + 1 >= m.length) continue;
+                    String fs = m[dash + 1];
+                    boolean matches = v2 ? fs.equals("cgroup2")
+                            : fs.equals("cgroup") && dash + 3 < m.length && Arrays.asList(m[dash + 3].split(",")).contains("memory");
+                    if (!matches) continue;
+                    String root = m[3], mountPoint = m[4], path = f[2];
+                    if (!path.startsWith(root)) continue;
+                    Path dir = Path.of(mountPoint, path.substring(root.length()).replaceFirst("^/", ""));
+                    for (Path d = dir; d != null && d.startsWith(mountPoint); d = d.getParent()) {
+                        for (String file : v2 ? List.of("memory.max", "memory.high") : List.of("memory.limit_in_bytes")) {
+                            long limit = readLimit(d.resolve(file));
+                            if (limit > 0 && (least == 0 || limit < least)) least = limit;
+                        }
+                    }
+                }
             }
+            return least;
+        } catch (IOException | RuntimeException e) {
+            return 0; // not Linux, or no cgroups: no limit known
         }
-        return 0;
+    }
+
+    /** A cgroup limit file's value in bytes, or 0 for "max", an absent file or v1's "no limit" (a huge number). */
+    private static long readLimit(Path file) {
+        try {
+            String v = Files.readString(file).trim();
+            if (v.equals("max")) return 0;
+            long limit = Long.parseLong(v);
+            return limit >= (1L << 60) ? 0 : limit;
+        } catch (IOException | NumberFormatException e) {
+            return 0;
+        }
     }
 
     /** The soft address-space limit (ulimit -v) in bytes, or 0 when unlimited or unknown. */

@@ -110,8 +110,11 @@ public final class WorkerPool implements AutoCloseable {
         Call call = new Call(count, body, helpers);
         for (int w = 1; w <= helpers; w++) queue.add(new Helper(call, w));
         for (Worker w : workers) if (w.parked) LockSupport.unpark(w);
-        call.work(0);
-        call.finishAndAwait();
+        try {
+            call.work(0);
+        } finally {
+            call.finishAndAwait(); // whatever the caller's own tasks threw, helpers must be done with its memory
+        }
         call.rethrow();
     }
 

@@ -2,8 +2,10 @@ package dev.headroom.attention;
 
 import dev.headroom.cache.KvCache;
 import dev.headroom.cache.KvDtype;
+import dev.headroom.memory.OffHeap;
 import dev.headroom.memory.TrackedArena;
 import dev.headroom.sparse.AttentionPattern;
+import dev.headroom.tensor.Matrix;
 import dev.headroom.tensor.Tensor;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -12,12 +14,15 @@ import org.junit.jupiter.params.provider.MethodSource;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.stream.Stream;
 
 import static dev.headroom.attention.MultiHeadAttentionTest.randomInput;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -148,7 +153,7 @@ class CachedAttentionTest {
                 float[] whole = mha.forward(x, Mask.causal(), arena).toArray();
                 float[] cached = runCached(mha, x, Mask.causal(), 16, KvDtype.F32, new int[]{n - 6}, false);
                 assertClose(whole, cached, "split-K decode over " + n + " keys");
-                assertTrue(CachedAttention.chunks(n, 1, n, 2) > 1, "the decode steps ran on several chunks");
+                assertTrue(CachedAttention.chunks(n, 1, 2) > 1, "the decode steps ran on several chunks");
             }
         }
     }
@@ -325,5 +330,223 @@ class CachedAttentionTest {
         MemorySegment.copy(a.segment(), 0, t.segment(), 0, a.segment().byteSize());
         MemorySegment.copy(b.segment(), 0, t.segment(), a.segment().byteSize(), b.segment().byteSize());
         return t;
+    }
+
+    // ---- from the review of the serving core: each of the first six failed before its fix ----
+
+    /**
+     * The decode path refuses a mask that still sees an evicted block (IllegalStateException);
+     * the prefill path (more than 8 new tokens, or any observer) gathers the evicted keys as
+     * zeros and attends to them silently.
+     */
+    @Test
+    void thePrefillPathRefusesEvictedKeysTheMaskStillSees() {
+        AttentionConfig c = AttentionConfig.of(16, 2);
+        try (Arena arena = TrackedArena.ofShared(); Workspace ws = new Workspace();
+             MultiHeadAttention mha = new MultiHeadAttention(AttentionWeights.random(c, true, 1, arena));
+             KvCache cache = new KvCache(new KvCache.Shape(1, 2, 8, 4, KvDtype.F32), 1L << 20)) {
+            int s = cache.create();
+            KvCache.Step st = cache.step(new int[]{s}, new int[]{12}, null);
+            mha.forward(cache, st, 0, randomInput(arena, 1, 12, 16), Mask.causal(), Tensor.allocate(arena, 12, 16), ws, CallOptions.NONE);
+            cache.evict(s, 0, 8);
+            int f = cache.fork(s);
+            KvCache.Step one = cache.step(new int[]{f}, new int[]{1}, null);
+            IllegalStateException decode = assertThrows(IllegalStateException.class, () -> mha.forward(cache, one, 0,
+                    randomInput(arena, 2, 1, 16), Mask.causal(), Tensor.allocate(arena, 1, 16), ws, CallOptions.NONE));
+            assertTrue(decode.getMessage().contains("was evicted"), decode.getMessage());
+            KvCache.Step nine = cache.step(new int[]{s}, new int[]{9}, null);
+            assertThrows(IllegalStateException.class, () -> mha.forward(cache, nine, 0, randomInput(arena, 3, 9, 16), Mask.causal(),
+                    Tensor.allocate(arena, 9, 16), ws, CallOptions.NONE), "prefill path attended to evicted (zero) keys silently");
+        }
+    }
+
+    /**
+     * DecodeScratch grows only when q, S or S2 is too small, but M and L are sized by rows alone:
+     * a thread that first decoded a wide head (d 64, blocks of 512) and then a GQA layer with more
+     * rows (d 8, blocks of 16) indexes past M.
+     */
+    @Test
+    void twoModelsOnOneThreadDecode() {
+        try (Arena arena = TrackedArena.ofShared(); Workspace ws = new Workspace()) {
+            AttentionConfig wide = AttentionConfig.of(64, 1, 1, 64), gqa = AttentionConfig.of(16, 2, 1, 8);
+            MultiHeadAttention.Options one = MultiHeadAttention.Options.defaults().withThreads(1);
+            try (MultiHeadAttention a = new MultiHeadAttention(AttentionWeights.random(wide, false, 1, arena), one);
+                 MultiHeadAttention b = new MultiHeadAttention(AttentionWeights.random(gqa, false, 2, arena), one);
+                 KvCache ca = new KvCache(new KvCache.Shape(1, 1, 64, 512, KvDtype.F32), 4L << 20);
+                 KvCache cb = new KvCache(new KvCache.Shape(1, 1, 8, 16, KvDtype.F32), 1L << 20)) {
+                int sa = ca.create(), sb = cb.create();
+                a.forward(ca, ca.step(new int[]{sa}, new int[]{1}, null), 0, randomInput(arena, 3, 1, 64), Mask.causal(),
+                        Tensor.allocate(arena, 1, 64), ws, CallOptions.NONE);
+                b.forward(cb, cb.step(new int[]{sb}, new int[]{1}, null), 0, randomInput(arena, 4, 1, 16), Mask.causal(),
+                        Tensor.allocate(arena, 1, 16), ws, CallOptions.NONE);
+            }
+        }
+    }
+
+    /**
+     * README: "For a given thread count, results are bitwise identical from run to run and
+     * whatever other calls run beside them". Over the cache, a sequence's decode output depends
+     * on which other sequences share its step: split-K cuts its keys by its share of the step's keys.
+     */
+    @Test
+    void aSequencesDecodeOutputDoesNotDependOnItsBatch() {
+        int d = 8, La = 2000, Lb = 20000;
+        AttentionConfig c = AttentionConfig.of(16, 2, 1, d);
+        try (Arena arena = TrackedArena.ofShared(); Workspace ws = new Workspace();
+             MultiHeadAttention mha = new MultiHeadAttention(AttentionWeights.random(c, false, 1, arena),
+                     MultiHeadAttention.Options.defaults().withThreads(2));
+             KvCache cache = new KvCache(new KvCache.Shape(1, 1, d, 16, KvDtype.F32), 8L << 20)) {
+            int a = cache.create(), b = cache.create();
+            Matrix kT = randomInput(arena, 5, d, Lb).matrix(), v = randomInput(arena, 6, Lb, d).matrix();
+            cache.append(a, La, null);
+            cache.write(a, 0, 0, La, kT, 0, v, 0);
+            cache.append(b, Lb, null);
+            cache.write(b, 0, 0, Lb, kT, 0, v, 0);
+            Matrix qT = randomInput(arena, 7, 2 * d, 2).matrix(), nk = randomInput(arena, 8, d, 2).matrix(), nv = randomInput(arena, 9, 2, d).matrix();
+            Matrix alone = Tensor.allocate(arena, 1, 2 * d).matrix(), batched = Tensor.allocate(arena, 2, 2 * d).matrix();
+            mha.attend(cache, cache.step(new int[]{a}, new int[]{1}, null), 0, qT.colRange(0, 1), nk.colRange(0, 1), nv.rowRange(0, 1),
+                    alone, Mask.causal(), ws, CallOptions.NONE);
+            cache.truncate(a, La);
+            mha.attend(cache, cache.step(new int[]{a, b}, new int[]{1, 1}, null), 0, qT, nk, nv, batched, Mask.causal(), ws, CallOptions.NONE);
+            float[] x = new float[2 * d], y = new float[2 * d];
+            for (int f = 0; f < 2 * d; f++) { x[f] = alone.get(0, f); y[f] = batched.get(0, f); }
+                        assertArrayEquals(x, y, "sequence a alone vs. batched with a long sequence");
+        }
+    }
+
+    /** The memory budget refuses a whole forward of this size; the cached forward of the same tokens is never estimated. */
+    @Test
+    void theBudgetHoldsForCachedForwardsToo() {
+        AttentionConfig c = AttentionConfig.of(64, 4);
+        int n = 2048;
+        try (Arena arena = TrackedArena.ofShared(); Workspace ws = new Workspace();
+             MultiHeadAttention mha = new MultiHeadAttention(AttentionWeights.random(c, true, 1, arena),
+                     MultiHeadAttention.Options.defaults().withThreads(1).withMemoryBudget(512 << 10));
+             KvCache cache = new KvCache(new KvCache.Shape(1, 4, 16, 16, KvDtype.F32), 8L << 20)) {
+            Tensor x = randomInput(arena, 1, n, 64);
+            assertThrows(MemoryBudgetExceededException.class, () -> mha.forward(x, Mask.causal(), arena));
+            int s = cache.create();
+            long before = OffHeap.currentBytes();
+            assertThrows(MemoryBudgetExceededException.class, () -> mha.forward(cache, cache.step(new int[]{s}, new int[]{n}, null), 0, x,
+                    Mask.causal(), Tensor.allocate(arena, n, 64), ws, CallOptions.NONE),
+                    "workspace grew by " + OffHeap.format(ws.byteSize()) + " over a 512 KiB budget");
+        }
+    }
+
+    /** DecodeWorkload's constructor leaks its arena (data, weights) when a later step fails. */
+    @Test
+    void aFailedDecodeWorkloadLeavesNothingAllocated() {
+        long before = OffHeap.currentBytes();
+        assertThrows(IllegalArgumentException.class, () -> new DecodeWorkload(12, 4, 64, 256, 2, KvDtype.F32, 16, 0));
+        assertEquals(before, OffHeap.currentBytes(), "off-heap bytes left behind");
+    }
+
+    /** Two layers in one cache (every committed cache test uses layers = 1), int8 and f32. */
+    @Test
+    void twoLayersInOneCache() {
+        AttentionConfig c = AttentionConfig.of(32, 4, 2, 8).withRope(new RotaryEmbedding(10000, 8, RotaryEmbedding.Layout.PAIRS));
+        int n = 30;
+        for (KvDtype dtype : new KvDtype[]{KvDtype.F32, KvDtype.INT8}) {
+            try (Arena arena = TrackedArena.ofShared(); Workspace ws = new Workspace();
+                 MultiHeadAttention l0 = new MultiHeadAttention(AttentionWeights.random(c, true, 1, arena));
+                 MultiHeadAttention l1 = new MultiHeadAttention(AttentionWeights.random(c, true, 2, arena));
+                 KvCache cache = new KvCache(new KvCache.Shape(2, 2, 8, 4, dtype), 1L << 20)) {
+                Tensor x = randomInput(arena, 3, n, 32);
+                float[] whole = l1.forward(l0.forward(x, Mask.causal(), arena), Mask.causal(), arena).toArray();
+                int s = cache.create();
+                float[] got = new float[n * 32];
+                for (int pos = 0; pos < n; ) {
+                    int count = pos == 0 ? 11 : 1;
+                    KvCache.Step st = cache.step(new int[]{s}, new int[]{count}, null);
+                    Tensor h = Tensor.allocate(arena, count, 32), y = Tensor.allocate(arena, count, 32);
+                    l0.forward(cache, st, 0, rows(arena, x, pos, count), Mask.causal(), h, ws, CallOptions.NONE);
+                    l1.forward(cache, st, 1, h, Mask.causal(), y, ws, CallOptions.NONE);
+                    System.arraycopy(y.toArray(), 0, got, pos * 32, count * 32);
+                    pos += count;
+                }
+                double max = 0, err = 0;
+                for (int i = 0; i < whole.length; i++) { max = Math.max(max, Math.abs(whole[i])); err = Math.max(err, Math.abs(whole[i] - got[i])); }
+                                assertTrue(err / max < (dtype == KvDtype.F32 ? 2e-5 : 3e-2), dtype + " " + err / max);
+            }
+        }
+    }
+
+    /** Split-K where a middle chunk sees no allowed key (streaming mask, nothing evicted): the merge's weight-0 branch. */
+    @Test
+    void splitKWithAnEmptyChunk() {
+        AttentionConfig c = AttentionConfig.of(16, 2, 1, 8);
+        int n = 2000;
+        Mask mask = Mask.causal().withPattern(AttentionPattern.streaming(4, 16));
+        try (Arena arena = TrackedArena.ofShared(); Workspace ws = new Workspace();
+             MultiHeadAttention mha = new MultiHeadAttention(AttentionWeights.random(c, true, 1, arena),
+                     MultiHeadAttention.Options.defaults().withThreads(2));
+             KvCache cache = new KvCache(new KvCache.Shape(1, 1, 8, 16, KvDtype.F32), 4L << 20)) {
+            Tensor x = randomInput(arena, 2, n, 16);
+            float[] whole = mha.forward(x, mask, arena).toArray();
+            int s = cache.create();
+            KvCache.Step p = cache.step(new int[]{s}, new int[]{n - 1}, null);
+            mha.forward(cache, p, 0, rows(arena, x, 0, n - 1), mask, Tensor.allocate(arena, n - 1, 16), ws, CallOptions.NONE);
+            KvCache.Step d = cache.step(new int[]{s}, new int[]{1}, null);
+            Tensor y = Tensor.allocate(arena, 1, 16);
+            mha.forward(cache, d, 0, rows(arena, x, n - 1, 1), mask, y, ws, CallOptions.NONE);
+            assertTrue(CachedAttention.chunks(n, 1, 2) > 2);
+            for (int f = 0; f < 16; f++) assertEquals(whole[(n - 1) * 16 + f], y.get(f), 1e-5f * (1 + Math.abs(whole[(n - 1) * 16 + f])));
+        }
+    }
+
+    /** A step of one cache used with another cache whose sequence ids coincide (ids start at 1 in every cache). */
+    @Test
+    void aStepOfAnotherCacheIsRefused() {
+        AttentionConfig c = AttentionConfig.of(16, 2);
+        try (Arena arena = TrackedArena.ofShared(); Workspace ws = new Workspace();
+             MultiHeadAttention mha = new MultiHeadAttention(AttentionWeights.random(c, true, 1, arena));
+             KvCache draft = new KvCache(new KvCache.Shape(1, 2, 8, 4, KvDtype.F32), 1L << 20);
+             KvCache target = new KvCache(new KvCache.Shape(1, 2, 8, 4, KvDtype.F32), 1L << 20)) {
+            int a = draft.create(), b = target.create();
+            assertEquals(a, b);
+            target.step(new int[]{b}, new int[]{5}, null);
+            KvCache.Step fromDraft = draft.step(new int[]{a}, new int[]{3}, null);
+            assertThrows(IllegalArgumentException.class, () -> mha.forward(target, fromDraft, 0, randomInput(arena, 1, 3, 16), Mask.causal(),
+                    Tensor.allocate(arena, 3, 16), ws, CallOptions.NONE), "a draft-cache step ran against the target cache");
+        }
+    }
+
+    /** A failed growth of an extra buffer leaves the closed old segment in place; a later small request gets it. */
+    @Test
+    void aFailedGrowthLeavesTheWorkspaceUsable() {
+        try (Workspace ws = new Workspace()) {
+            ws.extra(Workspace.Extra.GATHERED_KEYS_VALUES, 1024);
+            assertThrows(OutOfMemoryError.class, () -> ws.extra(Workspace.Extra.GATHERED_KEYS_VALUES, 1L << 48));
+            var small = ws.extra(Workspace.Extra.GATHERED_KEYS_VALUES, 16);
+            small.set(ValueLayout.JAVA_FLOAT, 0, 1f); // "Already closed" here
+        }
+    }
+
+    /**
+     * A step cancelled half-way (layer 0 written, layer 1 interrupted) is rolled back: the sequence
+     * is as before the step and can go on, and the prefix it held is not registered for reuse with
+     * unwritten slots.
+     */
+    @Test
+    void aCancelledStepIsRolledBack() {
+        AttentionConfig c = AttentionConfig.of(16, 2);
+        try (Arena arena = TrackedArena.ofShared(); Workspace ws = new Workspace();
+             MultiHeadAttention l0 = new MultiHeadAttention(AttentionWeights.random(c, true, 1, arena));
+             MultiHeadAttention l1 = new MultiHeadAttention(AttentionWeights.random(c, true, 2, arena));
+             KvCache cache = new KvCache(new KvCache.Shape(2, 2, 8, 4, KvDtype.F32), 1L << 20)) {
+            int[] prompt = {5, 6, 7, 8, 9, 10, 11, 12, 13};
+            int s = cache.create();
+            KvCache.Step step = cache.step(new int[]{s}, new int[]{9}, new int[][]{prompt});
+            Tensor x = randomInput(arena, 1, 9, 16), h = Tensor.allocate(arena, 9, 16);
+            l0.forward(cache, step, 0, x, Mask.causal(), h, ws, CallOptions.NONE);
+            Thread.currentThread().interrupt();
+            assertThrows(java.util.concurrent.CancellationException.class,
+                    () -> l1.forward(cache, step, 1, h, Mask.causal(), Tensor.allocate(arena, 9, 16), ws, CallOptions.NONE));
+            assertTrue(Thread.interrupted());
+            cache.rollback(step);
+            assertEquals(0, cache.length(s));
+            cache.free(s);
+            assertEquals(0, cache.length(cache.create(prompt)), "nothing of the cancelled step was registered for reuse");
+        }
     }
 }

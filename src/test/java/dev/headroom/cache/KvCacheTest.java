@@ -69,7 +69,7 @@ class KvCacheTest {
             assertEquals(1, cache.stats().sharedBlocks());
             assertEquals(3, cache.stats().usedBlocks());
             assertEquals((3 + 2) * 128, cache.stats().wastedBytes());
-            assertEquals(3 * 512, OffHeap.kvCacheUsedBytes() - otherCaches(cache));
+            assertEquals(3 * 512, OffHeap.kvCacheUsedBytes(), "the only open cache: its used bytes are the process total");
             cache.free(a);
             cache.free(b);
             assertEquals(0, cache.stats().usedBlocks());
@@ -111,6 +111,7 @@ class KvCacheTest {
                     int id = reuse == 1 ? cache.create(prompt) : cache.create();
                     int have = cache.length(id);
                     cache.append(id, prompt.length - have, java.util.Arrays.copyOfRange(prompt, have, prompt.length));
+                    writeEveryLayer(cache, id, have, prompt.length - have);
                     cache.seal(id); // keys and values written: its full blocks become reusable
                 }
                 used[reuse] = cache.stats().usedBytes();
@@ -148,10 +149,6 @@ class KvCacheTest {
         assertEquals(10 * 512, last.getLong("reservedBytes"));
         assertEquals(2, last.getInt("sequences"));
         assertEquals(3 * 128, last.getLong("wastedBytes"));
-    }
-
-    private static long otherCaches(KvCache mine) {
-        return OffHeap.kvCacheUsedBytes() - mine.usedBytes();
     }
 
     /**
@@ -300,6 +297,150 @@ class KvCacheTest {
                 assertEquals(x + 0.5f, v.get(t, 0));
                 assertEquals(x - 0.5f, v.get(t, 1));
             }
+        }
+    }
+
+    /** Writes zeros as every layer's keys and values of tokens [from, from + n) of sequence s (the bookkeeping tests need the marks). */
+    static void writeEveryLayer(KvCache cache, int s, int from, int n) {
+        if (n == 0) return;
+        KvCache.Shape shape = cache.shape();
+        int width = shape.kvHeads() * shape.headDim();
+        try (Arena arena = Arena.ofConfined()) {
+            Matrix kT = Matrix.of(arena.allocate(4L * width * n), 0, width, n), v = Matrix.of(arena.allocate(4L * n * width), 0, n, width);
+            for (int l = 0; l < shape.layers(); l++) cache.write(s, l, from, n, kT, 0, v, 0);
+        }
+    }
+
+    // ---- from the review of the serving core: each failed before its fix ----
+
+    static final KvCache.Shape TWO_LAYERS = new KvCache.Shape(2, 1, 2, 4, KvDtype.F32);
+
+    static void fill(Matrix kT, Matrix v, int n, float value) {
+        for (int t = 0; t < n; t++) {
+            kT.set(0, t, value); kT.set(1, t, value);
+            v.set(t, 0, value); v.set(t, 1, value);
+        }
+    }
+
+    /**
+     * README: "A block is registered only once its keys and values are written". A request whose
+     * forward fails after layer 0 (cancelled, NonFiniteException, ...) and is then freed registers
+     * its full blocks anyway; a later request with the same prompt reuses them and reads, in
+     * layer 1, the keys and values of an unrelated earlier sequence (whose blocks were recycled).
+     */
+    @Test
+    void unwrittenBlocksAreNotRegisteredForReuse() {
+        try (Arena arena = TrackedArena.ofShared(); KvCache cache = new KvCache(TWO_LAYERS, 20 * TWO_LAYERS.blockBytes())) {
+            Matrix kT = Matrix.of(arena.allocate(4L * 2 * 8), 0, 2, 8), v = Matrix.of(arena.allocate(4L * 8 * 2), 0, 8, 2);
+            // an unrelated request writes a "secret" 42 in both layers, then ends (no ids: nothing registered)
+            int other = cache.create();
+            cache.append(other, 8, null);
+            fill(kT, v, 8, 42f);
+            cache.write(other, 0, 0, 8, kT, 0, v, 0);
+            cache.write(other, 1, 0, 8, kT, 0, v, 0);
+            cache.free(other);
+            // request a: prompt of 8 known tokens; layer 0 written, layer 1's forward fails; the server frees it
+            int[] prompt = {1, 2, 3, 4, 5, 6, 7, 8};
+            int a = cache.create();
+            cache.append(a, 8, prompt);
+            fill(kT, v, 8, 1f);
+            cache.write(a, 0, 0, 8, kT, 0, v, 0);
+            cache.free(a);
+            // request b, same prompt plus one token
+            int b = cache.create(new int[]{1, 2, 3, 4, 5, 6, 7, 8, 9});
+            assertEquals(0, cache.length(b), "b must not reuse blocks whose layer 1 was never written");
+            // once both layers are written, the same prompt is reused
+            int c = cache.create();
+            cache.append(c, 8, prompt);
+            cache.write(c, 0, 0, 8, kT, 0, v, 0);
+            cache.write(c, 1, 0, 8, kT, 0, v, 0);
+            cache.free(c);
+            assertEquals(8, cache.length(cache.create(new int[]{1, 2, 3, 4, 5, 6, 7, 8, 9})));
+        }
+    }
+
+    /** A batch append is all or nothing: a sequence that could not grow (ending in an evicted block) cannot arise. */
+    @Test
+    void aBatchAppendIsAllOrNothing() {
+        KvCache.Shape shape = new KvCache.Shape(1, 1, 2, 4, KvDtype.F32);
+        try (KvCache cache = new KvCache(shape, 20 * shape.blockBytes())) {
+            int a = cache.create(), b = cache.create();
+            cache.append(a, 12, null);
+            cache.append(b, 12, null);
+            cache.evict(b, 4, 8);      // block 1 of b freed
+            // ending b inside its evicted block would leave it unable to grow: refused, and b is unchanged
+            assertThrows(IllegalArgumentException.class, () -> cache.truncate(b, 6));
+            assertEquals(12, cache.length(b));
+            cache.append(new int[]{a, b}, new int[]{1, 1}, null);
+            assertEquals(13, cache.length(a));
+            assertEquals(13, cache.length(b));
+        }
+    }
+
+    /** Truncating into a registered (full) block sets its fill count; after reuse the full block counts as waste. */
+    @Test
+    void wasteOfAReusedFullBlockIsZero() {
+        KvCache.Shape shape = new KvCache.Shape(1, 1, 2, 4, KvDtype.F32);
+        try (KvCache cache = new KvCache(shape, 20 * shape.blockBytes())) {
+            int a = cache.create();
+            cache.append(a, 4, new int[]{1, 2, 3, 4});
+            Matrix k = Matrix.of(java.lang.foreign.Arena.ofAuto().allocate(4L * 2 * 4), 0, 2, 4), v = Matrix.of(java.lang.foreign.Arena.ofAuto().allocate(4L * 4 * 2), 0, 4, 2);
+            cache.write(a, 0, 0, 4, k, 0, v, 0);
+            cache.seal(a);             // the block is registered
+            cache.truncate(a, 2);      // speculative rollback into the registered block
+            cache.free(a);
+            int b = cache.create(new int[]{1, 2, 3, 4, 5});
+            assertEquals(4, cache.length(b));
+            assertEquals(0, cache.stats().wastedBytes(), "b holds one full block: nothing is wasted");
+        }
+    }
+
+    /**
+     * LRU eviction removes the root of a cached prefix chain first (free() releases blocks in
+     * order 0..n), which orphans every later block of the chain: they stay cached but can never
+     * be found again. Evicting leaves first would keep the longest reusable prefix.
+     */
+    @Test
+    void evictingOneCachedBlockKeepsTheRestOfThePrefixReusable() {
+        KvCache.Shape shape = new KvCache.Shape(1, 1, 2, 4, KvDtype.F32);
+        try (KvCache cache = new KvCache(shape, 6 * shape.blockBytes())) {
+            int[] prompt = new int[17];
+            for (int t = 0; t < 17; t++) prompt[t] = t;
+            int a = cache.create();
+            cache.append(a, 16, java.util.Arrays.copyOf(prompt, 16));
+            writeEveryLayer(cache, a, 0, 16);
+            cache.free(a);                          // 4 registered blocks cached
+            int x = cache.create();
+            cache.append(x, 12, null);              // needs 3 blocks: 2 never used + 1 evicted
+            int b = cache.create(prompt);
+            assertEquals(12, cache.length(b), "3 of the 4 cached prefix blocks are still in the cache; reused: " + cache.length(b)
+                    + ", cached blocks now " + cache.stats().cachedBlocks());
+        }
+    }
+
+    /** gather past a sequence's length reads slots that hold no token, silently. */
+    @Test
+    void gatherPastTheLengthIsRefused() {
+        KvCache.Shape shape = new KvCache.Shape(1, 1, 2, 4, KvDtype.F32);
+        try (Arena arena = TrackedArena.ofShared(); KvCache cache = new KvCache(shape, 20 * shape.blockBytes())) {
+            int a = cache.create();
+            cache.append(a, 2, null);
+            Matrix k = Matrix.of(arena.allocate(4L * 2 * 4), 0, 2, 4), v = Matrix.of(arena.allocate(4L * 4 * 2), 0, 4, 2);
+            assertThrows(IllegalArgumentException.class, () -> cache.gather(a, 0, 0, 0, 4, k, v));
+        }
+    }
+
+    /** An evicted block's -1 from blockTable() passed to the public address methods reads another block silently. */
+    @Test
+    void addressOfAnEvictedBlockIsRefused() {
+        KvCache.Shape shape = new KvCache.Shape(1, 1, 2, 4, KvDtype.F32);
+        try (KvCache cache = new KvCache(shape, 20 * shape.blockBytes())) {
+            int a = cache.create();
+            cache.append(a, 8, null);
+            cache.evict(a, 0, 4);
+            int evicted = cache.blockTable(a)[0];
+            assertEquals(-1, evicted);
+            assertThrows(IllegalArgumentException.class, () -> cache.slab(evicted).get(java.lang.foreign.ValueLayout.JAVA_FLOAT, cache.values(evicted, 0, 0)));
         }
     }
 }
