@@ -54,9 +54,9 @@ class TinyGoldenTest {
 
     @Test
     void logitsAtEveryPositionMatchPyTorch() throws IOException {
-        List<Golden> fixtures = Golden.all();
+        List<GoldenFixtures.Fixture> fixtures = GoldenFixtures.all();
         assertEquals(5, fixtures.size());
-        for (Golden g : fixtures) {
+        for (GoldenFixtures.Fixture g : fixtures) {
             try (TrackedArena a = TrackedArena.ofShared()) {
                 Tensor mine = model.logits(g.promptIds(), a), f64 = g.f64(a), f32 = g.f32(a);
                 double ours = relative(mine, f64), torch32 = relative(f32, f64);

@@ -21,18 +21,38 @@ import java.util.List;
  * model): per prompt, the logits at every position of the float64 and float32 models and the
  * float32 model's greedy continuation.
  */
-record Golden(String name, String prompt, int[] promptIds, int[] continuation, double minMargin, String logitsF64,
-              String logitsF32) {
+public final class GoldenFixtures {
     static final String DIR = "/dev/headroom/models/tiny/golden/";
 
-    static List<Golden> all() throws IOException {
-        try (InputStream in = Golden.class.getResourceAsStream(DIR + "golden.json")) {
+    private GoldenFixtures() {}
+
+    /** One prompt's fixture: its ids, PyTorch's greedy continuation, the smallest top-2 gap met, and the logits files. */
+    public record Fixture(String name, String prompt, int[] promptIds, int[] continuation, double minMargin, String logitsF64,
+                          String logitsF32) {
+        /** The float64 model's logits, (n, V), rounded to float32 by golden.py. */
+        public Tensor f64(Arena arena) throws IOException {
+            return read(logitsF64, arena);
+        }
+
+        /** PyTorch's float32 logits, (n, V). */
+        public Tensor f32(Arena arena) throws IOException {
+            return read(logitsF32, arena);
+        }
+
+        @Override
+        public String toString() {
+            return name;
+        }
+    }
+
+    public static List<Fixture> all() throws IOException {
+        try (InputStream in = GoldenFixtures.class.getResourceAsStream(DIR + "golden.json")) {
             if (in == null) throw new IOException("classpath resource " + DIR + "golden.json not found");
             JsonObject root = JsonParser.parseReader(new InputStreamReader(in, StandardCharsets.UTF_8)).getAsJsonObject();
-            List<Golden> out = new ArrayList<>();
+            List<Fixture> out = new ArrayList<>();
             for (JsonElement e : root.getAsJsonArray("fixtures")) {
                 JsonObject f = e.getAsJsonObject();
-                out.add(new Golden(f.get("name").getAsString(), f.get("prompt").getAsString(), ints(f.getAsJsonArray("prompt_ids")),
+                out.add(new Fixture(f.get("name").getAsString(), f.get("prompt").getAsString(), ints(f.getAsJsonArray("prompt_ids")),
                         ints(f.getAsJsonArray("continuation_ids")), f.get("continuation_min_top2_margin").getAsDouble(),
                         f.get("logits_f64").getAsString(), f.get("logits_f32").getAsString()));
             }
@@ -46,25 +66,10 @@ record Golden(String name, String prompt, int[] promptIds, int[] continuation, d
         return v;
     }
 
-    /** The float64 model's logits, (n, V), rounded to float32 by golden.py. */
-    Tensor f64(Arena arena) throws IOException {
-        return read(logitsF64, arena);
-    }
-
-    /** PyTorch's float32 logits, (n, V). */
-    Tensor f32(Arena arena) throws IOException {
-        return read(logitsF32, arena);
-    }
-
     private static Tensor read(String file, Arena arena) throws IOException {
-        try (InputStream in = Golden.class.getResourceAsStream(DIR + file)) {
+        try (InputStream in = GoldenFixtures.class.getResourceAsStream(DIR + file)) {
             if (in == null) throw new IOException("classpath resource " + DIR + file + " not found");
             return Npy.read(in, DIR + file, arena);
         }
-    }
-
-    @Override
-    public String toString() {
-        return name;
     }
 }
