@@ -84,12 +84,7 @@ final class DemoCommand implements Callable<Integer> {
         o.printf("2. What the 72 heads do on \"%s\"%n", SENTENCE);
         ModelInspection.Result r = ModelInspection.inspect(encoder, List.of(SENTENCE), arena);
         o.println("   tokens: " + String.join(" ", r.tokens()));
-        ModelInspection.summarize(r.layers(), new PrintStream(o, true) {
-            @Override
-            public void println(String x) {
-                super.println("   " + x);
-            }
-        });
+        ModelInspection.summarize(r.layers(), indented(o), false);
         // Which heads link the pronoun "she" to either name: the ambiguity the sentence is known for.
         int she = r.tokens().indexOf("she"), sarah = r.tokens().indexOf("sarah"), emma = r.tokens().indexOf("emma");
         if (she >= 0 && sarah >= 0 && emma >= 0) {
@@ -142,6 +137,16 @@ final class DemoCommand implements Callable<Integer> {
         }
         o.println("   (peak off-heap: weights, input, output, Q/K/V, concatenated heads and per-thread scratch; the n×n column is");
         o.println("    what materialising one float score matrix per head would take, as PyTorch's MultiheadAttention does)");
+    }
+
+    /** {@code o} with every println indented by three spaces (the demo's sections). */
+    static PrintStream indented(PrintStream o) {
+        return new PrintStream(o, true) {
+            @Override
+            public void println(String x) {
+                super.println("   " + x);
+            }
+        };
     }
 
     static String abbreviate(String s, int max) {
