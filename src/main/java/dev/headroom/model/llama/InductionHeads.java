@@ -110,6 +110,11 @@ public final class InductionHeads {
      * (shared when the model has several threads): sequences × heads × (1 + 2L)² floats per layer.
      */
     public static Result measure(LlamaModel model, int sequences, int length, long seed, Arena arena) {
+        return measure(model, sequences, length, seed, arena, true);
+    }
+
+    /** As {@link #measure(LlamaModel, int, int, long, Arena)}; without {@code ablate} each head's ablation is NaN (one forward instead of 1 + layers·heads). */
+    public static Result measure(LlamaModel model, int sequences, int length, long seed, Arena arena, boolean ablate) {
         LlamaConfig c = model.config();
         int n = 1 + 2 * length, L = length, H = c.heads(), layers = c.layers(), V = c.vocabSize();
         if (length < 2 || n > c.maxPositions()) {
@@ -153,15 +158,18 @@ public final class InductionHeads {
                     }
                     induction /= (double) sequences * L;
                     duplicate /= (double) sequences * L;
-                    int layer = l, head = h;
-                    model.forward(ids, sequences, null, logits, ws, new LlamaModel.LayerHooks() {
-                        @Override
-                        public CallOptions call(int at) {
-                            return at == layer ? CallOptions.observing(Inspection.ablate(H, head)) : CallOptions.NONE;
-                        }
-                    });
-                    double ablated = copyBits(logits, ids, sequences, n, L, V)[1];
-                    heads.add(new Head(l, h, induction, summaries[h].induction(), duplicate, summaries[h].previous(), ablated - base[1]));
+                    double ablation = Double.NaN;
+                    if (ablate) {
+                        int layer = l, head = h;
+                        model.forward(ids, sequences, null, logits, ws, new LlamaModel.LayerHooks() {
+                            @Override
+                            public CallOptions call(int at) {
+                                return at == layer ? CallOptions.observing(Inspection.ablate(H, head)) : CallOptions.NONE;
+                            }
+                        });
+                        ablation = copyBits(logits, ids, sequences, n, L, V)[1] - base[1];
+                    }
+                    heads.add(new Head(l, h, induction, summaries[h].induction(), duplicate, summaries[h].previous(), ablation));
                 }
             }
         }
