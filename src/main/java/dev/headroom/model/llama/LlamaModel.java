@@ -27,7 +27,8 @@ import java.util.List;
 /**
  * A Llama-style decoder on Headroom: attention is Headroom's {@link MultiHeadAttention} (RoPE,
  * GQA, causal, over a paged {@link KvCache} or a whole sequence), everything else runs here,
- * off-heap, with matrix products through {@link Blas#sgemm} and RMSNorm/SwiGLU in Java
+ * off-heap, with matrix products through {@link Blas#sgemm} (or {@link SmallMatmul} for the few
+ * rows of a decode step, see {@link #SMALL_ROWS}) and RMSNorm/SwiGLU in Java
  * ({@link RmsNorm#VECTOR}, {@link SwiGlu#VECTOR}). For T new tokens:
  * <pre>
  *   x = embed_tokens[ids]                                     (T, E)
@@ -43,9 +44,11 @@ import java.util.List;
  *
  * <p>Two forward paths: {@link #forward(KvCache, KvCache.Step, int[], int[], Tensor, DecoderWorkspace, LayerHooks)}
  * runs one step of a ragged batch over the cache (prefill chunks and single decode tokens alike),
- * and {@link #forward(int[], int, int[], Tensor, DecoderWorkspace, LayerHooks)} runs B whole
- * sequences of equal length with a causal mask and no cache (inspection, and the reference the
- * cached path is tested against).
+ * projecting Q, K, V and the output itself around the attention's attend stage
+ * ({@link MultiHeadAttention#attend(KvCache, KvCache.Step, int, Matrix, Matrix, Matrix, Matrix, Mask,
+ * dev.headroom.attention.Workspace, CallOptions)}); {@link #forward(int[], int, int[], Tensor, DecoderWorkspace, LayerHooks)}
+ * runs B whole sequences of equal length with a causal mask and no cache, each layer's attention
+ * with its own stages (inspection, and the reference the cached path is tested against).
  *
  * <p><b>Threads.</b> One pool of {@code threads} workers (the caller and threads − 1 helpers) runs
  * everything, as in {@link dev.headroom.model.minilm.MiniLmEncoder}: the norms on blocks of rows,
@@ -72,13 +75,17 @@ public final class LlamaModel implements AutoCloseable {
     static final long PARALLEL_MIN_MACS = 1L << 16;
     /**
      * Products with at most this many rows (a decode step's tokens) run in {@link SmallMatmul},
-     * larger ones in sgemm, which packs all of W on every call. CPU time per call measured here
-     * (interleaved, on a machine loaded by other work), SmallMatmul against sgemm: W 640 × 256,
-     * 1 row 9.6 against 46.7 µs, 8 rows 29.5 against 54.4, 16 rows 59 against 86, 32 rows 120
-     * against 128; W 512 × 256, 16 rows 74 against 71, 32 rows 155 against 117 (repeated runs
-     * varied by ±30 % under that load: to be measured again on a quiet machine).
+     * larger ones in sgemm, which packs all of W on every call; the system property
+     * {@code headroom.smallRows} overrides it (0: sgemm always), for measuring. CPU time per call
+     * measured here, interleaved, on a machine loaded by other work (repeated runs varied by
+     * ±30 %), SmallMatmul against sgemm, W 640 × 256: 1 row 9-13 against 47-57 µs, 4 rows 15-18
+     * against 42-44, 8 rows 30-32 against 54-59, 16 rows 59 against 86, 32 rows 120 against
+     * 128; W 512 × 256: 16 rows 74 against 71, 32 rows 155 against 117. Whole decode runs of the
+     * tiny model on one thread were too noisy there to rank 4 and 8 rows; 8 is the micro
+     * measurement's choice, to be checked on a quiet machine (bench/decoder-vs-pytorch.sh with
+     * {@code -jvmArgsAppend -Dheadroom.smallRows=N}).
      */
-    static final int SMALL_ROWS = 16;
+    static final int SMALL_ROWS = Integer.getInteger("headroom.smallRows", 8);
     /** Rows per task at least, before a product is split by rows instead of by output columns. */
     static final int MIN_ROWS_PER_TASK = 64;
     /** Row-wise kernels (norms, gating) run on the calling thread up to this many rows. */
