@@ -12,9 +12,10 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * The vector small-row product against its scalar twin and a double-precision dot product, at
- * sizes that are not multiples of the lane count or of the kernel's 2 × 4 blocks, with padded
- * leading dimensions, offsets, row-major and transposed outputs, bias and accumulation; nothing
- * outside the outputs is written.
+ * sizes that are not multiples of the lane count or of the kernel's blocks (4 rows × a panel of 2
+ * vectors), from W with padded rows packed at an offset, row-major and transposed outputs, bias and
+ * accumulation; nothing outside the outputs is written, and a row's result does not depend on
+ * the rows computed with it.
  */
 class SmallMatmulKernelTest {
     private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
@@ -32,7 +33,10 @@ class SmallMatmulKernelTest {
         long rowStride = transposed ? 1 : n + 2, colStride = transposed ? m + 1 : 1;
         int outSize = (int) (outOff + (m - 1) * rowStride + (n - 1) * colStride + 1 + 4);
         try (Arena arena = Arena.ofConfined()) {
+            // W (n, k) with rows ldw apart, packed at an offset
             MemorySegment x = random(arena, rnd, xOff + m * ldx), w = random(arena, rnd, wOff + n * ldw);
+            MemorySegment packed = arena.allocate((SmallMatmul.packedFloats(n, k) + 5) * Float.BYTES);
+            SmallMatmul.pack(w, wOff, ldw, n, k, packed, 5);
             MemorySegment b = bias ? random(arena, rnd, n) : null;
             float[] start = new float[outSize];
             for (int i = 0; i < outSize; i++) start[i] = SENTINEL;
@@ -42,7 +46,7 @@ class SmallMatmulKernelTest {
             for (int q = 0; q < 2; q++) {
                 MemorySegment out = arena.allocate((long) outSize * Float.BYTES);
                 MemorySegment.copy(start, 0, out, F, 0, outSize);
-                kernels[q].apply(x, xOff, ldx, m, k, w, wOff, ldw, n, b, accumulate, out, outOff, rowStride, colStride);
+                kernels[q].apply(x, xOff, ldx, m, k, packed, 5, n, b, accumulate, out, outOff, rowStride, colStride);
                 results[q] = out.toArray(F);
             }
             boolean[] isOutput = new boolean[outSize];
@@ -75,14 +79,48 @@ class SmallMatmulKernelTest {
     }
 
     @Test
+    void packingLaysOutPanels() {
+        int P = SmallMatmul.panel(), n = P + 3, k = 5;
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment w = arena.allocate((long) n * k * Float.BYTES), packed = arena.allocate(SmallMatmul.packedFloats(n, k) * Float.BYTES);
+            for (int j = 0; j < n; j++) for (int c = 0; c < k; c++) w.setAtIndex(F, (long) j * k + c, 1000 * j + c);
+            SmallMatmul.pack(w, 0, k, n, k, packed, 0);
+            assertEquals(2L * k * P, SmallMatmul.packedFloats(n, k));
+            assertEquals(1000f * (P + 2) + 4, packed.getAtIndex(F, SmallMatmul.panelOffset(P, k) + 4L * P + 2)); // W[P + 2, 4]
+            assertEquals(0f, packed.getAtIndex(F, SmallMatmul.panelOffset(P, k) + 4L * P + 3));                   // padding
+            assertEquals(1000f * 3 + 1, packed.getAtIndex(F, 1L * P + 3));                                      // W[3, 1]
+        }
+    }
+
+    @Test
     void awkwardSizesStridesBiasAndAccumulation() {
         long seed = 0;
-        for (int m : new int[]{1, 2, 3, 4, 5, 7, 8, 9}) {
-            for (int n : new int[]{1, 2, 3, 17, 34}) {
-                for (int k : new int[]{1, 3, 15, 16, 17, 65, 256, 257}) {
+        for (int m : new int[]{1, 2, 3, 4, 5, 8, 9}) {
+            for (int n : new int[]{1, 3, 17, 34, 47, 130}) {
+                for (int k : new int[]{1, 15, 16, 17, 65, 257}) {
                     check(m, n, k, false, false, false, seed++);
                     check(m, n, k, true, true, false, seed++);
                     check(m, n, k, false, true, true, seed++);
+                }
+            }
+        }
+    }
+
+    @Test
+    void aRowsResultDoesNotDependOnTheRowsBesideIt() {
+        SplittableRandom rnd = new SplittableRandom(3);
+        int m = 7, n = 75, k = 257;
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment x = random(arena, rnd, m * k), w = random(arena, rnd, n * k), b = random(arena, rnd, n);
+            MemorySegment wt = arena.allocate(SmallMatmul.packedFloats(n, k) * Float.BYTES);
+            SmallMatmul.pack(w, 0, k, n, k, wt, 0);
+            MemorySegment all = arena.allocate((long) m * n * Float.BYTES), one = arena.allocate((long) n * Float.BYTES);
+            SmallMatmul.VECTOR.apply(x, 0, k, m, k, wt, 0, n, b, false, all, 0, n, 1);
+            for (int i = 0; i < m; i++) {
+                SmallMatmul.VECTOR.apply(x, (long) i * k, k, 1, k, wt, 0, n, b, false, one, 0, n, 1);
+                for (int j = 0; j < n; j++) {
+                    assertEquals(Float.floatToIntBits(all.getAtIndex(F, (long) i * n + j)), Float.floatToIntBits(one.getAtIndex(F, j)),
+                            "row " + i + ", output " + j);
                 }
             }
         }

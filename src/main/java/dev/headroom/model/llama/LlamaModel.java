@@ -12,6 +12,7 @@ import dev.headroom.kernels.RmsNorm;
 import dev.headroom.kernels.SmallMatmul;
 import dev.headroom.kernels.SwiGlu;
 import dev.headroom.kernels.Vectors;
+import dev.headroom.memory.TrackedArena;
 import dev.headroom.model.AttentionListener;
 import dev.headroom.runtime.WorkerPool;
 import dev.headroom.tensor.Matrix;
@@ -57,8 +58,11 @@ import java.util.List;
  * built on this same pool. Every sgemm runs on one OpenBLAS thread.
  *
  * <p><b>Memory.</b> The weights live in the arena they were loaded into (or one this model owns
- * and closes, see {@link dev.headroom.model.Models#tiny}); per-call scratch in a
- * {@link DecoderWorkspace}; keys and values in a {@link KvCache} the caller makes
+ * and closes, see {@link dev.headroom.model.Models#tiny}). The model also keeps its own packed
+ * copy of every matrix its products read (the panels {@link SmallMatmul} reads), in an arena it
+ * closes: about as many bytes again as the weights ({@link #packedBytes()}; 11 MB for the tiny
+ * model), the price of decode steps that never repack a weight as sgemm does on every call. Per-call scratch is
+ * in a {@link DecoderWorkspace}; keys and values in a {@link KvCache} the caller makes
  * ({@link #newCache}) and closes. Outputs go to the caller's tensors.
  *
  * <p><b>Concurrency.</b> One model serves concurrent calls that each have their own workspace
@@ -74,18 +78,16 @@ public final class LlamaModel implements AutoCloseable {
      */
     static final long PARALLEL_MIN_MACS = 1L << 16;
     /**
-     * Products with at most this many rows (a decode step's tokens) run in {@link SmallMatmul},
-     * larger ones in sgemm, which packs all of W on every call; the system property
-     * {@code headroom.smallRows} overrides it (0: sgemm always), for measuring. CPU time per call
-     * measured here, interleaved, on a machine loaded by other work (repeated runs varied by
-     * ±30 %), SmallMatmul against sgemm, W 640 × 256: 1 row 9-13 against 47-57 µs, 4 rows 15-18
-     * against 42-44, 8 rows 30-32 against 54-59, 16 rows 59 against 86, 32 rows 120 against
-     * 128; W 512 × 256: 16 rows 74 against 71, 32 rows 155 against 117. Whole decode runs of the
-     * tiny model on one thread were too noisy there to rank 4 and 8 rows; 8 is the micro
-     * measurement's choice, to be checked on a quiet machine (bench/decoder-vs-pytorch.sh with
-     * {@code -jvmArgsAppend -Dheadroom.smallRows=N}).
+     * Products with at most this many rows (a decode step's tokens, up to a batch of 32) run in
+     * {@link SmallMatmul} on the packed weight, larger ones in sgemm, which packs all of W on every
+     * call; the system property {@code headroom.smallRows} overrides it (0: sgemm always), for
+     * measuring. CPU time per call for the feed-forward's W (640 × 256), sixteen of them used in
+     * turn, measured here on a machine loaded by other work: 1 row 8.8 µs against sgemm's 59,
+     * 8 rows 23 against 65, 32 rows 94 against 153 (an unpacked Wᵀ: 64 rows 176 against 230). 32,
+     * not more: prefill chunks are longer, and the margin shrinks with the rows; to be checked on a
+     * quiet machine ({@code bench/decoder-vs-pytorch.sh -jvmArgsAppend -Dheadroom.smallRows=N}).
      */
-    static final int SMALL_ROWS = Integer.getInteger("headroom.smallRows", 8);
+    static final int SMALL_ROWS = Integer.getInteger("headroom.smallRows", 32);
     /** Rows per task at least, before a product is split by rows instead of by output columns. */
     static final int MIN_ROWS_PER_TASK = 64;
     /** Row-wise kernels (norms, gating) run on the calling thread up to this many rows. */
@@ -117,8 +119,12 @@ public final class LlamaModel implements AutoCloseable {
     private final LlamaWeights weights;
     private final LlamaConfig config;
     private final List<MultiHeadAttention> attention;
-    /** Per layer, the attention's W_Q (H·d, E), W_K, W_V (G·d, E), W_O (E, H·d) and biases (or null), for the cached path. */
-    private final List<Projections> projections;
+    /** Per layer, every product's weight as loaded and packed for {@link SmallMatmul} (see {@link Weights}). */
+    private final List<Weights> layerWeights;
+    /** The output layer, as loaded (V, E) and packed. */
+    private final Linear lmHead;
+    /** Owns the packed weights (the model's own copy: closed with the model). */
+    private final TrackedArena packedArena;
     private final WorkerPool pool;
     /** The arena holding the weights when this model owns it, else null. */
     private final Arena ownedArena;
@@ -154,18 +160,38 @@ public final class LlamaModel implements AutoCloseable {
             throw e;
         }
         this.attention = Collections.unmodifiableList(layers);
-        List<Projections> p = new ArrayList<>();
-        for (LlamaWeights.Layer layer : weights.layers()) p.add(Projections.of(layer.attention().stateDict()));
-        this.projections = Collections.unmodifiableList(p);
+        this.packedArena = TrackedArena.ofShared();
+        List<Weights> w = new ArrayList<>();
+        for (LlamaWeights.Layer layer : weights.layers()) w.add(Weights.of(layer, packedArena));
+        this.layerWeights = Collections.unmodifiableList(w);
+        this.lmHead = Linear.of(weights.lmHead().matrix(), null, packedArena);
         this.ownedArena = ownedArena;
     }
 
-    /** A layer's attention projections, as {@link dev.headroom.attention.AttentionWeights#stateDict()} gives them. */
-    private record Projections(Matrix q, Matrix k, Matrix v, Matrix o, Tensor bq, Tensor bk, Tensor bv, Tensor bo) {
-        static Projections of(java.util.Map<String, Tensor> sd) {
-            return new Projections(sd.get("q_proj.weight").matrix(), sd.get("k_proj.weight").matrix(), sd.get("v_proj.weight").matrix(),
-                    sd.get("o_proj.weight").matrix(), sd.get("q_proj.bias"), sd.get("k_proj.bias"), sd.get("v_proj.bias"),
-                    sd.get("o_proj.bias"));
+    /**
+     * One weight of a linear layer: W (out, in) as loaded (what sgemm reads), the same packed into
+     * {@link SmallMatmul}'s panels once at construction (what decode rows read), and the bias or null.
+     */
+    private record Linear(Matrix w, MemorySegment packed, Tensor bias) {
+        static Linear of(Matrix w, Tensor bias, TrackedArena arena) {
+            MemorySegment packed = arena.allocate(SmallMatmul.packedFloats(w.rows(), w.cols()) * Float.BYTES, TrackedArena.ALIGNMENT);
+            SmallMatmul.pack(w.segment(), w.offset(), w.ld(), w.rows(), w.cols(), packed, 0);
+            return new Linear(w, packed, bias);
+        }
+    }
+
+    /**
+     * One layer's products: Q, K, V and O are the attention's (for the cached path, which projects
+     * itself; the whole forward uses the attention's own stages), then the feed-forward's.
+     */
+    private record Weights(Linear q, Linear k, Linear v, Linear o, Linear gate, Linear up, Linear down) {
+        static Weights of(LlamaWeights.Layer layer, TrackedArena arena) {
+            java.util.Map<String, Tensor> sd = layer.attention().stateDict();
+            return new Weights(Linear.of(sd.get("q_proj.weight").matrix(), sd.get("q_proj.bias"), arena),
+                    Linear.of(sd.get("k_proj.weight").matrix(), sd.get("k_proj.bias"), arena),
+                    Linear.of(sd.get("v_proj.weight").matrix(), sd.get("v_proj.bias"), arena),
+                    Linear.of(sd.get("o_proj.weight").matrix(), sd.get("o_proj.bias"), arena),
+                    Linear.of(layer.gate(), null, arena), Linear.of(layer.up(), null, arena), Linear.of(layer.down(), null, arena));
         }
     }
 
@@ -236,11 +262,11 @@ public final class LlamaModel implements AutoCloseable {
             // sgemm would pack W for one row), around the attention's attend stage over the cache.
             Matrix hRows = Matrix.of(h, 0, T, E);
             hooks.beforeAttention(l, mha, Tensor.wrap(h, T, E), Mask.causal());
-            Projections p = projections.get(l);
+            Weights p = layerWeights.get(l);
             // Qᵀ = W_Q hᵀ, Kᵀ = W_K hᵀ, V = h W_Vᵀ (+ biases)
-            linear(hRows, p.q(), p.bq(), qT, true, false);
-            linear(hRows, p.k(), p.bk(), kT, true, false);
-            linear(hRows, p.v(), p.bv(), v, false, false);
+            linear(hRows, p.q(), qT, true, false);
+            linear(hRows, p.k(), kT, true, false);
+            linear(hRows, p.v(), v, false, false);
             boolean check = mha.options().checkFinite();
             if (check) {
                 checkFinite("the Q projection", l, qT, true);
@@ -252,7 +278,7 @@ public final class LlamaModel implements AutoCloseable {
             if (call.observer() != null) call.observer().headOutputs(concat);
             if (check) checkFinite("the attention (Q, K, V finite: the scores overflowed)", l, concat, false);
             // x = x + concat W_Oᵀ + b_O
-            linear(concat, p.o(), p.bo(), xRows, false, true);
+            linear(concat, p.o(), xRows, false, true);
             if (check) checkFinite("the residual stream after the output projection", l, xRows, false);
         });
         logits(rows, ws, logits);
@@ -334,13 +360,14 @@ public final class LlamaModel implements AutoCloseable {
                 }
             });
             // 5. g = h W_gateᵀ, u = h W_upᵀ, g = silu(g) ⊙ u
-            linear(hRows, layer.gate(), null, gRows, false, false);
-            linear(hRows, layer.up(), null, uRows, false, false);
+            Weights t = layerWeights.get(l);
+            linear(hRows, t.gate(), gRows, false, false);
+            linear(hRows, t.up(), uRows, false, false);
             byRows(T, (r0, r1) -> {
                 for (int r = r0; r < r1; r++) SwiGlu.VECTOR.apply(g, (long) r * I, u, (long) r * I, g, (long) r * I, I);
             });
             // 6. x = x + g W_downᵀ (the product adds onto x)
-            linear(gRows, layer.down(), null, xRows, false, true);
+            linear(gRows, t.down(), xRows, false, true);
         }
     }
 
@@ -350,7 +377,7 @@ public final class LlamaModel implements AutoCloseable {
         float eps = (float) config.rmsNormEps();
         MemorySegment x = ws.hidden(), f = ws.finalRows(), w = weights.finalNorm().segment();
         for (int k = 0; k < R; k++) RmsNorm.VECTOR.normalize(x, (long) rows[k] * E, w, eps, f, (long) k * E, E);
-        linear(Matrix.of(f, 0, R, E), weights.lmHead().matrix(), null, logits.matrix(), false, false);
+        linear(Matrix.of(f, 0, R, E), lmHead, logits.matrix(), false, false);
     }
 
     @FunctionalInterface
@@ -369,45 +396,48 @@ public final class LlamaModel implements AutoCloseable {
     }
 
     /**
-     * y = in · wᵀ + bias for in (m, k) and w (n, k) in PyTorch's Linear layout, into {@code out}:
+     * y = in · Wᵀ + b for in (m, k) and W (n, k) in PyTorch's Linear layout, into {@code out}:
      * (m, n) by rows, or with {@code features} its transpose (n, m), the tokens as columns (the
      * Qᵀ and Kᵀ the attend stage reads); {@code accumulate} adds y to what out holds. Up to
-     * {@link #SMALL_ROWS} rows run in {@link SmallMatmul}, more in sgemm. Split over the pool into
-     * blocks of output features (rows of w, multiples of 16), or by rows of {@code in} when sgemm
-     * can give every worker {@link #MIN_ROWS_PER_TASK}; not split below {@link #PARALLEL_MIN_MACS}.
+     * {@link #SMALL_ROWS} rows run in {@link SmallMatmul} on the packed weight, more in sgemm on
+     * the loaded one. Split over the pool into blocks of output features (whole panels of the
+     * packed weight, multiples of 16 for sgemm), or by rows of {@code in} when sgemm can give
+     * every worker {@link #MIN_ROWS_PER_TASK}; not split below {@link #PARALLEL_MIN_MACS}.
      */
-    private void linear(Matrix in, Matrix w, Tensor bias, Matrix out, boolean features, boolean accumulate) {
-        int m = in.rows(), n = w.rows(), k = in.cols(), threads = pool.threads();
-        if ((features ? out.rows() != n || out.cols() != m : out.rows() != m || out.cols() != n) || w.cols() != k) {
-            throw new IllegalStateException("linear: in " + in + ", w " + w + ", out " + out + (features ? " (features × tokens)" : ""));
+    private void linear(Matrix in, Linear w, Matrix out, boolean features, boolean accumulate) {
+        int m = in.rows(), n = w.w().rows(), k = in.cols(), threads = pool.threads();
+        if ((features ? out.rows() != n || out.cols() != m : out.rows() != m || out.cols() != n) || w.w().cols() != k) {
+            throw new IllegalStateException("linear: in " + in + ", W " + w.w() + ", out " + out + (features ? " (features × tokens)" : ""));
         }
         boolean split = threads > 1 && (long) m * n * k >= PARALLEL_MIN_MACS;
         if (split && m > SMALL_ROWS && m >= threads * MIN_ROWS_PER_TASK) {
             int chunk = ((m + threads - 1) / threads + 15) / 16 * 16;
             pool.run((m + chunk - 1) / chunk, (task, worker) -> {
                 int r0 = task * chunk, r1 = Math.min(m, r0 + chunk);
-                product(in.rowRange(r0, r1), w, bias, 0, features ? out.colRange(r0, r1) : out.rowRange(r0, r1), features, accumulate);
+                product(in.rowRange(r0, r1), w, 0, n, features ? out.colRange(r0, r1) : out.rowRange(r0, r1), features, accumulate);
             });
         } else if (split) {
-            int block = ((n + threads - 1) / threads + 15) / 16 * 16;
+            int unit = m <= SMALL_ROWS ? SmallMatmul.panel() : 16;
+            int block = ((n + threads - 1) / threads + unit - 1) / unit * unit;
             pool.run((n + block - 1) / block, (task, worker) -> {
                 int c0 = task * block, c1 = Math.min(n, c0 + block);
-                product(in, w.rowRange(c0, c1), bias, c0, features ? out.rowRange(c0, c1) : out.colRange(c0, c1), features, accumulate);
+                product(in, w, c0, c1, features ? out.rowRange(c0, c1) : out.colRange(c0, c1), features, accumulate);
             });
         } else {
-            product(in, w, bias, 0, out, features, accumulate);
+            product(in, w, 0, n, out, features, accumulate);
         }
     }
 
-    /** One piece of {@link #linear}: bias elements from {@code biasOffset} on. */
-    private static void product(Matrix in, Matrix w, Tensor bias, int biasOffset, Matrix out, boolean features, boolean accumulate) {
-        int m = in.rows(), n = w.rows(), k = in.cols();
-        MemorySegment b = bias == null ? null : bias.segment().asSlice((long) biasOffset * Float.BYTES, (long) n * Float.BYTES);
+    /** One piece of {@link #linear}: outputs [c0, c1) of W (c0 a multiple of the panel width for SmallMatmul) into {@code out}. */
+    private static void product(Matrix in, Linear w, int c0, int c1, Matrix out, boolean features, boolean accumulate) {
+        int m = in.rows(), n = c1 - c0, k = in.cols();
+        MemorySegment b = w.bias() == null ? null : w.bias().segment().asSlice((long) c0 * Float.BYTES, (long) n * Float.BYTES);
         if (m <= SMALL_ROWS) {
-            SmallMatmul.VECTOR.apply(in.segment(), in.offset(), in.ld(), m, k, w.segment(), w.offset(), w.ld(), n, b, accumulate,
-                    out.segment(), out.offset(), features ? 1 : out.ld(), features ? out.ld() : 1);
+            SmallMatmul.VECTOR.apply(in.segment(), in.offset(), in.ld(), m, k, w.packed(), SmallMatmul.panelOffset(c0, k), n, b,
+                    accumulate, out.segment(), out.offset(), features ? 1 : out.ld(), features ? out.ld() : 1);
             return;
         }
+        Matrix wRows = w.w().rowRange(c0, c1);
         if (b != null) {
             // the bias first, so that sgemm adds onto it (beta = 1)
             if (!accumulate) {
@@ -423,8 +453,8 @@ public final class LlamaModel implements AutoCloseable {
             }
         }
         float beta = accumulate || b != null ? 1f : 0f;
-        if (features) Blas.sgemm(1f, w, false, in, true, beta, out);   // yᵀ = W inᵀ
-        else Blas.sgemm(1f, in, false, w, true, beta, out);            // y = in Wᵀ
+        if (features) Blas.sgemm(1f, wRows, false, in, true, beta, out);   // yᵀ = W inᵀ
+        else Blas.sgemm(1f, in, false, wRows, true, beta, out);            // y = in Wᵀ
     }
 
     /**
@@ -502,10 +532,16 @@ public final class LlamaModel implements AutoCloseable {
         }
     }
 
+    /** Bytes of this model's packed copies of its weights (about the size of the weights themselves). */
+    public long packedBytes() {
+        return packedArena.allocatedBytes();
+    }
+
     @Override
     public void close() {
         for (MultiHeadAttention mha : attention) mha.close();
         pool.close();
+        packedArena.close();
         if (ownedArena != null) ownedArena.close();
     }
 
