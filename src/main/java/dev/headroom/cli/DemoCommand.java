@@ -12,6 +12,11 @@ import dev.headroom.blas.OpenBlas;
 import dev.headroom.inspect.AttentionCapture;
 import dev.headroom.memory.OffHeap;
 import dev.headroom.memory.TrackedArena;
+import dev.headroom.generate.Generator;
+import dev.headroom.generate.Sampling;
+import dev.headroom.model.llama.ByteTokenizer;
+import dev.headroom.model.llama.InductionHeads;
+import dev.headroom.model.llama.LlamaModel;
 import dev.headroom.model.minilm.MiniLmEncoder;
 import dev.headroom.model.Models;
 import dev.headroom.report.AttentionReport;
@@ -29,13 +34,16 @@ import java.util.concurrent.Callable;
 
 /**
  * {@code headroom demo}, no arguments: a real trained model (all-MiniLM-L6-v2) on Headroom's
- * attention — sentence embeddings, what its 72 heads do on a sentence, pictures — and a
- * long-sequence memory comparison of the dense, tiled and sliding-window kernels.
+ * attention — sentence embeddings, what its 72 heads do on a sentence, pictures — a
+ * long-sequence memory comparison of the dense, tiled and sliding-window kernels, and the tiny
+ * decoder trained here generating text over the KV cache, with its strongest induction head.
  */
 @Command(name = "demo", mixinStandardHelpOptions = true,
-        description = "all-MiniLM-L6-v2 on Headroom: embeddings, what its heads do (with pictures), and long-sequence memory.")
+        description = "all-MiniLM-L6-v2 on Headroom: embeddings, what its heads do (with pictures), long-sequence memory, and a "
+                + "decoder trained here generating text, with its strongest induction head.")
 final class DemoCommand implements Callable<Integer> {
     static final String SENTENCE = "Sarah gave Emma her notebook because she trusted her.";
+    static final String PROMPT = "The jury said";
 
     @Option(names = "--out", defaultValue = "demo-output", description = "Where the pictures go (default ${DEFAULT-VALUE}).")
     Path out;
@@ -53,9 +61,13 @@ final class DemoCommand implements Callable<Integer> {
         }
         longSequences(o, threads);
         o.println();
+        decoder(o, threads);
+        o.println();
         o.println("What ran: the encoder's embeddings, LayerNorms, GELU feed-forward and pooling in Java over OpenBLAS, and each");
         o.println("layer's attention in Headroom (Q/K/V from one projection buffer, per-head strided views, Vector API softmax,");
         o.println("key padding for batches). The model is checked against ONNX Runtime in the tests (hidden states within 1e-4).");
+        o.println("The decoder: RMSNorm and SwiGLU on the Vector API, RoPE and grouped-query attention over the paged KV cache;");
+        o.println("its logits are checked against PyTorch's in the tests (within 1e-4 of the logit scale).");
         o.println("Next: `bin/headroom inspect --model minilm \"your sentence\"`, `bin/headroom prune-study`, `bin/headroom bench --long`.");
         return 0;
     }
@@ -84,12 +96,7 @@ final class DemoCommand implements Callable<Integer> {
         o.printf("2. What the 72 heads do on \"%s\"%n", SENTENCE);
         ModelInspection.Result r = ModelInspection.inspect(encoder, List.of(SENTENCE), arena);
         o.println("   tokens: " + String.join(" ", r.tokens()));
-        ModelInspection.summarize(r.layers(), new PrintStream(o, true) {
-            @Override
-            public void println(String x) {
-                super.println("   " + x);
-            }
-        });
+        ModelInspection.summarize(r.layers(), indented(o), false);
         // Which heads link the pronoun "she" to either name: the ambiguity the sentence is known for.
         int she = r.tokens().indexOf("she"), sarah = r.tokens().indexOf("sarah"), emma = r.tokens().indexOf("emma");
         if (she >= 0 && sarah >= 0 && emma >= 0) {
@@ -109,6 +116,34 @@ final class DemoCommand implements Callable<Integer> {
         CliFiles.write(grid, "the grid of heads", () -> new AttentionReport("all-MiniLM-L6-v2", r.tokens(), r.layers()).writeGridPng(grid));
         o.printf("   pictures: %s (all heads), %s (open in a browser: pick a layer and head), %s, roles.txt, statistics.csv%n%n",
                 out.resolve("grid.png"), out.resolve("report.html"), out.resolve("heads"));
+    }
+
+    /** The tiny decoder trained here: a short generation with its speeds, and its strongest induction head. */
+    private void decoder(PrintStream o, int threads) throws Exception {
+        o.println("4. A decoder trained here (tools/tiny: 2.8M parameters, bytes, 1961 American prose from the Brown corpus;");
+        o.println("   fluent-looking, not knowledgeable), generating through Headroom's paged KV cache:");
+        try (TrackedArena arena = TrackedArena.ofShared(); LlamaModel model = Models.tiny(threads)) {
+            ByteTokenizer tok = ByteTokenizer.of(model.config());
+            Generator.Result r = new Generator(model, tok).generate(List.of(new Generator.Request(tok.encode(PROMPT), 160,
+                    new Sampling(0.8, 40, 0.95, 1961), List.of("\n"))), Generator.Listener.NONE);
+            o.println("   \"" + PROMPT + r.outputs().getFirst().text() + "\"");
+            Generator.Stats s = r.stats();
+            o.printf(Locale.ROOT, "   (temperature 0.8, top-k 40, top-p 0.95, seed 1961; prompt %d tokens at %.0f tokens/s, %d generated at %.0f "
+                            + "tokens/s in the decode steps; the decoder's first run in this JVM, so the JIT is still compiling it)%n", s.promptTokens(),
+                    s.promptTokensPerSecond(), s.generatedTokens(), s.generatedTokensPerSecond());
+            InductionHeads.Result ind = InductionHeads.measure(model, 4, TinyInspection.INDUCTION_LENGTH, TinyInspection.INDUCTION_SEED,
+                    arena, false);
+            InductionHeads.Head best = ind.strongest();
+            Path picture = out.resolve("tiny_induction_head.png");
+            CliFiles.write(picture, "the induction head's picture",
+                    () -> new AttentionReport("tiny decoder", ind.tokens(), ind.layers()).writeHeadPng(picture, best.layer(), best.head()));
+            o.printf(Locale.ROOT, "   Induction heads (Olsson et al. 2022) on random letters repeated twice: loss %.2f bits/token on the first%n"
+                            + "   copy, %.2f on the second; strongest head %s puts %.0f%% of its attention on the letter after the earlier%n"
+                            + "   occurrence of the current one (%s): %s%n", ind.firstCopyBits(), ind.secondCopyBits(), best.name(),
+                    100 * best.induction(), best.isInductionHead() ? "an induction head" : "below the " + InductionHeads.THRESHOLD
+                            + " of an induction head", picture);
+        }
+        o.println("   More: `bin/headroom generate \"prompt\"`, `bin/headroom inspect --model tiny --induction`.");
     }
 
     private static void longSequences(PrintStream o, int threads) {
@@ -142,6 +177,16 @@ final class DemoCommand implements Callable<Integer> {
         }
         o.println("   (peak off-heap: weights, input, output, Q/K/V, concatenated heads and per-thread scratch; the n×n column is");
         o.println("    what materialising one float score matrix per head would take, as PyTorch's MultiheadAttention does)");
+    }
+
+    /** {@code o} with every println indented by three spaces (the demo's sections). */
+    static PrintStream indented(PrintStream o) {
+        return new PrintStream(o, true) {
+            @Override
+            public void println(String x) {
+                super.println("   " + x);
+            }
+        };
     }
 
     static String abbreviate(String s, int max) {

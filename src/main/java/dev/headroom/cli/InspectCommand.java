@@ -35,8 +35,13 @@ final class InspectCommand implements Callable<Integer> {
     @Option(names = "--input", description = "X, float32 .npy of shape (n, E) or (B, n, E), or '-' for standard input; pictures show batch element 0.")
     Path input;
 
-    @Option(names = "--model", description = "Inspect a built-in model instead of one layer: 'minilm' (all-MiniLM-L6-v2, 6 layers × 12 heads) on the sentences given.")
+    @Option(names = "--model", description = "Inspect a built-in model instead of one layer: 'minilm' (all-MiniLM-L6-v2, 6 layers × 12 heads) "
+            + "or 'tiny' (the byte-level decoder, 4 layers × 4 causal heads) on the texts given.")
     String model;
+
+    @Option(names = "--induction", description = "With --model tiny: find induction heads on random strings repeated twice "
+            + "(induction, prefix-matching, duplicate- and previous-token scores, ablation, loss on each copy) instead of texts.")
+    boolean induction;
 
     @picocli.CommandLine.Parameters(description = "With --model: the sentences to run (batched; pictures show the first).")
     List<String> sentences = new ArrayList<>();
@@ -59,7 +64,8 @@ final class InspectCommand implements Callable<Integer> {
     @Override
     public Integer call() throws IOException {
         CliFiles.checkOutputDirectory(out, "--out");
-        if (model != null) return ModelInspection.run(model, sentences, out, System.out);
+        if (model != null) return ModelInspection.run(model, sentences, induction, out, System.out);
+        if (induction) throw new IllegalArgumentException("--induction needs --model tiny");
         if (input == null) throw new IllegalArgumentException("--input is required (or --model minilm with sentences)");
         try (TrackedArena arena = TrackedArena.ofShared()) {
             Tensor x = CliFiles.read(input, "--input", () -> NpyInput.read(input, arena));

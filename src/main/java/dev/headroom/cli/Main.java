@@ -9,11 +9,11 @@ import java.io.UncheckedIOException;
 import java.nio.file.FileSystemException;
 import java.nio.file.Path;
 
-/** {@code bin/headroom}: run, bench, info, demo. */
+/** {@code bin/headroom}: run, bench, info, demo, inspect, prune-study, embed, generate, plan, probe. */
 @Command(name = "headroom", mixinStandardHelpOptions = true, version = "headroom 0.1.0",
         description = "Multi-head attention on off-heap memory, with OpenBLAS.",
         subcommands = {RunCommand.class, BenchCommand.class, InfoCommand.class, DemoCommand.class, InspectCommand.class, PruneStudyCommand.class,
-                EmbedCommand.class, PlanCommand.class, ProbeCommand.class, CommandLine.HelpCommand.class})
+                EmbedCommand.class, GenerateCommand.class, PlanCommand.class, ProbeCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;

@@ -22,7 +22,7 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.function.ToDoubleFunction;
 
-/** Head inspection of a whole built-in model (all-MiniLM-L6-v2) on given sentences. */
+/** Head inspection of a whole built-in model (all-MiniLM-L6-v2, or the tiny decoder: {@link TinyInspection}) on given sentences. */
 final class ModelInspection {
     private ModelInspection() {}
 
@@ -49,8 +49,10 @@ final class ModelInspection {
         return new Result(layers, tokens.getFirst());
     }
 
-    static int run(String model, List<String> sentences, Path out, PrintStream log) throws IOException {
-        if (!model.equals("minilm")) throw new IllegalArgumentException("unknown model '" + model + "'; known: minilm");
+    static int run(String model, List<String> sentences, boolean induction, Path out, PrintStream log) throws IOException {
+        if (model.equals("tiny")) return TinyInspection.run(sentences, induction, out, log);
+        if (!model.equals("minilm")) throw new IllegalArgumentException("unknown model '" + model + "'; known: minilm, tiny");
+        if (induction) throw new IllegalArgumentException("--induction needs a decoder: --model tiny");
         List<String> text = sentences.isEmpty() ? List.of("The quick brown fox jumps over the lazy dog.") : sentences;
         try (TrackedArena arena = TrackedArena.ofShared();
              MiniLmEncoder encoder = Models.minilm(arena, Runtime.getRuntime().availableProcessors())) {
@@ -58,13 +60,16 @@ final class ModelInspection {
             log.printf("all-MiniLM-L6-v2, %d layers × %d heads, on %d sentence(s); tokens of the first: %s%n",
                     r.layers.size(), encoder.config().heads(), text.size(), String.join(" ", r.tokens));
             InspectCommand.write(out, "all-MiniLM-L6-v2: \"" + text.getFirst() + "\"", r.tokens, r.layers, log);
-            summarize(r.layers, log);
+            summarize(r.layers, log, false);
         }
         return 0;
     }
 
-    /** Role counts and the heads that stand out most for each kind of attention. */
-    static void summarize(List<AttentionReport.Layer> layers, PrintStream log) {
+    /**
+     * Role counts and the heads that stand out most for each kind of attention; a causal decoder
+     * has no next-token attention to rank, and its first token is {@code <bos>}.
+     */
+    static void summarize(List<AttentionReport.Layer> layers, PrintStream log, boolean causal) {
         List<HeadSummary> all = new ArrayList<>();
         List<String> names = new ArrayList<>();
         for (int l = 0; l < layers.size(); l++) {
@@ -77,9 +82,9 @@ final class ModelInspection {
         for (HeadSummary s : all) counts.merge(s.role(), 1, Integer::sum);
         log.println("primary roles: " + counts);
         top(log, all, names, "previous token", HeadSummary::previous);
-        top(log, all, names, "next token", HeadSummary::next);
-        top(log, all, names, "delimiters ([CLS], [SEP], punctuation)", HeadSummary::delimiter);
-        top(log, all, names, "first token ([CLS])", HeadSummary::first);
+        if (!causal) top(log, all, names, "next token", HeadSummary::next);
+        top(log, all, names, causal ? "delimiters (punctuation)" : "delimiters ([CLS], [SEP], punctuation)", HeadSummary::delimiter);
+        top(log, all, names, causal ? "first token (<bos>)" : "first token ([CLS])", HeadSummary::first);
         top(log, all, names, "self", HeadSummary::self);
         top(log, all, names, "normalized entropy (broad)", HeadSummary::normalizedEntropy);
     }
