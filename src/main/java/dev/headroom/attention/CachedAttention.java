@@ -299,8 +299,7 @@ final class CachedAttention {
                 for (int s = 0; s < count; s++) {
                     int b = spanBlock[s], k0 = b * bs, tokens = Math.min(bs, L - k0), phys = table[b];
                     MemorySegment mem = cache.slab(phys);
-                    long base = cache.blockOffset(phys);
-                    long keys = base + cache.keyOffset(l, g), keyScales = base + cache.keyScaleOffset(l, g);
+                    long keys = cache.keys(phys, l, g), keyScales = cache.keyScales(phys, l, g);
                     boolean sinkPart = qTSinks != null && k0 < sinks;
                     blocks.scores(mem, keys, keyScales, cache.shape().dtype(), d, bs, tokens, sinkPart && k0 + tokens <= sinks ? qs : q,
                             R, c.scale(), S, span, cols);
@@ -334,8 +333,7 @@ final class CachedAttention {
                 cols = 0;
                 for (int s = 0; s < count; s++) {
                     int b = spanBlock[s], tokens = Math.min(bs, L - b * bs), phys = table[b];
-                    long base = cache.blockOffset(phys);
-                    blocks.accumulate(cache.slab(phys), base + cache.valueOffset(l, g), base + cache.valueScaleOffset(l, g),
+                    blocks.accumulate(cache.slab(phys), cache.values(phys, l, g), cache.valueScales(phys, l, g),
                             cache.shape().dtype(), d, bs, tokens, S, span, cols, R, O);
                     cols += tokens;
                 }

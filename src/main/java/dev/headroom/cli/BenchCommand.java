@@ -75,7 +75,8 @@ final class BenchCommand implements Callable<Integer> {
     int maxLength;
 
     @Option(names = "--budget", defaultValue = "8g", converter = ByteSizeConverter.class,
-            description = "Memory budget of the --long sweep: a configuration stops at the first n whose estimate exceeds it (default ${DEFAULT-VALUE}).")
+            description = "Memory budget of the --long and --decode sweeps: a configuration stops at the first n whose estimate "
+                    + "exceeds it; a decode cell whose cache would exceed it is skipped (default ${DEFAULT-VALUE}).")
     long budget;
 
     @Option(names = "--max-seconds", defaultValue = "120", description = "In --long, stop a configuration when its next run is predicted to take longer (default ${DEFAULT-VALUE}).")
@@ -86,6 +87,27 @@ final class BenchCommand implements Callable<Integer> {
 
     @Option(names = "--out", defaultValue = "results", description = "Directory for --long outputs (default ${DEFAULT-VALUE}).")
     Path outDir;
+
+    @Option(names = "--decode", description = "Decode attention over a paged KV cache: one new token per sequence against its "
+            + "cached context, for every --kv-dtype × --contexts × --sequences, set against the streaming read bandwidth "
+            + "measured in the same run.")
+    boolean decodeSweep;
+
+    @Option(names = "--contexts", split = ",", defaultValue = "1024,4096,16384", description = "With --decode: cached tokens per sequence (default ${DEFAULT-VALUE}).")
+    int[] contexts;
+
+    @Option(names = "--sequences", split = ",", defaultValue = "1,16,64", description = "With --decode: sequences per step (default ${DEFAULT-VALUE}).")
+    int[] sequences;
+
+    @Option(names = "--kv-dtype", split = ",", defaultValue = "f32,int8", description = "With --decode: cache dtypes (f32, f16, int8; default ${DEFAULT-VALUE}).")
+    List<String> kvDtypes;
+
+    @Option(names = "--shape", defaultValue = "llama", description = "With --decode: llama (32 query heads over 8 key/value heads of 128) "
+            + "or small (12 over 4 of 64) (default ${DEFAULT-VALUE}).")
+    String shape;
+
+    @Option(names = "--block-size", defaultValue = "16", description = "With --decode: tokens per cache block (default ${DEFAULT-VALUE}).")
+    int blockSize;
 
     /** How each length is warmed up (printed in --help, in the output and in the README). */
     static final SteadyTiming.Rule WARMUP = SteadyTiming.Rule.DEFAULT;
@@ -104,8 +126,13 @@ final class BenchCommand implements Callable<Integer> {
         AttentionConfig config = AttentionConfig.of(dModel, heads);
         if (kvHeads != null) config = config.withKvHeads(kvHeads);
         PrintStream out = System.out;
-        if (csv != null && !longSweep) CliFiles.checkOutputFile(csv, "--csv");
+        if (csv != null && !longSweep && !decodeSweep) CliFiles.checkOutputFile(csv, "--csv");
         if (longSweep) CliFiles.checkOutputDirectory(outDir, "--out");
+        if (decodeSweep) {
+            if (csv != null) CliFiles.checkOutputFile(csv, "--csv");
+            DecodeBench.run(shape, contexts, sequences, kvDtypes, blockSize, t, repeats, budget, csv, out);
+            return 0;
+        }
         if (longSweep) {
             double rate = SgemmRate.measure(t, 2048, 5);
             out.printf("Headroom long-sequence bench: %s, %d threads, budget %s, time limit %.0f s per run; "

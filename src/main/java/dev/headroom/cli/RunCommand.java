@@ -45,6 +45,24 @@ final class RunCommand implements Callable<Integer> {
     @Option(names = "--mask", description = "Boolean .npy mask (true = allowed) of shape (n_q, n_k), (B, n_q, n_k) or (B, H, n_q, n_k).")
     Path maskFile;
 
+    @Mixin
+    PositionOptions positions;
+
+    @Option(names = "--decode", description = "Compute the same causal self-attention through a paged KV cache: prefill the "
+            + "first --prefill tokens of every sequence (batch element) in one step, then decode the rest one token per step, "
+            + "all sequences together. The output equals the whole forward's within float32 rounding.")
+    boolean decode;
+
+    @Option(names = "--prefill", paramLabel = "P", description = "With --decode: tokens prefilled in the first step (default: half the sequence).")
+    Integer prefill;
+
+    @Option(names = "--block-size", defaultValue = "16", description = "With --decode: tokens per cache block (default ${DEFAULT-VALUE}).")
+    int blockSize;
+
+    @Option(names = "--kv-dtype", defaultValue = "f32", paramLabel = "f32|f16|int8",
+            description = "With --decode: how the cache stores keys and values (default ${DEFAULT-VALUE}).")
+    String kvDtype;
+
     @Option(names = "--progress-after", defaultValue = "2", paramLabel = "SECONDS",
             description = "Show a progress bar on stderr once the forward pass has run this long (default ${DEFAULT-VALUE}; negative: never).")
     double progressAfter;
@@ -58,7 +76,7 @@ final class RunCommand implements Callable<Integer> {
             }
             Tensor x = CliFiles.read(input, "--input", () -> NpyInput.read(input, arena));
             Tensor kv = keyValue == null ? null : CliFiles.read(keyValue, "--key-value", () -> NpyInput.read(keyValue, arena));
-            AttentionConfig config = layer.config(x.dim(-1));
+            AttentionConfig config = positions.apply(layer.config(x.dim(-1)));
             AttentionWeights w = layer.load(config, arena);
             Mask mask = causal ? Mask.causal() : Mask.none();
             if (keyLengths != null) mask = mask.withKeyLengths(keyLengths);
@@ -67,7 +85,20 @@ final class RunCommand implements Callable<Integer> {
                 MemorySegment bytes = CliFiles.read(maskFile, "--mask", () -> Npy.readBooleans(maskFile, arena, shape));
                 mask = mask.withAllowed(bytes, shape[0]);
             }
+            mask = positions.apply(mask);
             MultiHeadAttention.Options options = layer.options();
+            if (decode) {
+                if (!causal || kv != null || keyLengths != null || maskFile != null) {
+                    throw new IllegalArgumentException("--decode computes causal self-attention: it needs --causal and takes no "
+                            + "--key-value, --key-lengths or --mask");
+                }
+                try (MultiHeadAttention mha = new MultiHeadAttention(w, options)) {
+                    Tensor y = CachedRun.run(mha, x, mask, prefill, blockSize, dev.headroom.cache.KvDtype.parse(kvDtype), arena, System.out);
+                    CliFiles.write(output, "the output", () -> Npy.write(output, y));
+                    System.out.printf("input %s -> output %s written to %s%n", x.shapeString(), y.shapeString(), output);
+                }
+                return 0;
+            }
             try (MultiHeadAttention mha = new MultiHeadAttention(w, options); Workspace ws = new Workspace()) {
                 Tensor y = Tensor.allocate(arena, x.shape());
                 long rows = (long) (x.rank() == 3 ? x.dim(0) : 1) * config.heads() * x.dim(-2);

@@ -28,7 +28,7 @@ class KvCacheTest {
         assertEquals(512, SHAPE.blockBytes());
         assertEquals(128.0, SHAPE.bytesPerToken());
         KvCache.Shape int8 = new KvCache.Shape(2, 2, 4, 4, KvDtype.INT8);
-        assertEquals((4 * (32 + 32) + 63) / 64 * 64, int8.blockBytes()); // 16 + 16 bytes + 2·4 scales ·4 B per head part
+        assertEquals(8 * 64, int8.blockBytes()); // 8 parts of 4·4 bytes and 4 scales, each rounded up to 64 B
         assertEquals(2, KvCache.sequencesThatFit(SHAPE, 10 * 512, 13)); // 13 tokens take 4 blocks: 10 blocks hold 2 such sequences
     }
 
@@ -77,6 +77,79 @@ class KvCacheTest {
         }
     }
 
+    /**
+     * The issue's capacity figures, from the cache's own accounting (no timing): 64 sequences
+     * whose lengths are drawn uniformly from [256, 4096] waste at most 4 % of the memory they use
+     * (a partly filled last block each); and 64 sequences that share a 1,000-token prefix use less
+     * memory by the shared fraction when the prefix is reused.
+     */
+    @Test
+    void wasteIsSmallAndASharedPrefixIsStoredOnce() {
+        // fractions do not depend on layers or heads: a small block (1 KiB) keeps the test light
+        KvCache.Shape shape = new KvCache.Shape(1, 1, 8, 16, KvDtype.F32);
+        SplittableRandom rnd = new SplittableRandom(64);
+        try (KvCache cache = new KvCache(shape, 64L * shape.blocksFor(4096) * shape.blockBytes())) {
+            long tokens = 0;
+            for (int s = 0; s < 64; s++) {
+                int n = 256 + rnd.nextInt(4096 - 256 + 1);
+                cache.append(cache.create(), n, null);
+                tokens += n;
+            }
+            KvCache.Stats st = cache.stats();
+            System.out.printf("64 sequences, %d tokens: %s used, %s wasted (%.2f%%)%n", tokens, OffHeap.format(st.usedBytes()),
+                    OffHeap.format(st.wastedBytes()), 100 * st.wasteFraction());
+            assertTrue(st.wasteFraction() <= 0.04, "waste " + st.wasteFraction());
+            assertEquals(st.usedBlocks() * 16L - tokens, st.wastedBytes() / (long) shape.bytesPerToken(), "waste counts the empty slots");
+        }
+        int prefix = 1000, own = 200;
+        long[] used = new long[2];
+        for (int reuse = 0; reuse < 2; reuse++) {
+            try (KvCache cache = new KvCache(shape, 64L * shape.blocksFor(prefix + own) * shape.blockBytes())) {
+                for (int s = 0; s < 64; s++) {
+                    int[] prompt = new int[prefix + own];
+                    for (int t = 0; t < prompt.length; t++) prompt[t] = t < prefix ? t % 251 : 1000 + s;
+                    int id = reuse == 1 ? cache.create(prompt) : cache.create();
+                    int have = cache.length(id);
+                    cache.append(id, prompt.length - have, java.util.Arrays.copyOfRange(prompt, have, prompt.length));
+                    cache.seal(id); // keys and values written: its full blocks become reusable
+                }
+                used[reuse] = cache.stats().usedBytes();
+            }
+        }
+        double saved = 1 - (double) used[1] / used[0];
+        double sharedFraction = (double) (prefix / 16 * 16) / (prefix + own); // only whole blocks of the prefix are shared
+        System.out.printf("64 sequences sharing a %d-token prefix: %s without reuse, %s with (%.1f%% less; the shared fraction of "
+                + "each sequence is %.1f%%)%n", prefix, OffHeap.format(used[0]), OffHeap.format(used[1]), 100 * saved, 100 * sharedFraction);
+        assertEquals(sharedFraction * 63 / 64, saved, 0.01, "the first sequence stores the prefix; the other 63 share it");
+    }
+
+    /** The cache's accounting shows in JDK Flight Recorder: a KvCache event per open cache, at every period and when it closes. */
+    @Test
+    void accountingIsRecordedByFlightRecorder(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+        java.nio.file.Path file = dir.resolve("cache.jfr");
+        try (jdk.jfr.Recording recording = new jdk.jfr.Recording()) {
+            recording.enable(dev.headroom.jfr.KvCacheEvent.NAME).withPeriod(java.time.Duration.ofMillis(100));
+            recording.start();
+            try (KvCache cache = new KvCache(SHAPE, 10 * 512)) {
+                int a = cache.create();
+                cache.append(a, 9, null);
+                cache.fork(a);
+                Thread.sleep(300);
+            }
+            recording.stop();
+            recording.dump(file);
+        }
+        List<jdk.jfr.consumer.RecordedEvent> events = jdk.jfr.consumer.RecordingFile.readAllEvents(file).stream()
+                .filter(e -> e.getEventType().getName().equals(dev.headroom.jfr.KvCacheEvent.NAME)).toList();
+        assertTrue(!events.isEmpty(), "KvCache events recorded");
+        jdk.jfr.consumer.RecordedEvent last = events.getLast();
+        assertEquals(3 * 512, last.getLong("usedBytes"));
+        assertEquals(3 * 512, last.getLong("sharedBytes"));
+        assertEquals(10 * 512, last.getLong("reservedBytes"));
+        assertEquals(2, last.getInt("sequences"));
+        assertEquals(3 * 128, last.getLong("wastedBytes"));
+    }
+
     private static long otherCaches(KvCache mine) {
         return OffHeap.kvCacheUsedBytes() - mine.usedBytes();
     }
@@ -94,7 +167,8 @@ class KvCacheTest {
         long baseline = OffHeap.currentBytes();
         SplittableRandom rnd = new SplittableRandom(2024);
         KvCache.Shape shape = new KvCache.Shape(1, 1, 2, 4, KvDtype.F32);
-        try (Arena arena = TrackedArena.ofShared(); KvCache cache = new KvCache(shape, 60 * shape.blockBytes())) {
+        // slabs of 7 blocks: 60 blocks make 8 full slabs and a last one of 4, so blocks cross slab borders
+        try (Arena arena = TrackedArena.ofShared(); KvCache cache = new KvCache(shape, 60 * shape.blockBytes(), 7 * shape.blockBytes())) {
             Map<Integer, List<Float>> values = new HashMap<>();  // per sequence, the key written at each position (NaN: evicted)
             Map<Integer, List<Integer>> tokens = new HashMap<>(); // per sequence, token ids (null entries: unknown)
             Matrix kT = Matrix.of(arena.allocate(2 * 4 * 64), 0, 2, 64), vRows = Matrix.of(arena.allocate(2 * 4 * 64), 0, 64, 2);
