@@ -175,8 +175,8 @@ public final class Generator {
         try (TrackedArena arena = TrackedArena.ofShared(); DecoderWorkspace ws = new DecoderWorkspace()) {
             for (int i = 0; i < n; i++) {
                 int index = i;
+                seqs[i] = new Decoding(requests.get(i), config, tokenizer); // before create: a bad stop string leaves no sequence
                 ids[i] = cache.create(requests.get(i).prompt());
-                seqs[i] = new Decoding(requests.get(i), config, tokenizer);
                 seqs[i].setCached(cache.length(ids[i]));
                 sinks[i] = (token, text) -> listener.token(index, token, text);
             }
@@ -242,7 +242,7 @@ public final class Generator {
             }
             decodeSeconds = (System.nanoTime() - t1) / 1e9;
         } finally {
-            for (int i = 0; i < n; i++) if (seqs[i] != null) cache.free(ids[i]);
+            for (int id : ids) if (id != 0) cache.free(id); // sequence ids start at 1
         }
         List<Output> outputs = new ArrayList<>();
         for (Decoding s : seqs) outputs.add(s.output());
