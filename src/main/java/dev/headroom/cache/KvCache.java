@@ -533,6 +533,19 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
     }
 
     /**
+     * Ends sequence s without registering any of its blocks that is not registered yet: for a
+     * sequence whose last append was never written (a forward that failed part-way), whose full
+     * blocks {@link #free} would otherwise offer for reuse with keys and values missing. Blocks
+     * registered before (written in earlier steps) stay registered.
+     */
+    public synchronized void discard(int s) {
+        checkOpen();
+        Sequence seq = seq(s);
+        seq.tokens = null; // no known ids: seal registers nothing
+        free(s);
+    }
+
+    /**
      * Declares sequence s's keys and values written for every layer: its full blocks with known
      * token ids are registered for reuse by later sequences. (Append, fork and free do this
      * themselves for the tokens appended before.)

@@ -302,4 +302,25 @@ class KvCacheTest {
             }
         }
     }
+
+    @Test
+    void aDiscardedSequenceOffersNoUnwrittenBlockForReuse() {
+        try (KvCache cache = new KvCache(SHAPE, 16 * 512)) {
+            int[] prompt = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+            int a = cache.create(prompt);
+            cache.append(a, 4, Arrays.copyOfRange(prompt, 0, 4));   // written by a step that succeeded
+            cache.append(a, 7, Arrays.copyOfRange(prompt, 4, 11));  // registers block 0; blocks 1 and 2 of this step never written
+            cache.discard(a);
+            assertEquals(0, cache.sequences());
+            assertEquals(0, cache.stats().usedBlocks());
+            assertEquals(1, cache.stats().cachedBlocks());           // block 0 only
+            int b = cache.create(prompt);
+            assertEquals(4, cache.length(b));                       // reuses block 0, recomputes the rest
+            cache.free(b);
+            int c = cache.create(prompt);
+            cache.append(c, 4, Arrays.copyOfRange(prompt, 4, 8));
+            cache.free(c);                                           // freed normally: its full blocks are offered
+            assertEquals(8, cache.length(cache.create(prompt)));
+        }
+    }
 }
