@@ -33,7 +33,9 @@ import java.util.function.Consumer;
  *       away costs at most the step that was running when it left);</li>
  *   <li>admits waiting requests, oldest first, while fewer than {@code maxRunning} run and the
  *       cache has the blocks for the admitted request's uncached prompt, plus a small reserve
- *       ({@link #WATERMARK_FRACTION}) for the running ones to grow into. Each starts on the
+ *       ({@link #WATERMARK_FRACTION}) and one block per running sequence for them to grow into
+ *       (without it, a request admitted into the last free blocks is preempted again at the next
+ *       step that needs a block). Each starts on the
  *       longest prefix of its prompt the cache already holds ({@link KvCache#create(int[])}):
  *       a prompt that shares a prefix with one computed earlier, even one still running,
  *       computes only the rest;</li>
@@ -516,7 +518,9 @@ public final class Engine implements AutoCloseable {
             int cachedTokens = cache.length(id);
             KvCache.Stats s = cache.stats();
             long needed = cache.shape().blocksFor(context.length) - cachedTokens / config.blockSize();
-            if (!running.isEmpty() && needed + watermark > s.freeBlocks() + s.cachedBlocks()) {
+            // Room for its uncached prompt, the watermark, and one block of growth per running sequence: without the
+            // last, a request admitted into the last free blocks is preempted again at the next step that needs a block.
+            if (!running.isEmpty() && needed + watermark + running.size() > s.freeBlocks() + s.cachedBlocks()) {
                 cache.free(id); // it waits for memory; the order of the queue stays first come, first served
                 break;
             }

@@ -418,4 +418,28 @@ class EngineTest {
         IllegalStateException closed = assertThrows(IllegalStateException.class, () -> engine.submit(greedy(new int[]{256}, 1), new Collector()));
         assertEquals("the engine is closed", closed.getMessage());
     }
+
+    @Test
+    void aRequestIsNotAdmittedIntoTheBlocksARunningSequenceIsAboutToNeed() throws Exception {
+        SplittableRandom rnd = new SplittableRandom(29);
+        KvCache.Shape shape = model.cacheShape(16, dev.headroom.cache.KvDtype.F32);
+        int[] a = prompt(rnd, 30), b = prompt(rnd, 80);
+        try (Engine engine = Engine.start(model, tokenizer, small(4, 128, 8 * shape.blockBytes(), 4))) {
+            Collector second = new Collector();
+            Collector first = new Collector() {
+                @Override
+                public void token(int token, String text) {
+                    super.token(token, text);
+                    if (tokens == 1) engine.submit(greedy(b, 10), second); // 5 blocks of prompt; 6 of the 8 are free, 1 is the watermark
+                }
+            };
+            engine.submit(greedy(a, 40), first);
+            compareGreedy("first", a, alone(greedy(a, 40)), first.get());
+            compareGreedy("second", b, alone(greedy(b, 10)), second.get());
+            assertTrue(engine.awaitIdle(Duration.ofSeconds(30)));
+            // admitted at once, the second would have taken the block the first needed at its 32nd token, and been preempted
+            assertEquals(0, engine.snapshot().preemptions());
+            assertEquals(List.of(0), second.positions);
+        }
+    }
 }
