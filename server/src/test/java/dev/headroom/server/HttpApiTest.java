@@ -255,4 +255,19 @@ class HttpApiTest {
         Generator.Output expected = Greedy.generate("The", 200);
         Greedy.assertSameText("slow", "The", expected, o.getAsJsonArray("choices").get(0).getAsJsonObject().get("text").getAsString());
     }
+
+    @Test
+    void streamsAreWrittenWithoutNagleDelays() {
+        // The JDK's server reads this once; without it each small SSE write waits for the client's delayed ACK.
+        assertEquals("true", System.getProperty("sun.net.httpserver.nodelay"));
+    }
+
+    @Test
+    void serveBenchQuantilesAreNearestRank() {
+        double[] v = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+        assertEquals(5, ServeBench.quantile(v, 0.5));
+        assertEquals(10, ServeBench.quantile(v, 0.99));
+        assertEquals(1, ServeBench.quantile(v, 0.0));
+        assertTrue(Double.isNaN(ServeBench.quantile(new double[0], 0.5)));
+    }
 }
