@@ -1,6 +1,7 @@
 package dev.headroom.cli;
 
 import dev.headroom.attention.MultiHeadAttention;
+import dev.headroom.cache.KvDtype;
 import dev.headroom.generate.Generator;
 import dev.headroom.generate.Sampling;
 import dev.headroom.io.SafeTensors;
@@ -67,6 +68,10 @@ final class GenerateCommand implements Callable<Integer> {
     @Option(names = "--stop", paramLabel = "STR", description = "Stop when the text reaches STR (not printed); may be repeated.")
     List<String> stops = new ArrayList<>();
 
+    @Option(names = "--kv-dtype", defaultValue = "f32", description = "How the KV cache stores keys and values: f32 (exact), "
+            + "f16 or int8 (one scale per token and head) (default ${DEFAULT-VALUE}).")
+    String kvDtype;
+
     @Option(names = "--threads", description = "Worker threads (default: all processors; more are clamped to that, with a warning).")
     Integer threads;
 
@@ -81,6 +86,7 @@ final class GenerateCommand implements Callable<Integer> {
     public Integer call() throws IOException {
         if (maxTokens < 0) throw new IllegalArgumentException("--max-tokens must be >= 0, got " + maxTokens);
         for (String s : stops) if (s.isEmpty()) throw new IllegalArgumentException("--stop must not be empty");
+        KvDtype dtype = KvDtype.parse(kvDtype);
         long baseSeed = seed != null ? seed : new java.security.SecureRandom().nextLong() >>> 16;
         Sampling sampling = greedy || temperature == 0 ? Sampling.greedy() : new Sampling(temperature, topK, topP, baseSeed);
         MultiHeadAttention.Options options = MultiHeadAttention.Options.defaults().withThreads(Threads.resolve(threads, System.err))
@@ -94,7 +100,7 @@ final class GenerateCommand implements Callable<Integer> {
                         sampling.isGreedy() ? sampling : sampling.withSeed(baseSeed + i), stops));
             }
             boolean stream = requests.size() == 1;
-            Generator.Result r = new Generator(decoder, tokenizer).generate(requests, (request, token, text) -> {
+            Generator.Result r = new Generator(decoder, tokenizer).withCacheDtype(dtype).generate(requests, (request, token, text) -> {
                 if (stream && !text.isEmpty()) {
                     out.print(text);
                     out.flush();
@@ -113,8 +119,9 @@ final class GenerateCommand implements Callable<Integer> {
                             + "of %.3f s (%.0f tokens/s); %d thread%s%n", s.promptTokens(), s.prefillSeconds(), s.promptTokensPerSecond(),
                     s.generatedTokens(), s.decodeTokens(), s.decodeSeconds(), s.generatedTokensPerSecond(), decoder.threads(),
                     decoder.threads() == 1 ? "" : "s");
-            err.printf(Locale.ROOT, "KV cache: %s at most (float32, %.0f bytes per token over %d layers); %s; %s%n",
-                    OffHeap.format(s.cachePeakBytes()), s.cacheBytesPerToken(), decoder.config().layers(), finishes(r),
+            err.printf(Locale.ROOT, "KV cache: %s at most (%s, %.0f bytes per token over %d layers); %s; %s%n",
+                    OffHeap.format(s.cachePeakBytes()), dtype.name().toLowerCase(Locale.ROOT), s.cacheBytesPerToken(),
+                    decoder.config().layers(), finishes(r),
                     sampling.isGreedy() ? "greedy" : sampling + (seed == null ? " (random; --seed " + baseSeed + " repeats it)" : ""));
         }
         return 0;

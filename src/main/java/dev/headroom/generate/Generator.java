@@ -131,19 +131,32 @@ public final class Generator {
     private final LlamaModel model;
     private final LlamaConfig config;
     private final ByteTokenizer tokenizer;
+    /** How the cache that {@link #generate(List, Listener)} makes stores keys and values. */
+    private final KvDtype cacheDtype;
 
+    /** A generator whose own caches store float32. */
     public Generator(LlamaModel model, ByteTokenizer tokenizer) {
+        this(model, tokenizer, KvDtype.F32);
+    }
+
+    private Generator(LlamaModel model, ByteTokenizer tokenizer, KvDtype cacheDtype) {
         this.model = model;
         this.config = model.config();
         if (tokenizer.vocabSize() != config.vocabSize()) {
             throw new IllegalArgumentException("the tokenizer has " + tokenizer.vocabSize() + " ids, the model " + config.vocabSize());
         }
         this.tokenizer = tokenizer;
+        this.cacheDtype = cacheDtype;
     }
 
-    /** Bytes of float32 KV cache the requests need at most (each to its budget or the context), in whole blocks. */
+    /** The same generator with caches of {@code dtype} (float16 halves the cache, int8 with its scales takes about a quarter). */
+    public Generator withCacheDtype(KvDtype dtype) {
+        return new Generator(model, tokenizer, dtype);
+    }
+
+    /** Bytes of KV cache the requests need at most (each to its budget or the context), in whole blocks. */
     public long cacheBytesFor(List<Request> requests) {
-        KvCache.Shape shape = model.cacheShape(BLOCK_SIZE, KvDtype.F32);
+        KvCache.Shape shape = model.cacheShape(BLOCK_SIZE, cacheDtype);
         long bytes = 0;
         for (Request r : requests) {
             bytes += KvCache.bytesFor(shape, 1, Math.min((long) r.prompt().length + r.maxTokens(), config.maxPositions()));
@@ -151,9 +164,9 @@ public final class Generator {
         return Math.max(bytes, shape.blockBytes());
     }
 
-    /** Generates for every request in a float32 cache of exactly the size they need ({@link #cacheBytesFor}), freed at the end. */
+    /** Generates for every request in a cache of exactly the size they need ({@link #cacheBytesFor}), freed at the end. */
     public Result generate(List<Request> requests, Listener listener) {
-        try (KvCache cache = new KvCache(model.cacheShape(BLOCK_SIZE, KvDtype.F32), cacheBytesFor(requests))) {
+        try (KvCache cache = new KvCache(model.cacheShape(BLOCK_SIZE, cacheDtype), cacheBytesFor(requests))) {
             return generate(cache, requests, listener);
         }
     }

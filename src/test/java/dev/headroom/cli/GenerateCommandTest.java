@@ -41,7 +41,7 @@ class GenerateCommandTest {
         String err = (String) r[2];
         assertTrue(err.matches("(?s)prompt: 14 tokens in [0-9.]+ s \\([0-9]+ tokens/s\\); generated: \\d+ tokens, \\d+ of them in decode "
                 + "steps of [0-9.]+ s \\([0-9]+ tokens/s\\); 2 threads\\R"
-                + "KV cache: .* at most \\(float32, 4096 bytes per token over 4 layers\\); stopped at .*; temperature 0.8, top-k 40, "
+                + "KV cache: .* at most \\(f32, 4096 bytes per token over 4 layers\\); stopped at .*; temperature 0.8, top-k 40, "
                 + "top-p 0.95, seed 7\\R"), err);
     }
 
@@ -53,6 +53,17 @@ class GenerateCommandTest {
         assertEquals("--- 1: Once upon" + nl + api("Once upon", 12, Sampling.greedy()) + nl + "--- 2: It was" + nl
                 + api("It was", 12, Sampling.greedy()) + nl, r[1]);
         assertTrue(((String) r[2]).contains("stopped at --max-tokens ×2; greedy"), (String) r[2]);
+    }
+
+    @Test
+    void aSmallerCacheIsAnOption() throws Exception {
+        Object[] r = CliTest.run("generate", "--greedy", "--kv-dtype", "int8", "--max-tokens", "20", "--threads", "1", "The jury said");
+        assertEquals(0, r[0], (String) r[2]);
+        // int8: per layer and key/value head, 64 bytes of K, 64 of V and a float scale for each: 136 × 2 heads × 4 layers
+        assertTrue(((String) r[2]).contains("(int8, 1088 bytes per token over 4 layers)"), (String) r[2]);
+        r = CliTest.run("generate", "--kv-dtype", "int4", "x");
+        assertEquals(2, r[0]);
+        assertTrue(((String) r[2]).startsWith("headroom: "), (String) r[2]);
     }
 
     @Test

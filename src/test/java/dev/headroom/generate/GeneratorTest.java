@@ -187,6 +187,27 @@ class GeneratorTest {
     }
 
     @Test
+    void aPromptLongerThanOneStepIsPrefilledInChunks() {
+        // a random model with a long context: 2,100 prompt tokens take two prefill steps (2,048 + 52)
+        dev.headroom.model.llama.LlamaConfig c = new dev.headroom.model.llama.LlamaConfig(32, 48, 2, 2, 1, 16, 1e-5, 10000, 260,
+                4096, true, false, 256, new int[]{257});
+        try (TrackedArena arena = TrackedArena.ofShared();
+             LlamaModel random = new LlamaModel(dev.headroom.model.llama.LlamaWeights.fromStateDict(c,
+                     dev.headroom.model.llama.RandomWeights.of(c, 4, arena)), 2)) {
+            java.util.SplittableRandom rnd = new java.util.SplittableRandom(1);
+            int[] prompt = new int[2100];
+            prompt[0] = 256;
+            for (int i = 1; i < prompt.length; i++) prompt[i] = rnd.nextInt(32, 127);
+            Generator.Result r = new Generator(random, ByteTokenizer.of(c)).generate(List.of(greedy(prompt, 1)), Generator.Listener.NONE);
+            assertEquals(2100, r.stats().promptTokens());
+            Tensor logits = random.logits(prompt, arena);
+            float[] last = new float[260];
+            for (int j = 0; j < 260; j++) last[j] = logits.get((long) (prompt.length - 1) * 260 + j);
+            assertEquals(Sampler.argmax(last), r.outputs().getFirst().tokens()[0]);
+        }
+    }
+
+    @Test
     void aSharedCacheReusesAPromptPrefix() {
         Generator g = new Generator(model, tokenizer);
         int[] prompt = tokenizer.encode("After the meeting on Tuesday, the committee said that the new budget would be sent to the Governor.");

@@ -27,17 +27,27 @@ public final class DecoderWorkspace implements AutoCloseable {
     private MemorySegment up = MemorySegment.NULL;
     /** (R, E): the final RMSNorm of the R rows whose logits are computed. */
     private MemorySegment finalRows = MemorySegment.NULL;
+    /** The cached path's Qᵀ (H·d, T), Kᵀ (G·d, T) and V (T, G·d), one after the other. */
+    private MemorySegment projections = MemorySegment.NULL;
+    /** The cached path's concatenated head outputs, (T, H·d). */
+    private MemorySegment concat = MemorySegment.NULL;
+    private int queryWidth, kvWidth;
     /** The attention layers' scratch (one layer runs at a time). */
     private final Workspace attention = new Workspace();
     private boolean closed;
 
     public DecoderWorkspace() {}
 
-    /** Sizes the buffers for {@code T} tokens and {@code R} logit rows of a model of width E and FFN width I. */
-    void prepare(int T, int R, int E, int I) {
+    /**
+     * Sizes the buffers for {@code T} tokens and {@code R} logit rows of a model of width E, FFN
+     * width I, H·d = {@code q} and G·d = {@code kv} (0, 0 when the attention projects itself).
+     */
+    void prepare(int T, int R, int E, int I, int q, int kv) {
         if (closed) throw new IllegalStateException("decoder workspace is closed");
-        if (arena != null && T <= rows && R <= logitRows) return;
+        if (arena != null && T <= rows && R <= logitRows && q <= queryWidth && kv <= kvWidth) return;
         int keepRows = Math.max(Math.max(T, rows), 1), keepLogits = Math.max(Math.max(R, logitRows), 1);
+        queryWidth = Math.max(q, queryWidth);
+        kvWidth = Math.max(kv, kvWidth);
         if (arena != null) arena.close();
         // Shared: the model's and the attention's worker threads read and write these buffers.
         arena = TrackedArena.ofShared();
@@ -48,6 +58,8 @@ public final class DecoderWorkspace implements AutoCloseable {
         gate = arena.allocate(ti, TrackedArena.ALIGNMENT);
         up = arena.allocate(ti, TrackedArena.ALIGNMENT);
         finalRows = arena.allocate((long) keepLogits * E * Float.BYTES, TrackedArena.ALIGNMENT);
+        projections = arena.allocate(Math.max(4, (long) keepRows * (queryWidth + 2L * kvWidth) * Float.BYTES), TrackedArena.ALIGNMENT);
+        concat = arena.allocate(Math.max(4, (long) keepRows * queryWidth * Float.BYTES), TrackedArena.ALIGNMENT);
         rows = keepRows;
         logitRows = keepLogits;
     }
@@ -76,6 +88,14 @@ public final class DecoderWorkspace implements AutoCloseable {
         return finalRows;
     }
 
+    MemorySegment projections() {
+        return projections;
+    }
+
+    MemorySegment concat() {
+        return concat;
+    }
+
     Workspace attention() {
         return attention;
     }
@@ -89,8 +109,8 @@ public final class DecoderWorkspace implements AutoCloseable {
     public void close() {
         if (arena != null) arena.close();
         arena = null;
-        hidden = normed = attentionOut = gate = up = finalRows = MemorySegment.NULL;
-        rows = logitRows = 0;
+        hidden = normed = attentionOut = gate = up = finalRows = projections = concat = MemorySegment.NULL;
+        rows = logitRows = queryWidth = kvWidth = 0;
         attention.close();
         closed = true;
     }

@@ -9,7 +9,9 @@ import dev.headroom.cache.KvCache;
 import dev.headroom.cache.KvDtype;
 import dev.headroom.kernels.Finite;
 import dev.headroom.kernels.RmsNorm;
+import dev.headroom.kernels.SmallMatmul;
 import dev.headroom.kernels.SwiGlu;
+import dev.headroom.kernels.Vectors;
 import dev.headroom.model.AttentionListener;
 import dev.headroom.runtime.WorkerPool;
 import dev.headroom.tensor.Matrix;
@@ -17,6 +19,7 @@ import dev.headroom.tensor.Tensor;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
@@ -24,7 +27,8 @@ import java.util.List;
 /**
  * A Llama-style decoder on Headroom: attention is Headroom's {@link MultiHeadAttention} (RoPE,
  * GQA, causal, over a paged {@link KvCache} or a whole sequence), everything else runs here,
- * off-heap, with matrix products through {@link Blas#sgemm} and RMSNorm/SwiGLU in Java
+ * off-heap, with matrix products through {@link Blas#sgemm} (or {@link SmallMatmul} for the few
+ * rows of a decode step, see {@link #SMALL_ROWS}) and RMSNorm/SwiGLU in Java
  * ({@link RmsNorm#VECTOR}, {@link SwiGlu#VECTOR}). For T new tokens:
  * <pre>
  *   x = embed_tokens[ids]                                     (T, E)
@@ -40,9 +44,11 @@ import java.util.List;
  *
  * <p>Two forward paths: {@link #forward(KvCache, KvCache.Step, int[], int[], Tensor, DecoderWorkspace, LayerHooks)}
  * runs one step of a ragged batch over the cache (prefill chunks and single decode tokens alike),
- * and {@link #forward(int[], int, int[], Tensor, DecoderWorkspace, LayerHooks)} runs B whole
- * sequences of equal length with a causal mask and no cache (inspection, and the reference the
- * cached path is tested against).
+ * projecting Q, K, V and the output itself around the attention's attend stage
+ * ({@link MultiHeadAttention#attend(KvCache, KvCache.Step, int, Matrix, Matrix, Matrix, Matrix, Mask,
+ * dev.headroom.attention.Workspace, CallOptions)}); {@link #forward(int[], int, int[], Tensor, DecoderWorkspace, LayerHooks)}
+ * runs B whole sequences of equal length with a causal mask and no cache, each layer's attention
+ * with its own stages (inspection, and the reference the cached path is tested against).
  *
  * <p><b>Threads.</b> One pool of {@code threads} workers (the caller and threads − 1 helpers) runs
  * everything, as in {@link dev.headroom.model.minilm.MiniLmEncoder}: the norms on blocks of rows,
@@ -59,13 +65,27 @@ import java.util.List;
  * and their own cache sequences; {@link #close()} must not race with running calls.
  */
 public final class LlamaModel implements AutoCloseable {
+    private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
     /**
-     * A matrix product smaller than this many multiply-adds runs as one sgemm call on the calling
+     * A matrix product smaller than this many multiply-adds runs as one call on the calling
      * thread: below it, handing pieces to the pool costs about what it saves. A first guess (a
      * decode step of the tiny model has 164K in each feed-forward product, 66K in the logits),
      * not yet measured on a quiet machine.
      */
     static final long PARALLEL_MIN_MACS = 1L << 16;
+    /**
+     * Products with at most this many rows (a decode step's tokens) run in {@link SmallMatmul},
+     * larger ones in sgemm, which packs all of W on every call; the system property
+     * {@code headroom.smallRows} overrides it (0: sgemm always), for measuring. CPU time per call
+     * measured here, interleaved, on a machine loaded by other work (repeated runs varied by
+     * ±30 %), SmallMatmul against sgemm, W 640 × 256: 1 row 9-13 against 47-57 µs, 4 rows 15-18
+     * against 42-44, 8 rows 30-32 against 54-59, 16 rows 59 against 86, 32 rows 120 against
+     * 128; W 512 × 256: 16 rows 74 against 71, 32 rows 155 against 117. Whole decode runs of the
+     * tiny model on one thread were too noisy there to rank 4 and 8 rows; 8 is the micro
+     * measurement's choice, to be checked on a quiet machine (bench/decoder-vs-pytorch.sh with
+     * {@code -jvmArgsAppend -Dheadroom.smallRows=N}).
+     */
+    static final int SMALL_ROWS = Integer.getInteger("headroom.smallRows", 8);
     /** Rows per task at least, before a product is split by rows instead of by output columns. */
     static final int MIN_ROWS_PER_TASK = 64;
     /** Row-wise kernels (norms, gating) run on the calling thread up to this many rows. */
@@ -97,6 +117,8 @@ public final class LlamaModel implements AutoCloseable {
     private final LlamaWeights weights;
     private final LlamaConfig config;
     private final List<MultiHeadAttention> attention;
+    /** Per layer, the attention's W_Q (H·d, E), W_K, W_V (G·d, E), W_O (E, H·d) and biases (or null), for the cached path. */
+    private final List<Projections> projections;
     private final WorkerPool pool;
     /** The arena holding the weights when this model owns it, else null. */
     private final Arena ownedArena;
@@ -132,7 +154,19 @@ public final class LlamaModel implements AutoCloseable {
             throw e;
         }
         this.attention = Collections.unmodifiableList(layers);
+        List<Projections> p = new ArrayList<>();
+        for (LlamaWeights.Layer layer : weights.layers()) p.add(Projections.of(layer.attention().stateDict()));
+        this.projections = Collections.unmodifiableList(p);
         this.ownedArena = ownedArena;
+    }
+
+    /** A layer's attention projections, as {@link dev.headroom.attention.AttentionWeights#stateDict()} gives them. */
+    private record Projections(Matrix q, Matrix k, Matrix v, Matrix o, Tensor bq, Tensor bk, Tensor bv, Tensor bo) {
+        static Projections of(java.util.Map<String, Tensor> sd) {
+            return new Projections(sd.get("q_proj.weight").matrix(), sd.get("k_proj.weight").matrix(), sd.get("v_proj.weight").matrix(),
+                    sd.get("o_proj.weight").matrix(), sd.get("q_proj.bias"), sd.get("k_proj.bias"), sd.get("v_proj.bias"),
+                    sd.get("o_proj.bias"));
+        }
     }
 
     public LlamaConfig config() {
@@ -189,11 +223,37 @@ public final class LlamaModel implements AutoCloseable {
         int[] rows = checkRows(logitRows, T, logits);
         checkIds(ids);
         if (T == 0) return;
-        ws.prepare(T, rows.length, config.hiddenSize(), config.intermediateSize());
-        forwardLayers(T, ids, ws, hooks, (l, mha, h, a, call) -> {
-            Tensor h2 = Tensor.wrap(h, T, config.hiddenSize()), a2 = Tensor.wrap(a, T, config.hiddenSize());
-            hooks.beforeAttention(l, mha, h2, Mask.causal());
-            mha.forward(cache, step, l, h2, Mask.causal(), a2, ws.attention(), call);
+        int E = config.hiddenSize(), q = config.heads() * config.headDim(), kv = config.kvHeads() * config.headDim();
+        ws.prepare(T, rows.length, E, config.intermediateSize(), q, kv);
+        MemorySegment P = ws.projections();
+        /* Qᵀ: (H·d, T) and Kᵀ: (G·d, T), the step's tokens as columns; V: (T, G·d) by rows, as the cache stores it. */
+        Matrix qT = Matrix.of(P, 0, q, T), kT = Matrix.of(P, (long) q * T, kv, T), v = Matrix.of(P, (long) (q + kv) * T, T, kv);
+        /* concat: (T, H·d), the heads' outputs side by side. */
+        Matrix concat = Matrix.of(ws.concat(), 0, T, q);
+        Matrix xRows = Matrix.of(ws.hidden(), 0, T, E);
+        forwardLayers(T, ids, ws, hooks, true, (l, mha, h, a, call) -> {
+            // The layer's own stages with this model's products (SmallMatmul for decode rows, where
+            // sgemm would pack W for one row), around the attention's attend stage over the cache.
+            Matrix hRows = Matrix.of(h, 0, T, E);
+            hooks.beforeAttention(l, mha, Tensor.wrap(h, T, E), Mask.causal());
+            Projections p = projections.get(l);
+            // Qᵀ = W_Q hᵀ, Kᵀ = W_K hᵀ, V = h W_Vᵀ (+ biases)
+            linear(hRows, p.q(), p.bq(), qT, true, false);
+            linear(hRows, p.k(), p.bk(), kT, true, false);
+            linear(hRows, p.v(), p.bv(), v, false, false);
+            boolean check = mha.options().checkFinite();
+            if (check) {
+                checkFinite("the Q projection", l, qT, true);
+                checkFinite("the K projection", l, kT, true);
+                checkFinite("the V projection", l, v, false);
+            }
+            // RoPE at the tokens' positions, K and V into the cache, attention over each sequence's cache
+            mha.attend(cache, step, l, qT, kT, v, concat, Mask.causal(), ws.attention(), call);
+            if (call.observer() != null) call.observer().headOutputs(concat);
+            if (check) checkFinite("the attention (Q, K, V finite: the scores overflowed)", l, concat, false);
+            // x = x + concat W_Oᵀ + b_O
+            linear(concat, p.o(), p.bo(), xRows, false, true);
+            if (check) checkFinite("the residual stream after the output projection", l, xRows, false);
         });
         logits(rows, ws, logits);
     }
@@ -213,8 +273,8 @@ public final class LlamaModel implements AutoCloseable {
         int[] rows = checkRows(logitRows, T, logits);
         checkIds(ids);
         if (T == 0) return;
-        ws.prepare(T, rows.length, E, config.intermediateSize());
-        forwardLayers(T, ids, ws, hooks, (l, mha, h, a, call) -> {
+        ws.prepare(T, rows.length, E, config.intermediateSize(), 0, 0);
+        forwardLayers(T, ids, ws, hooks, false, (l, mha, h, a, call) -> {
             Tensor h3 = Tensor.wrap(h, batch, n, E), a3 = Tensor.wrap(a, batch, n, E);
             hooks.beforeAttention(l, mha, h3, Mask.causal());
             mha.forward(h3, null, Mask.causal(), a3, ws.attention(), call);
@@ -231,14 +291,20 @@ public final class LlamaModel implements AutoCloseable {
         return out;
     }
 
-    /** How one layer's attention runs: a = Attention(h), both (T, E) segments. */
+    /**
+     * How one layer's attention runs on h, both (T, E) segments: a = Attention(h) into {@code a},
+     * or, for a step that adds its output projection onto the residual stream itself, x += Attention(h).
+     */
     @FunctionalInterface
     private interface AttentionStep {
         void run(int layer, MultiHeadAttention mha, MemorySegment h, MemorySegment a, CallOptions call);
     }
 
-    /** Embeddings, then every layer, leaving the residual stream x in the workspace. */
-    private void forwardLayers(int T, int[] ids, DecoderWorkspace ws, LayerHooks hooks, AttentionStep attend) {
+    /**
+     * Embeddings, then every layer, leaving the residual stream x in the workspace;
+     * {@code addsItself}: the attention step adds its output to x (else it writes a, added here).
+     */
+    private void forwardLayers(int T, int[] ids, DecoderWorkspace ws, LayerHooks hooks, boolean addsItself, AttentionStep attend) {
         int E = config.hiddenSize(), I = config.intermediateSize();
         float eps = (float) config.rmsNormEps();
         long rowBytes = (long) E * Float.BYTES;
@@ -258,22 +324,23 @@ public final class LlamaModel implements AutoCloseable {
             byRows(T, (r0, r1) -> {
                 for (int r = r0; r < r1; r++) RmsNorm.VECTOR.normalize(x, (long) r * E, inNorm, eps, h, (long) r * E, E);
             });
-            // 3. a = Attention(h): causal, RoPE at each token's position (the attention splits its own work over the pool)
+            // 3. x = x + Attention(h): causal, RoPE at each token's position
             attend.run(l, attention.get(l), h0, a0, hooks.call(l));
-            // 4. x = x + a; h = RMSNorm(x) ⊙ w_post
+            // 4. h = RMSNorm(x) ⊙ w_post (after x = x + a when the step wrote a)
             byRows(T, (r0, r1) -> {
                 for (int r = r0; r < r1; r++) {
-                    RmsNorm.VECTOR.addAndNormalize(x, (long) r * E, a, (long) r * E, postNorm, eps, h, (long) r * E, E);
+                    if (addsItself) RmsNorm.VECTOR.normalize(x, (long) r * E, postNorm, eps, h, (long) r * E, E);
+                    else RmsNorm.VECTOR.addAndNormalize(x, (long) r * E, a, (long) r * E, postNorm, eps, h, (long) r * E, E);
                 }
             });
             // 5. g = h W_gateᵀ, u = h W_upᵀ, g = silu(g) ⊙ u
-            linear(hRows, layer.gate(), gRows, 0f);
-            linear(hRows, layer.up(), uRows, 0f);
+            linear(hRows, layer.gate(), null, gRows, false, false);
+            linear(hRows, layer.up(), null, uRows, false, false);
             byRows(T, (r0, r1) -> {
                 for (int r = r0; r < r1; r++) SwiGlu.VECTOR.apply(g, (long) r * I, u, (long) r * I, g, (long) r * I, I);
             });
-            // 6. x = x + g W_downᵀ (sgemm adds onto x: beta = 1)
-            linear(gRows, layer.down(), xRows, 1f);
+            // 6. x = x + g W_downᵀ (the product adds onto x)
+            linear(gRows, layer.down(), null, xRows, false, true);
         }
     }
 
@@ -283,7 +350,7 @@ public final class LlamaModel implements AutoCloseable {
         float eps = (float) config.rmsNormEps();
         MemorySegment x = ws.hidden(), f = ws.finalRows(), w = weights.finalNorm().segment();
         for (int k = 0; k < R; k++) RmsNorm.VECTOR.normalize(x, (long) rows[k] * E, w, eps, f, (long) k * E, E);
-        linear(Matrix.of(f, 0, R, E), weights.lmHead().matrix(), logits.matrix(), 0f);
+        linear(Matrix.of(f, 0, R, E), weights.lmHead().matrix(), null, logits.matrix(), false, false);
     }
 
     @FunctionalInterface
@@ -302,26 +369,77 @@ public final class LlamaModel implements AutoCloseable {
     }
 
     /**
-     * out (m, n) = in (m, k) · wᵀ + beta·out, with w (n, k) in PyTorch's Linear layout. Split over
-     * the pool by rows when every worker gets {@link #MIN_ROWS_PER_TASK} of them, else by blocks of
-     * output columns (rows of w, multiples of 16), or not at all below {@link #PARALLEL_MIN_MACS}.
+     * y = in · wᵀ + bias for in (m, k) and w (n, k) in PyTorch's Linear layout, into {@code out}:
+     * (m, n) by rows, or with {@code features} its transpose (n, m), the tokens as columns (the
+     * Qᵀ and Kᵀ the attend stage reads); {@code accumulate} adds y to what out holds. Up to
+     * {@link #SMALL_ROWS} rows run in {@link SmallMatmul}, more in sgemm. Split over the pool into
+     * blocks of output features (rows of w, multiples of 16), or by rows of {@code in} when sgemm
+     * can give every worker {@link #MIN_ROWS_PER_TASK}; not split below {@link #PARALLEL_MIN_MACS}.
      */
-    private void linear(Matrix in, Matrix w, Matrix out, float beta) {
+    private void linear(Matrix in, Matrix w, Tensor bias, Matrix out, boolean features, boolean accumulate) {
         int m = in.rows(), n = w.rows(), k = in.cols(), threads = pool.threads();
-        if (threads == 1 || (long) m * n * k < PARALLEL_MIN_MACS) {
-            Blas.sgemm(1f, in, false, w, true, beta, out);
-        } else if (m >= threads * MIN_ROWS_PER_TASK) {
+        if ((features ? out.rows() != n || out.cols() != m : out.rows() != m || out.cols() != n) || w.cols() != k) {
+            throw new IllegalStateException("linear: in " + in + ", w " + w + ", out " + out + (features ? " (features × tokens)" : ""));
+        }
+        boolean split = threads > 1 && (long) m * n * k >= PARALLEL_MIN_MACS;
+        if (split && m > SMALL_ROWS && m >= threads * MIN_ROWS_PER_TASK) {
             int chunk = ((m + threads - 1) / threads + 15) / 16 * 16;
             pool.run((m + chunk - 1) / chunk, (task, worker) -> {
                 int r0 = task * chunk, r1 = Math.min(m, r0 + chunk);
-                Blas.sgemm(1f, in.rowRange(r0, r1), false, w, true, beta, out.rowRange(r0, r1));
+                product(in.rowRange(r0, r1), w, bias, 0, features ? out.colRange(r0, r1) : out.rowRange(r0, r1), features, accumulate);
             });
-        } else {
+        } else if (split) {
             int block = ((n + threads - 1) / threads + 15) / 16 * 16;
             pool.run((n + block - 1) / block, (task, worker) -> {
                 int c0 = task * block, c1 = Math.min(n, c0 + block);
-                Blas.sgemm(1f, in, false, w.rowRange(c0, c1), true, beta, out.colRange(c0, c1));
+                product(in, w.rowRange(c0, c1), bias, c0, features ? out.rowRange(c0, c1) : out.colRange(c0, c1), features, accumulate);
             });
+        } else {
+            product(in, w, bias, 0, out, features, accumulate);
+        }
+    }
+
+    /** One piece of {@link #linear}: bias elements from {@code biasOffset} on. */
+    private static void product(Matrix in, Matrix w, Tensor bias, int biasOffset, Matrix out, boolean features, boolean accumulate) {
+        int m = in.rows(), n = w.rows(), k = in.cols();
+        MemorySegment b = bias == null ? null : bias.segment().asSlice((long) biasOffset * Float.BYTES, (long) n * Float.BYTES);
+        if (m <= SMALL_ROWS) {
+            SmallMatmul.VECTOR.apply(in.segment(), in.offset(), in.ld(), m, k, w.segment(), w.offset(), w.ld(), n, b, accumulate,
+                    out.segment(), out.offset(), features ? 1 : out.ld(), features ? out.ld() : 1);
+            return;
+        }
+        if (b != null) {
+            // the bias first, so that sgemm adds onto it (beta = 1)
+            if (!accumulate) {
+                if (features) for (int j = 0; j < n; j++) Vectors.fill(out.segment(), out.index(j, 0), m, b.getAtIndex(F, j));
+                else out.fillRows(b, 0);
+            } else {
+                for (int i = 0; i < m; i++) {
+                    for (int j = 0; j < n; j++) {
+                        long at = features ? out.index(j, i) : out.index(i, j);
+                        out.segment().setAtIndex(F, at, out.segment().getAtIndex(F, at) + b.getAtIndex(F, j));
+                    }
+                }
+            }
+        }
+        float beta = accumulate || b != null ? 1f : 0f;
+        if (features) Blas.sgemm(1f, w, false, in, true, beta, out);   // yᵀ = W inᵀ
+        else Blas.sgemm(1f, in, false, w, true, beta, out);            // y = in Wᵀ
+    }
+
+    /**
+     * The cached path's finite check (with {@link MultiHeadAttention.Options#checkFinite()}): refuses
+     * NaN or ±∞ in {@code m}, (tokens, features) or with {@code features} (features, tokens),
+     * naming the stage, the layer, the token and the feature where the first one appeared.
+     */
+    private static void checkFinite(String stage, int layer, Matrix m, boolean features) {
+        for (int r = 0; r < m.rows(); r++) {
+            long bad = Finite.firstNonFinite(m.segment().asSlice(m.index(r, 0) * Float.BYTES, (long) m.cols() * Float.BYTES), m.cols());
+            if (bad >= 0) {
+                long token = features ? bad : r, feature = features ? r : bad;
+                throw new NonFiniteException(stage + " of layer " + layer + " holds " + m.get(r, (int) bad) + " at token " + token
+                        + " of the step, feature " + feature + " (inputs or weights too large; checkFinite is on)");
+            }
         }
     }
 

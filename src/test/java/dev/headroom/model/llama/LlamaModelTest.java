@@ -205,6 +205,31 @@ class LlamaModelTest {
     }
 
     @Test
+    void finiteChecksNameWhereAnOverflowAppears() {
+        LlamaConfig c = RandomLlama.config(32, 48, 2, 2, 1, 16, 64, true, false);
+        try (TrackedArena arena = TrackedArena.ofShared()) {
+            java.util.Map<String, Tensor> sd = new java.util.LinkedHashMap<>(RandomLlama.stateDict(c, 1, arena));
+            // positive inputs and a huge W_V: V = h W_Vᵀ overflows in layer 0
+            Tensor embed = sd.get("model.embed_tokens.weight"), wv = sd.get("model.layers.0.self_attn.v_proj.weight");
+            for (int j = 0; j < 32; j++) {
+                embed.set(256L * 32 + j, 1f);
+                embed.set(65L * 32 + j, 1f);
+            }
+            for (long i = 0; i < wv.size(); i++) wv.set(i, 3e38f);
+            LlamaWeights w = LlamaWeights.fromStateDict(c, sd);
+            try (LlamaModel model = new LlamaModel(w, MultiHeadAttention.Options.defaults().withThreads(1).withCheckFinite(true), null);
+                 KvCache cache = model.newCache(16, KvDtype.F32, 1 << 20); DecoderWorkspace ws = new DecoderWorkspace()) {
+                int s = cache.create();
+                KvCache.Step step = cache.step(new int[]{s}, new int[]{2}, null);
+                RuntimeException e = assertThrows(dev.headroom.attention.NonFiniteException.class, () -> model.forward(cache, step,
+                        new int[]{256, 65}, null, Tensor.allocate(arena, 2, 260), ws, LlamaModel.LayerHooks.NONE));
+                assertTrue(e.getMessage().matches("the V projection of layer 0 holds (Infinity|-Infinity|NaN) at token 0 of the step, "
+                        + "feature \\d+ \\(inputs or weights too large; checkFinite is on\\)"), e.getMessage());
+            }
+        }
+    }
+
+    @Test
     void confinedWeightsAreRefusedForSeveralThreads() {
         LlamaConfig c = RandomLlama.config(32, 48, 1, 2, 1, 16, 64, true, false);
         try (TrackedArena confined = TrackedArena.ofConfined()) {
