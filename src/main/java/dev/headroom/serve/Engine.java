@@ -725,6 +725,16 @@ public final class Engine implements AutoCloseable {
                 preemptions.get(), generated.get(), computed.get(), reused.get(), steps.get(), cache.stats());
     }
 
+    /** Whether the engine thread is serving: false once closed, or if it ended on an error of its own. */
+    public boolean isRunning() {
+        lock.lock();
+        try {
+            return !closing && thread.isAlive();
+        } finally {
+            lock.unlock();
+        }
+    }
+
     /** The cache's accounting now. */
     public KvCache.Stats cacheStats() {
         return cache.stats();

@@ -370,6 +370,7 @@ class EngineTest {
         SplittableRandom rnd = new SplittableRandom(23);
         KvCache.Shape shape = model.cacheShape(16, dev.headroom.cache.KvDtype.F32);
         Engine engine = Engine.start(model, tokenizer, small(2, 32, 4 * shape.blockBytes(), 4));
+        assertTrue(engine.isRunning());
         try {
             IllegalArgumentException tooLong = assertThrows(IllegalArgumentException.class, () -> engine.submit(greedy(prompt(rnd, 256), 1),
                     new Collector()));
@@ -415,6 +416,7 @@ class EngineTest {
             engine.close();
         }
         engine.close(); // idempotent
+        assertFalse(engine.isRunning());
         IllegalStateException closed = assertThrows(IllegalStateException.class, () -> engine.submit(greedy(new int[]{256}, 1), new Collector()));
         assertEquals("the engine is closed", closed.getMessage());
     }

@@ -577,7 +577,10 @@ public final class HeadroomServer implements AutoCloseable {
     }
 
     private void health(Response r) throws IOException {
-        if (closed) throw new ApiException(503, "server_error", "the server is shutting down", null, "shutting_down", 1);
+        if (closed || !engine.isRunning()) {
+            throw new ApiException(503, "server_error", closed ? "the server is shutting down" : "the engine is not running", null,
+                    closed ? "shutting_down" : "engine_stopped", 1);
+        }
         Engine.Snapshot s = engine.snapshot();
         JsonObject o = new JsonObject();
         o.addProperty("status", "ok");

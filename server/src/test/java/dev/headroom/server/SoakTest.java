@@ -89,7 +89,7 @@ class SoakTest {
             Engine.Snapshot s = server.engine.snapshot();
             long rssAfter = rssKib();
             System.out.printf(Locale.ROOT, "soak: %d requests from %d clients in %.1f s: %d answered, %d dropped by their client, %d × 503 "
-                            + "(retried); engine: %d finished, %d cancelled, %d failed, %d preemptions, %d tokens; KV %s; off-heap %s → %s; "
+                            + "(retried); engine: %d finished, %d cancelled, %d failed, %d preemptions, %d tokens; %s; off-heap %s → %s; "
                             + "RSS %d MiB after the warm-up, %d after half the requests, %d at the end%n", REQUESTS, CLIENTS, seconds, ok.get(),
                     dropped.get(), refused.get(), s.finished(), s.cancelled(), s.failed(), s.preemptions(), s.generatedTokens(), s.cache(),
                     OffHeap.format(offHeap), OffHeap.format(OffHeap.currentBytes()), rss0 / 1024, rss / 1024, rssAfter / 1024);
