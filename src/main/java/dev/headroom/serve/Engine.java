@@ -65,7 +65,10 @@ import java.util.function.Consumer;
  * block. A listener that throws has its request cancelled; the engine goes on.
  *
  * <p><b>Memory.</b> The engine owns its cache, a {@link DecoderWorkspace} and a logits buffer,
- * all freed by {@link #close()}; the model is the caller's and must outlive the engine.
+ * all freed by {@link #close()}; the model is the caller's and must outlive the engine. The
+ * cache's whole budget is allocated when the engine starts (as vLLM takes its share of GPU memory
+ * at start): a budget the machine cannot give fails there, and no step pays for allocating and
+ * zeroing a slab (a 64 MiB slab took tens of milliseconds inside a step here).
  */
 public final class Engine implements AutoCloseable {
     /**
@@ -283,6 +286,7 @@ public final class Engine implements AutoCloseable {
         this.config = config;
         this.cache = model.newCache(config.blockSize(), config.kvDtype(), config.kvBudgetBytes());
         try {
+            cache.allocateAll(); // the whole budget now: found or refused at start, and no step pays for a slab later
             this.logitBuffer = Tensor.allocate(arena, config.maxRunning(), modelConfig.vocabSize());
         } catch (RuntimeException e) {
             cache.close();

@@ -323,4 +323,18 @@ class KvCacheTest {
             assertEquals(8, cache.length(cache.create(prompt)));
         }
     }
+
+    @Test
+    void allocatingTheWholeBudgetUpFrontLeavesNothingToAllocateLater() {
+        try (KvCache cache = new KvCache(SHAPE, 20 * 512, 7 * 512)) {   // slabs of 7 blocks: 7, 7 and 6
+            assertEquals(0, cache.stats().allocatedBytes());
+            cache.allocateAll();
+            assertEquals(20 * 512, cache.stats().allocatedBytes());
+            cache.allocateAll();
+            int s = cache.create();
+            cache.append(s, 20 * 4, null);                      // every block
+            assertEquals(20 * 512, cache.stats().allocatedBytes());
+            assertEquals(20, cache.stats().usedBlocks());
+        }
+    }
 }

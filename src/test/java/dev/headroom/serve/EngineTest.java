@@ -371,6 +371,7 @@ class EngineTest {
         KvCache.Shape shape = model.cacheShape(16, dev.headroom.cache.KvDtype.F32);
         Engine engine = Engine.start(model, tokenizer, small(2, 32, 4 * shape.blockBytes(), 4));
         assertTrue(engine.isRunning());
+        assertEquals(engine.cacheStats().reservedBytes(), engine.cacheStats().allocatedBytes()); // the whole budget, at start
         try {
             IllegalArgumentException tooLong = assertThrows(IllegalArgumentException.class, () -> engine.submit(greedy(prompt(rnd, 256), 1),
                     new Collector()));
