@@ -103,9 +103,15 @@ public final class Engine implements AutoCloseable {
             if (kvDtype == null) throw new IllegalArgumentException("the KV dtype must be given");
         }
 
-        /** 2 GiB of float32 cache in blocks of 16, 256 waiting, 64 running, 256 tokens per step. */
+        /**
+         * 2 GiB of float32 cache in blocks of 16, 256 waiting, 64 running, 128 tokens per step. On a
+         * CPU a step's time grows with its tokens, so the step cap bounds the time between two
+         * tokens of a running stream: 128 lets 32 decoding streams take in up to 96 prompt tokens
+         * per step, twice what 32 streams of 64-token answers to 100-token prompts need on average.
+         * A first choice, to be tuned with serve-bench on a quiet machine.
+         */
         public static Config defaults() {
-            return new Config(2L << 30, 256, 64, 256, Generator.BLOCK_SIZE, KvDtype.F32);
+            return new Config(2L << 30, 256, 64, 128, Generator.BLOCK_SIZE, KvDtype.F32);
         }
 
         public Config withKvBudget(long bytes) {

@@ -80,10 +80,10 @@ final class ServeBench implements Callable<Integer> {
     @Option(names = "--warmup", defaultValue = "5", description = "Seconds of load before each level's window (default ${DEFAULT-VALUE}).")
     double warmup;
 
-    @Option(names = "--max-tokens", defaultValue = "64", description = "max_tokens of each completion (default ${DEFAULT-VALUE}).")
+    @Option(names = "--max-tokens", defaultValue = "128", description = "max_tokens of each completion (default ${DEFAULT-VALUE}).")
     int maxTokens;
 
-    @Option(names = "--prompt-chars", defaultValue = "32-160",
+    @Option(names = "--prompt-chars", defaultValue = "16-96",
             description = "Prompt length in characters (= tokens - 1 for the byte model), a range MIN-MAX (default ${DEFAULT-VALUE}).")
     String promptChars;
 
@@ -103,7 +103,7 @@ final class ServeBench implements Callable<Integer> {
     @Option(names = "--max-running", defaultValue = "64", description = "In-process server: running batch (default ${DEFAULT-VALUE}).")
     int maxRunning;
 
-    @Option(names = "--max-step-tokens", defaultValue = "256", description = "In-process server: tokens per step (default ${DEFAULT-VALUE}).")
+    @Option(names = "--max-step-tokens", defaultValue = "128", description = "In-process server: tokens per step (default ${DEFAULT-VALUE}).")
     int maxStepTokens;
 
     @Option(names = "--threads", description = "In-process server: worker threads per model (default: all processors).")

@@ -53,7 +53,7 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--max-running", defaultValue = "64", description = "Sequences in the running batch at most (default ${DEFAULT-VALUE}).")
     int maxRunning;
 
-    @Option(names = "--max-step-tokens", defaultValue = "256",
+    @Option(names = "--max-step-tokens", defaultValue = "128",
             description = "Tokens per engine step at most, decode and prefill chunks together (default ${DEFAULT-VALUE}): lower keeps "
                     + "the time between tokens of running streams short, higher takes new prompts in faster.")
     int maxStepTokens;
