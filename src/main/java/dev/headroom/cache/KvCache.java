@@ -608,6 +608,19 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
     }
 
     /**
+     * Ends sequence s like {@link #free}, but registers none of its blocks that is not registered
+     * yet, not even those every layer has written: for a sequence whose last step failed part-way,
+     * so that nothing of a failed request is offered for reuse. Blocks registered before stay
+     * registered.
+     */
+    public synchronized void discard(int s) {
+        checkOpen();
+        Sequence seq = seq(s);
+        seq.tokens = null; // no known ids: seal registers nothing
+        free(s);
+    }
+
+    /**
      * Registers sequence s's full blocks with known token ids whose keys and values every layer
      * has written ({@link #write}) for reuse by later sequences. (Append, fork, truncate, evict and
      * free do this themselves; blocks not written by every layer are never registered.)
@@ -666,6 +679,17 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
     private static void setPrefix(Sequence seq, int k, long id) {
         if (k >= seq.prefix.length) seq.prefix = Arrays.copyOf(seq.prefix, Math.max(k + 1, 2 * seq.prefix.length));
         seq.prefix[k] = id;
+    }
+
+    /**
+     * Allocates the memory of the whole budget now, instead of slab by slab as blocks are first
+     * needed: what a server does when it starts, so that memory is found (or not) once, up front,
+     * and no later step pays for allocating and zeroing a slab (64 MiB took tens of milliseconds
+     * inside a decode step here). Idempotent.
+     */
+    public synchronized void allocateAll() {
+        checkOpen();
+        for (int slab = 0; slab < slabs.length; slab++) slabFor(slab * slabBlocks);
     }
 
     /** A block with no reference: a freed one, a never used one, or the least recently used cached prefix. */

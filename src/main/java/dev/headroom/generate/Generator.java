@@ -10,10 +10,7 @@ import dev.headroom.model.llama.LlamaConfig;
 import dev.headroom.model.llama.LlamaModel;
 import dev.headroom.tensor.Tensor;
 
-import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
 
@@ -36,13 +33,16 @@ import java.util.Locale;
  *
  * <p>Text is streamed to a {@link Listener} per token: bytes become characters only once a
  * character is complete, and text that might begin a stop string is held back until it cannot.
+ *
+ * <p>Each sequence's state is a {@link Decoding} and each model step a {@link StepBatch}: the
+ * pieces a scheduler that admits and retires sequences between steps drives as this loop does
+ * ({@code dev.headroom.serve.Engine}).
  */
 public final class Generator {
     /** At most this many prompt tokens go through the model in one prefill step (bounds the step's scratch). */
     public static final int MAX_STEP_TOKENS = 2048;
     /** Tokens per KV cache block. */
     public static final int BLOCK_SIZE = 16;
-    private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
 
     /** Why a sequence ended. */
     public enum Finish {
@@ -180,13 +180,18 @@ public final class Generator {
     public Result generate(KvCache cache, List<Request> requests, Listener listener) {
         int n = requests.size(), V = config.vocabSize();
         for (int i = 0; i < n; i++) check(i, requests.get(i));
-        Seq[] seqs = new Seq[n];
+        Decoding[] seqs = new Decoding[n];
+        int[] ids = new int[n];
+        Decoding.Sink[] sinks = new Decoding.Sink[n];
         long promptTokens = 0, generated = 0, decodeTokens = 0, peak = 0;
-        double prefillSeconds = 0, decodeSeconds = 0;
+        double prefillSeconds, decodeSeconds;
         try (TrackedArena arena = TrackedArena.ofShared(); DecoderWorkspace ws = new DecoderWorkspace()) {
             for (int i = 0; i < n; i++) {
-                int id = cache.create(requests.get(i).prompt());
-                seqs[i] = new Seq(i, requests.get(i), id, cache.length(id));
+                int index = i;
+                seqs[i] = new Decoding(requests.get(i), config, tokenizer); // before create: a bad stop string leaves no sequence
+                ids[i] = cache.create(requests.get(i).prompt());
+                seqs[i].setCached(cache.length(ids[i]));
+                sinks[i] = (token, text) -> listener.token(index, token, text);
             }
             /* logits: (rows, V), one row per sequence that samples in a step. */
             Tensor logitBuffer = Tensor.allocate(arena, Math.max(1, n), V);
@@ -194,48 +199,32 @@ public final class Generator {
 
             // prefill: every prompt's uncached tokens, in steps of at most MAX_STEP_TOKENS
             long t0 = System.nanoTime();
-            for (Seq s : seqs) { // sequences that cannot generate anything are not prefilled
-                if (s.maxTokens == 0) s.finish(Finish.MAX_TOKENS, listener);
-                else if (s.prompt.length >= config.maxPositions()) s.finish(Finish.CONTEXT, listener);
+            for (int i = 0; i < n; i++) { // sequences that cannot generate anything are not prefilled
+                Finish early = seqs[i].finishBeforeStart();
+                if (early != null) seqs[i].finish(early, sinks[i]);
             }
             while (true) {
-                List<Seq> in = new ArrayList<>();
-                List<Integer> counts = new ArrayList<>();
+                StepBatch batch = new StepBatch();
+                List<Integer> sampling = new ArrayList<>();
                 int budget = MAX_STEP_TOKENS;
-                for (Seq s : seqs) {
-                    int remaining = s.prompt.length - s.cached;
-                    if (s.finished || remaining == 0 || budget == 0) continue;
+                for (int i = 0; i < n && budget > 0; i++) {
+                    Decoding s = seqs[i];
+                    int remaining = s.promptLength() - s.cached(); // prompt tokens only: sampled ones go through decode
+                    if (s.finished() || remaining == 0) continue;
                     int c = Math.min(remaining, budget);
-                    in.add(s);
-                    counts.add(c);
                     budget -= c;
+                    boolean sample = c == remaining;
+                    batch.add(ids[i], s.feed(c), sample);
+                    if (sample) sampling.add(i);
                 }
-                if (in.isEmpty()) break;
-                int[] ids = new int[MAX_STEP_TOKENS - budget], seqIds = new int[in.size()], cs = new int[in.size()];
-                int[][] stepIds = new int[in.size()][];
-                List<Integer> sampleRows = new ArrayList<>();
-                List<Seq> sampling = new ArrayList<>();
-                for (int k = 0, r = 0; k < in.size(); k++) {
-                    Seq s = in.get(k);
-                    cs[k] = counts.get(k);
-                    seqIds[k] = s.id;
-                    stepIds[k] = Arrays.copyOfRange(s.prompt, s.cached, s.cached + cs[k]);
-                    System.arraycopy(stepIds[k], 0, ids, r, cs[k]);
-                    r += cs[k];
-                    s.cached += cs[k];
-                    if (s.cached == s.prompt.length && !s.finished) {
-                        sampleRows.add(r - 1);
-                        sampling.add(s);
-                    }
-                }
-                KvCache.Step step = cache.step(seqIds, cs, stepIds);
-                promptTokens += ids.length;
-                int[] rows = sampleRows.stream().mapToInt(Integer::intValue).toArray();
-                Tensor logits = view(logitBuffer, rows.length, V);
-                model.forward(cache, step, ids, rows, logits, ws, LlamaModel.LayerHooks.NONE);
-                for (int k = 0; k < rows.length; k++) {
-                    copyRow(logits, k, row);
-                    sampling.get(k).accept(sampling.get(k).sampler.next(row), listener);
+                if (batch.isEmpty()) break;
+                KvCache.Step step = batch.reserve(cache);
+                promptTokens += batch.tokens();
+                batch.forward(model, cache, step, logitBuffer, ws);
+                for (int k = 0; k < sampling.size(); k++) {
+                    Decoding s = seqs[sampling.get(k)];
+                    batch.logits(k, row);
+                    s.accept(s.sample(row), sinks[sampling.get(k)]);
                     generated++;
                 }
                 peak = Math.max(peak, cache.stats().usedBytes());
@@ -245,36 +234,31 @@ public final class Generator {
 
             // decode: one token per unfinished sequence per step
             while (true) {
-                List<Seq> active = new ArrayList<>();
-                for (Seq s : seqs) if (!s.finished) active.add(s);
-                if (active.isEmpty()) break;
-                int m = active.size();
-                int[] seqIds = new int[m], ones = new int[m], ids = new int[m];
-                int[][] stepIds = new int[m][];
-                for (int k = 0; k < m; k++) {
-                    Seq s = active.get(k);
-                    seqIds[k] = s.id;
-                    ones[k] = 1;
-                    ids[k] = s.last();
-                    stepIds[k] = new int[]{ids[k]};
+                StepBatch batch = new StepBatch();
+                List<Integer> active = new ArrayList<>();
+                for (int i = 0; i < n; i++) {
+                    if (seqs[i].finished()) continue;
+                    active.add(i);
+                    batch.add(ids[i], seqs[i].feed(1), true);
                 }
-                KvCache.Step step = cache.step(seqIds, ones, stepIds);
-                Tensor logits = view(logitBuffer, m, V);
-                model.forward(cache, step, ids, null, logits, ws, LlamaModel.LayerHooks.NONE);
-                decodeTokens += m;
-                for (int k = 0; k < m; k++) {
-                    copyRow(logits, k, row);
-                    active.get(k).accept(active.get(k).sampler.next(row), listener);
+                if (batch.isEmpty()) break;
+                KvCache.Step step = batch.reserve(cache);
+                batch.forward(model, cache, step, logitBuffer, ws);
+                decodeTokens += active.size();
+                for (int k = 0; k < active.size(); k++) {
+                    Decoding s = seqs[active.get(k)];
+                    batch.logits(k, row);
+                    s.accept(s.sample(row), sinks[active.get(k)]);
                     generated++;
                 }
                 peak = Math.max(peak, cache.stats().usedBytes());
             }
             decodeSeconds = (System.nanoTime() - t1) / 1e9;
         } finally {
-            for (Seq s : seqs) if (s != null) cache.free(s.id);
+            for (int id : ids) if (id != 0) cache.free(id); // sequence ids start at 1
         }
         List<Output> outputs = new ArrayList<>();
-        for (Seq s : seqs) outputs.add(new Output(s.tokens.stream().mapToInt(Integer::intValue).toArray(), s.text.text(), s.finish));
+        for (Decoding s : seqs) outputs.add(s.output());
         Stats stats = new Stats(n, promptTokens, prefillSeconds, generated, decodeTokens, decodeSeconds, peak,
                 cache.shape().bytesPerToken());
         return new Result(outputs, stats);
@@ -293,63 +277,4 @@ public final class Generator {
             }
         }
     }
-
-    /** The first {@code rows} rows of a (capacity, V) buffer as a (rows, V) tensor. */
-    private static Tensor view(Tensor buffer, int rows, int V) {
-        return Tensor.wrap(buffer.segment().asSlice(0, (long) rows * V * Float.BYTES), rows, V);
-    }
-
-    private static void copyRow(Tensor logits, int r, float[] row) {
-        MemorySegment.copy(logits.segment(), F, (long) r * row.length * Float.BYTES, row, 0, row.length);
-    }
-
-    /** One request's sequence: its cache id, progress, tokens, text and sampler. */
-    private final class Seq {
-        final int index, id;
-        final int[] prompt;
-        final int maxTokens;
-        final Sampler sampler;
-        final ByteTokenizer.Stream bytes = tokenizer.stream();
-        final StopText text;
-        final List<Integer> tokens = new ArrayList<>();
-        /** Prompt tokens in the cache (reused from an earlier sequence, or put through prefill). */
-        int cached;
-        boolean finished;
-        Finish finish;
-
-        Seq(int index, Request r, int id, int cached) {
-            this.index = index;
-            this.id = id;
-            this.prompt = r.prompt();
-            this.maxTokens = r.maxTokens();
-            this.sampler = new Sampler(r.sampling());
-            this.text = new StopText(r.stops());
-            this.cached = cached;
-        }
-
-        int last() {
-            return tokens.getLast();
-        }
-
-        /** Records a sampled token, streams its text, and ends the sequence if the token ends it. */
-        void accept(int token, Listener listener) {
-            tokens.add(token);
-            String released = text.add(bytes.accept(token));
-            listener.token(index, token, released);
-            if (config.isEos(token) || tokenizer.isEos(token)) finish(Finish.EOS, listener);
-            else if (text.stopped()) finish(Finish.STOP_STRING, listener);
-            else if (tokens.size() >= maxTokens) finish(Finish.MAX_TOKENS, listener);
-            else if (prompt.length + tokens.size() >= config.maxPositions()) finish(Finish.CONTEXT, listener);
-        }
-
-        void finish(Finish why, Listener listener) {
-            if (finished) return;
-            finished = true;
-            finish = why;
-            String rest = text.add(bytes.finish());
-            rest += text.finish();
-            if (!rest.isEmpty()) listener.token(index, -1, rest);
-        }
-    }
-
 }

@@ -443,4 +443,41 @@ class KvCacheTest {
             assertThrows(IllegalArgumentException.class, () -> cache.slab(evicted).get(java.lang.foreign.ValueLayout.JAVA_FLOAT, cache.values(evicted, 0, 0)));
         }
     }
+
+    @Test
+    void aDiscardedSequenceOffersNoUnwrittenBlockForReuse() {
+        try (KvCache cache = new KvCache(SHAPE, 16 * 512)) {
+            int[] prompt = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+            int a = cache.create(prompt);
+            cache.append(a, 4, Arrays.copyOfRange(prompt, 0, 4));
+            writeEveryLayer(cache, a, 0, 4);                         // written by a step that succeeded
+            cache.append(a, 7, Arrays.copyOfRange(prompt, 4, 11));  // seals block 0 (full, every layer written); blocks 1 and 2 never written
+            cache.discard(a);
+            assertEquals(0, cache.sequences());
+            assertEquals(0, cache.stats().usedBlocks());
+            assertEquals(1, cache.stats().cachedBlocks());           // block 0 only
+            int b = cache.create(prompt);
+            assertEquals(4, cache.length(b));                       // reuses block 0, recomputes the rest
+            cache.free(b);
+            int c = cache.create(prompt);
+            cache.append(c, 4, Arrays.copyOfRange(prompt, 4, 8));
+            writeEveryLayer(cache, c, 4, 4);
+            cache.free(c);                                           // freed normally: its written full blocks are offered
+            assertEquals(8, cache.length(cache.create(prompt)));
+        }
+    }
+
+    @Test
+    void allocatingTheWholeBudgetUpFrontLeavesNothingToAllocateLater() {
+        try (KvCache cache = new KvCache(SHAPE, 20 * 512, 7 * 512)) {   // slabs of 7 blocks: 7, 7 and 6
+            assertEquals(0, cache.stats().allocatedBytes());
+            cache.allocateAll();
+            assertEquals(20 * 512, cache.stats().allocatedBytes());
+            cache.allocateAll();
+            int s = cache.create();
+            cache.append(s, 20 * 4, null);                      // every block
+            assertEquals(20 * 512, cache.stats().allocatedBytes());
+            assertEquals(20, cache.stats().usedBlocks());
+        }
+    }
 }

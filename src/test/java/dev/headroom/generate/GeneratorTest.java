@@ -221,4 +221,17 @@ class GeneratorTest {
             assertEquals(0, cache.sequences());
         }
     }
+
+    @Test
+    void aRefusedRequestLeavesNoSequenceInASharedCache() {
+        Generator g = new Generator(model, tokenizer);
+        try (KvCache cache = model.newCache(Generator.BLOCK_SIZE, KvDtype.F32, 1L << 20)) {
+            List<Generator.Request> requests = List.of(greedy(tokenizer.encode("fine"), 3),
+                    new Generator.Request(tokenizer.encode("bad stop"), 3, Sampling.greedy(), List.of("")));
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> g.generate(cache, requests, Generator.Listener.NONE));
+            assertEquals("stop strings must not be empty", e.getMessage());
+            assertEquals(0, cache.sequences());
+            assertEquals(0, cache.stats().usedBlocks());
+        }
+    }
 }

@@ -8,16 +8,16 @@ import java.util.Map;
 import java.util.SplittableRandom;
 
 /** Random Llama weights under Hugging Face's names, for shapes the tiny model does not have. */
-final class RandomLlama {
+public final class RandomLlama {
     private RandomLlama() {}
 
     /** A config with the given shape, byte vocabulary 260 (bos 256, eos 257), context {@code positions}. */
-    static LlamaConfig config(int E, int I, int layers, int H, int G, int d, int positions, boolean tied, boolean bias) {
+    public static LlamaConfig config(int E, int I, int layers, int H, int G, int d, int positions, boolean tied, boolean bias) {
         return new LlamaConfig(E, I, layers, H, G, d, 1e-5, 10000, 260, positions, tied, bias, 256, new int[]{257});
     }
 
     /** Every tensor the config needs, N(0, 0.3²) matrices (so that attention is far from uniform), norms near 1. */
-    static Map<String, Tensor> stateDict(LlamaConfig c, long seed, Arena arena) {
+    public static Map<String, Tensor> stateDict(LlamaConfig c, long seed, Arena arena) {
         SplittableRandom rnd = new SplittableRandom(seed);
         int E = c.hiddenSize(), I = c.intermediateSize(), V = c.vocabSize(), q = c.heads() * c.headDim(), kv = c.kvHeads() * c.headDim();
         Map<String, Tensor> sd = new LinkedHashMap<>();

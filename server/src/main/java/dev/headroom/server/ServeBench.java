@@ -1,0 +1,420 @@
+package dev.headroom.server;
+
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
+import com.google.gson.JsonPrimitive;
+import dev.headroom.memory.TrackedArena;
+import dev.headroom.model.minilm.EncoderWorkspace;
+import dev.headroom.model.minilm.MiniLmEncoder;
+import dev.headroom.report.Charts;
+import dev.headroom.serve.Engine;
+import dev.headroom.tensor.Tensor;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.io.BufferedReader;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.InputStreamReader;
+import java.io.PrintStream;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.SplittableRandom;
+import java.util.concurrent.Callable;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * {@code headroom serve-bench}: a closed-loop load on the server over loopback, the table of
+ * throughput and latency against concurrency, a CSV and two PNG plots.
+ * <ul>
+ *   <li>completions: C clients each send streaming requests back to back (a random stretch of the
+ *       built-in Brown sentences as prompt, {@code --prompt-chars} long; {@code --max-tokens};
+ *       temperature 0.8, top-k 40, a seed per request), for {@code --duration} after a warm-up.
+ *       Throughput is the completion tokens of every request sent in the window (from the usage
+ *       chunk) over the time until the last of them ended. Time to first token is from sending
+ *       to the first chunk with text; inter-token latency the gaps between chunks with text
+ *       (one token each, but for characters of several bytes and text held for stop strings);</li>
+ *   <li>embeddings: {@code --embedding-clients} clients each send one input of 128 tokens at a
+ *       time (as EmbeddingBenchmark's length 128) back to back; requests per second and latency.
+ *       The reference is measured in the same process before the load: MiniLmEncoder.embed of 32
+ *       such inputs (EmbeddingBenchmark's batch 32, through the same call the server makes).</li>
+ * </ul>
+ * Without {@code --url} the server runs in this JVM on 127.0.0.1 (its default settings, or the
+ * engine options given); the load shares the machine with it either way.
+ */
+@Command(name = "serve-bench", mixinStandardHelpOptions = true,
+        description = {"Load the OpenAI-compatible server over loopback and report generated tokens per second and p50/p99 time to "
+                + "first token and inter-token latency at each concurrency, and requests per second and p99 latency of "
+                + "/v1/embeddings, against the targets of issue 12. Writes serve-bench.csv, serve-throughput.png and serve-latency.png.",
+                "Starts the server in this process unless --url names a running one. Measure on a quiet machine: every client "
+                        + "and the server share its cores."})
+final class ServeBench implements Callable<Integer> {
+    @Option(names = "--url", description = "A running server's base URL (e.g. http://127.0.0.1:8080); default: start one here.")
+    URI url;
+
+    @Option(names = "--concurrency", split = ",", defaultValue = "1,8,32,64", description = "Concurrent streams, one level after another "
+            + "(default ${DEFAULT-VALUE}).")
+    List<Integer> concurrency;
+
+    @Option(names = "--duration", defaultValue = "30", description = "Seconds of load per level (default ${DEFAULT-VALUE}).")
+    double duration;
+
+    @Option(names = "--warmup", defaultValue = "5", description = "Seconds of load before each level's window (default ${DEFAULT-VALUE}).")
+    double warmup;
+
+    @Option(names = "--max-tokens", defaultValue = "128", description = "max_tokens of each completion (default ${DEFAULT-VALUE}).")
+    int maxTokens;
+
+    @Option(names = "--prompt-chars", defaultValue = "16-96",
+            description = "Prompt length in characters (= tokens - 1 for the byte model), a range MIN-MAX (default ${DEFAULT-VALUE}).")
+    String promptChars;
+
+    @Option(names = "--embedding-clients", defaultValue = "32", description = "Concurrent embedding clients (default ${DEFAULT-VALUE}; 0: skip).")
+    int embeddingClients;
+
+    @Option(names = "--embedding-duration", defaultValue = "20", description = "Seconds of embedding load (default ${DEFAULT-VALUE}).")
+    double embeddingDuration;
+
+    @Option(names = "--out", defaultValue = "serve-bench", description = "Directory of the CSV and the plots (default ${DEFAULT-VALUE}).")
+    Path out;
+
+    @Option(names = "--kv-budget", defaultValue = "2g", converter = ServerMain.ByteSize.class, paramLabel = "SIZE",
+            description = "In-process server: KV cache memory (default ${DEFAULT-VALUE}).")
+    long kvBudget;
+
+    @Option(names = "--max-running", defaultValue = "64", description = "In-process server: running batch (default ${DEFAULT-VALUE}).")
+    int maxRunning;
+
+    @Option(names = "--max-step-tokens", defaultValue = "128", description = "In-process server: tokens per step (default ${DEFAULT-VALUE}).")
+    int maxStepTokens;
+
+    @Option(names = "--threads", description = "In-process server: worker threads per model (default: all processors).")
+    Integer threads;
+
+    /** One level's figures. */
+    record Level(int concurrency, int requests, long tokens, double seconds, double[] ttftMs, double[] itlMs, int rejected, int errors) {
+        double tokensPerSecond() {
+            return tokens / seconds;
+        }
+    }
+
+    record EmbeddingResult(int clients, int requests, double seconds, double[] latencyMs, int rejected, int errors, double referencePerSecond) {
+        double requestsPerSecond() {
+            return requests / seconds;
+        }
+    }
+
+    private final HttpClient client = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).connectTimeout(Duration.ofSeconds(10)).build();
+    private final PrintStream log = System.err;
+
+    @Override
+    public Integer call() throws Exception {
+        int[] range = range(promptChars);
+        if (duration <= 0 || warmup < 0 || maxTokens < 1) throw new IllegalArgumentException("--duration > 0, --warmup >= 0, --max-tokens >= 1");
+        for (int c : concurrency) if (c < 1) throw new IllegalArgumentException("--concurrency levels must be >= 1, got " + c);
+        String corpus = new String(ServeBench.class.getResourceAsStream("/dev/headroom/model/sentences.txt").readAllBytes(),
+                StandardCharsets.UTF_8).replace('\n', ' ');
+        ServeCommand.Stack stack = null;
+        URI base = url;
+        try {
+            double reference = Double.NaN;
+            if (base == null) {
+                int t = threads != null ? threads : Runtime.getRuntime().availableProcessors();
+                Engine.Config config = Engine.Config.defaults().withKvBudget(kvBudget).withMaxRunning(maxRunning).withMaxStepTokens(maxStepTokens)
+                        .withMaxQueue(Math.max(256, 2 * concurrency.stream().mapToInt(Integer::intValue).max().orElse(1)));
+                stack = ServeCommand.Stack.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), config, t, Duration.ofMillis(2));
+                base = URI.create("http://127.0.0.1:" + stack.server.address().getPort());
+                log.printf("serve-bench: server started in this process at %s (%s)%n", base, config);
+                if (embeddingClients > 0) reference = referenceSentencesPerSecond(stack.encoder, corpus);
+            } else {
+                base = URI.create(base.toString().replaceAll("/+$", "").replaceAll("/v1$", ""));
+            }
+            List<Level> levels = new ArrayList<>();
+            if (warmup > 0) { // every shape of step once before any level: the JIT compiles the prefill paths on first use (seconds)
+                int most = concurrency.stream().mapToInt(Integer::intValue).max().orElse(1);
+                log.printf("serve-bench: warm-up, %d streams for %.0f s%n", most, 2 * warmup);
+                completions(base, corpus, range, most, 2 * warmup);
+            }
+            for (int c : concurrency) {
+                log.printf("serve-bench: %d stream%s, %.0f s warm-up, %.0f s measured%n", c, c == 1 ? "" : "s", warmup, duration);
+                if (warmup > 0) completions(base, corpus, range, c, warmup);
+                levels.add(completions(base, corpus, range, c, duration));
+            }
+            EmbeddingResult emb = null;
+            if (embeddingClients > 0) {
+                log.printf("serve-bench: %d embedding clients, %.0f s%n", embeddingClients, embeddingDuration);
+                embeddings(base, corpus, embeddingClients, Math.min(warmup, 5)); // warm-up
+                emb = embeddings(base, corpus, embeddingClients, embeddingDuration);
+                emb = new EmbeddingResult(emb.clients(), emb.requests(), emb.seconds(), emb.latencyMs(), emb.rejected(), emb.errors(), reference);
+            }
+            report(levels, emb, System.out);
+            write(levels, emb);
+            return 0;
+        } finally {
+            if (stack != null) stack.close();
+            client.close();
+        }
+    }
+
+    private static int[] range(String s) {
+        String[] p = s.split("-");
+        try {
+            int lo = Integer.parseInt(p[0].trim()), hi = p.length > 1 ? Integer.parseInt(p[1].trim()) : lo;
+            if (lo < 1 || hi < lo || hi > 250) throw new NumberFormatException();
+            return new int[]{lo, hi};
+        } catch (NumberFormatException | ArrayIndexOutOfBoundsException e) {
+            throw new IllegalArgumentException("--prompt-chars must be MIN-MAX with 1 <= MIN <= MAX <= 250 (the context is 256), got " + s);
+        }
+    }
+
+    // ---- completions ----------------------------------------------------------------------
+
+    /** One request's client-side timings: send, first text, each text chunk; its completion tokens. */
+    private record Sample(long tokens, double ttftMs, double[] itlMs) {}
+
+    private Level completions(URI base, String corpus, int[] range, int clients, double seconds) throws Exception {
+        ConcurrentLinkedQueue<Sample> samples = new ConcurrentLinkedQueue<>();
+        AtomicLong rejected = new AtomicLong(), errors = new AtomicLong();
+        long t0 = System.nanoTime(), stopSending = t0 + (long) (seconds * 1e9);
+        AtomicLong lastEnd = new AtomicLong(t0);
+        List<Future<?>> running = new ArrayList<>();
+        try (ExecutorService pool = Executors.newVirtualThreadPerTaskExecutor()) {
+            for (int c = 0; c < clients; c++) {
+                SplittableRandom rnd = new SplittableRandom(17 + c * 7919L + t0);
+                running.add(pool.submit(() -> {
+                    while (System.nanoTime() < stopSending) {
+                        int start = rnd.nextInt(corpus.length() - range[1] - 1);
+                        String prompt = corpus.substring(start, start + range[0] + rnd.nextInt(range[1] - range[0] + 1));
+                        String body = "{\"model\": \"tiny\", \"prompt\": " + new JsonPrimitive(prompt) + ", \"max_tokens\": " + maxTokens
+                                + ", \"temperature\": 0.8, \"top_k\": 40, \"seed\": " + rnd.nextInt(1 << 30)
+                                + ", \"stream\": true, \"stream_options\": {\"include_usage\": true}}";
+                        try {
+                            Sample s = stream(base, body);
+                            if (s == null) {
+                                rejected.incrementAndGet();
+                                Thread.sleep(100);
+                            } else {
+                                samples.add(s);
+                            }
+                        } catch (IOException | RuntimeException e) {
+                            errors.incrementAndGet();
+                        }
+                        lastEnd.accumulateAndGet(System.nanoTime(), Math::max);
+                    }
+                    return null;
+                }));
+            }
+            for (Future<?> f : running) f.get();
+        }
+        long tokens = 0;
+        List<Double> ttft = new ArrayList<>(), itl = new ArrayList<>();
+        for (Sample s : samples) {
+            tokens += s.tokens();
+            if (!Double.isNaN(s.ttftMs())) ttft.add(s.ttftMs());
+            for (double v : s.itlMs()) itl.add(v);
+        }
+        return new Level(clients, samples.size(), tokens, (lastEnd.get() - t0) / 1e9, sorted(ttft), sorted(itl), (int) rejected.get(),
+                (int) errors.get());
+    }
+
+    /** Sends one streaming request and reads it to [DONE]; null when refused with 503. */
+    private Sample stream(URI base, String body) throws IOException, InterruptedException {
+        long sent = System.nanoTime();
+        HttpResponse<InputStream> r = client.send(HttpRequest.newBuilder(base.resolve("/v1/completions"))
+                .POST(HttpRequest.BodyPublishers.ofString(body)).header("Content-Type", "application/json").build(),
+                HttpResponse.BodyHandlers.ofInputStream());
+        if (r.statusCode() == 503) {
+            r.body().close();
+            return null;
+        }
+        if (r.statusCode() != 200) {
+            String err = new String(r.body().readAllBytes(), StandardCharsets.UTF_8);
+            throw new IOException("HTTP " + r.statusCode() + ": " + err);
+        }
+        long first = 0, previous = 0, tokens = -1;
+        List<Double> gaps = new ArrayList<>();
+        try (BufferedReader in = new BufferedReader(new InputStreamReader(r.body(), StandardCharsets.UTF_8))) {
+            for (String line; (line = in.readLine()) != null; ) {
+                if (!line.startsWith("data: ")) continue;
+                String data = line.substring(6);
+                if (data.equals("[DONE]")) break;
+                long now = System.nanoTime();
+                JsonObject chunk = JsonParser.parseString(data).getAsJsonObject();
+                if (chunk.has("usage") && chunk.get("usage").isJsonObject()) {
+                    tokens = chunk.getAsJsonObject("usage").get("completion_tokens").getAsLong();
+                }
+                var choices = chunk.getAsJsonArray("choices");
+                if (choices == null || choices.isEmpty() || choices.get(0).getAsJsonObject().get("text").getAsString().isEmpty()) continue;
+                if (first == 0) first = now;
+                else gaps.add((now - previous) / 1e6);
+                previous = now;
+            }
+        }
+        if (tokens < 0) throw new IOException("the stream ended without its usage chunk");
+        return new Sample(tokens, first == 0 ? Double.NaN : (first - sent) / 1e6, gaps.stream().mapToDouble(Double::doubleValue).toArray());
+    }
+
+    // ---- embeddings -----------------------------------------------------------------------
+
+    /** An input of at least 128 WordPiece tokens (truncated to 128 by the tokenizer), different for each seed. */
+    private static String longInput(String corpus, SplittableRandom rnd) {
+        int start = rnd.nextInt(corpus.length() - 1200);
+        return corpus.substring(start, start + 1100);
+    }
+
+    /** Sentences per second of MiniLmEncoder.embed over batches of 32 inputs of 128 tokens, this process, after a warm-up. */
+    private double referenceSentencesPerSecond(MiniLmEncoder encoder, String corpus) {
+        SplittableRandom rnd = new SplittableRandom(3);
+        List<String> batch = new ArrayList<>();
+        for (int i = 0; i < 32; i++) batch.add(longInput(corpus, rnd));
+        try (TrackedArena arena = TrackedArena.ofShared(); EncoderWorkspace ws = new EncoderWorkspace()) {
+            Tensor out = Tensor.allocate(arena, 32, encoder.config().hidden());
+            for (int i = 0; i < 3; i++) encoder.embed(batch, out, ws, 32);
+            int n = 0;
+            long t0 = System.nanoTime();
+            while (System.nanoTime() - t0 < 5e9 || n < 3) {
+                encoder.embed(batch, out, ws, 32);
+                n++;
+            }
+            double perSecond = 32.0 * n / ((System.nanoTime() - t0) / 1e9);
+            log.printf(Locale.ROOT, "serve-bench: reference, MiniLmEncoder.embed of 32 inputs of 128 tokens in this process: %.1f sentences/s%n",
+                    perSecond);
+            return perSecond;
+        }
+    }
+
+    private EmbeddingResult embeddings(URI base, String corpus, int clients, double seconds) throws Exception {
+        ConcurrentLinkedQueue<Double> latencies = new ConcurrentLinkedQueue<>();
+        AtomicLong rejected = new AtomicLong(), errors = new AtomicLong();
+        long t0 = System.nanoTime(), stop = t0 + (long) (seconds * 1e9);
+        AtomicLong lastEnd = new AtomicLong(t0);
+        List<Future<?>> running = new ArrayList<>();
+        try (ExecutorService pool = Executors.newVirtualThreadPerTaskExecutor()) {
+            for (int c = 0; c < clients; c++) {
+                SplittableRandom rnd = new SplittableRandom(101 + c);
+                running.add(pool.submit(() -> {
+                    while (System.nanoTime() < stop) {
+                        String body = "{\"model\": \"minilm\", \"input\": " + new JsonPrimitive(longInput(corpus, rnd)) + "}";
+                        long sent = System.nanoTime();
+                        try {
+                            HttpResponse<String> r = client.send(HttpRequest.newBuilder(base.resolve("/v1/embeddings"))
+                                    .POST(HttpRequest.BodyPublishers.ofString(body)).header("Content-Type", "application/json").build(),
+                                    HttpResponse.BodyHandlers.ofString());
+                            if (r.statusCode() == 503) rejected.incrementAndGet();
+                            else if (r.statusCode() != 200) errors.incrementAndGet();
+                            else latencies.add((System.nanoTime() - sent) / 1e6);
+                        } catch (IOException | RuntimeException e) {
+                            errors.incrementAndGet();
+                        }
+                        lastEnd.accumulateAndGet(System.nanoTime(), Math::max);
+                    }
+                    return null;
+                }));
+            }
+            for (Future<?> f : running) f.get();
+        }
+        return new EmbeddingResult(clients, latencies.size(), (lastEnd.get() - t0) / 1e9, sorted(new ArrayList<>(latencies)),
+                (int) rejected.get(), (int) errors.get(), Double.NaN);
+    }
+
+    // ---- report ---------------------------------------------------------------------------
+
+    private static double[] sorted(List<Double> v) {
+        double[] a = v.stream().mapToDouble(Double::doubleValue).toArray();
+        Arrays.sort(a);
+        return a;
+    }
+
+    /** The q-quantile (nearest rank) of sorted values, NaN when there are none. */
+    static double quantile(double[] sorted, double q) {
+        if (sorted.length == 0) return Double.NaN;
+        int i = (int) Math.ceil(q * sorted.length) - 1;
+        return sorted[Math.clamp(i, 0, sorted.length - 1)];
+    }
+
+    private void report(List<Level> levels, EmbeddingResult emb, PrintStream o) {
+        o.printf(Locale.ROOT, "%n%-8s %8s %8s %12s %10s %10s %10s %10s %8s %6s%n", "streams", "requests", "tokens", "tokens/s",
+                "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "503s", "errors");
+        for (Level l : levels) {
+            o.printf(Locale.ROOT, "%-8d %8d %8d %12.1f %8.1fms %8.1fms %8.2fms %8.2fms %8d %6d%n", l.concurrency(), l.requests(), l.tokens(),
+                    l.tokensPerSecond(), quantile(l.ttftMs(), 0.5), quantile(l.ttftMs(), 0.99), quantile(l.itlMs(), 0.5),
+                    quantile(l.itlMs(), 0.99), l.rejected(), l.errors());
+        }
+        Level one = levels.stream().filter(l -> l.concurrency() == 1).findFirst().orElse(null);
+        Level at32 = levels.stream().filter(l -> l.concurrency() == 32).findFirst().orElse(null);
+        if (one != null && at32 != null) {
+            double speedup = at32.tokensPerSecond() / one.tokensPerSecond();
+            double itl = quantile(at32.itlMs(), 0.99) / quantile(one.itlMs(), 0.99);
+            o.printf(Locale.ROOT, "%nthroughput at 32 streams / 1 stream: %.1f× (target ≥ 8×: %s)%n", speedup, speedup >= 8 ? "met" : "NOT met");
+            o.printf(Locale.ROOT, "p99 inter-token latency at 32 streams / 1 stream: %.2f× (target ≤ 3×: %s)%n", itl, itl <= 3 ? "met" : "NOT met");
+        }
+        if (emb != null) {
+            o.printf(Locale.ROOT, "%nembeddings, %d clients, one 128-token input per request: %d requests in %.1f s = %.1f requests/s; "
+                            + "latency p50 %.1f ms, p99 %.1f ms; %d × 503, %d errors%n", emb.clients(), emb.requests(), emb.seconds(),
+                    emb.requestsPerSecond(), quantile(emb.latencyMs(), 0.5), quantile(emb.latencyMs(), 0.99), emb.rejected(), emb.errors());
+            if (!Double.isNaN(emb.referencePerSecond())) {
+                double share = emb.requestsPerSecond() / emb.referencePerSecond();
+                o.printf(Locale.ROOT, "  = %.0f %% of MiniLmEncoder.embed's batch-32 rate measured in this process (%.1f sentences/s; "
+                        + "target ≥ 90 %% of EmbeddingBenchmark's batch 32: %s)%n", 100 * share, emb.referencePerSecond(),
+                        share >= 0.9 ? "met" : "NOT met");
+            }
+        }
+    }
+
+    private void write(List<Level> levels, EmbeddingResult emb) throws IOException {
+        Files.createDirectories(out);
+        StringBuilder csv = new StringBuilder("kind,concurrency,requests,tokens,seconds,tokens_per_s,requests_per_s,ttft_p50_ms,ttft_p99_ms,"
+                + "itl_p50_ms,itl_p99_ms,latency_p50_ms,latency_p99_ms,rejected,errors,reference_per_s\n");
+        for (Level l : levels) {
+            csv.append(String.format(Locale.ROOT, "completions,%d,%d,%d,%.3f,%.2f,%.3f,%.2f,%.2f,%.3f,%.3f,,,%d,%d,%n", l.concurrency(),
+                    l.requests(), l.tokens(), l.seconds(), l.tokensPerSecond(), l.requests() / l.seconds(), quantile(l.ttftMs(), 0.5),
+                    quantile(l.ttftMs(), 0.99), quantile(l.itlMs(), 0.5), quantile(l.itlMs(), 0.99), l.rejected(), l.errors()));
+        }
+        if (emb != null) {
+            csv.append(String.format(Locale.ROOT, "embeddings,%d,%d,,%.3f,,%.2f,,,,,%.2f,%.2f,%d,%d,%.2f%n", emb.clients(), emb.requests(),
+                    emb.seconds(), emb.requestsPerSecond(), quantile(emb.latencyMs(), 0.5), quantile(emb.latencyMs(), 0.99), emb.rejected(),
+                    emb.errors(), emb.referencePerSecond()));
+        }
+        Files.writeString(out.resolve("serve-bench.csv"), csv);
+        Map<String, List<double[]>> tput = new LinkedHashMap<>();
+        List<double[]> measured = new ArrayList<>(), linear = new ArrayList<>();
+        double single = levels.stream().filter(l -> l.concurrency() == 1).mapToDouble(Level::tokensPerSecond).findFirst().orElse(Double.NaN);
+        for (Level l : levels) {
+            measured.add(new double[]{l.concurrency(), l.tokensPerSecond()});
+            if (!Double.isNaN(single)) linear.add(new double[]{l.concurrency(), single * l.concurrency()});
+        }
+        tput.put("generated tokens/s", measured);
+        if (!linear.isEmpty()) tput.put("1 stream × streams (linear)", linear);
+        Map<String, List<double[]>> lat = new LinkedHashMap<>();
+        String[] names = {"TTFT p50", "TTFT p99", "ITL p50", "ITL p99"};
+        for (String n : names) lat.put(n, new ArrayList<>());
+        for (Level l : levels) {
+            double[] v = {quantile(l.ttftMs(), 0.5), quantile(l.ttftMs(), 0.99), quantile(l.itlMs(), 0.5), quantile(l.itlMs(), 0.99)};
+            for (int i = 0; i < names.length; i++) if (!Double.isNaN(v[i])) lat.get(names[i]).add(new double[]{l.concurrency(), v[i]});
+        }
+        Charts.write(out.resolve("serve-throughput.png"), 720, 480, List.of(new Charts.Panel("Throughput against concurrency",
+                "concurrent streams", "generated tokens per second", true, true, tput, List.of("1 stream × streams (linear)"))));
+        Charts.write(out.resolve("serve-latency.png"), 720, 480, List.of(new Charts.Panel("Latency against concurrency",
+                "concurrent streams", "milliseconds", true, true, lat, List.of())));
+        log.printf("serve-bench: wrote %s, %s, %s%n", out.resolve("serve-bench.csv"), out.resolve("serve-throughput.png"),
+                out.resolve("serve-latency.png"));
+    }
+}

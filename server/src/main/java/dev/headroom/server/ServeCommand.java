@@ -1,0 +1,150 @@
+package dev.headroom.server;
+
+import dev.headroom.attention.MultiHeadAttention;
+import dev.headroom.memory.OffHeap;
+import dev.headroom.memory.TrackedArena;
+import dev.headroom.model.Models;
+import dev.headroom.model.llama.ByteTokenizer;
+import dev.headroom.model.llama.LlamaModel;
+import dev.headroom.model.minilm.MiniLmEncoder;
+import dev.headroom.serve.EmbeddingBatcher;
+import dev.headroom.serve.Engine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.io.IOException;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.time.Duration;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.Callable;
+import java.util.concurrent.atomic.AtomicBoolean;
+
+/** {@code headroom serve}: the OpenAI-compatible server, until interrupted. */
+@Command(name = "serve", mixinStandardHelpOptions = true,
+        description = {"Serve the tiny decoder (POST /v1/completions, streaming or not, with continuous batching over a paged KV cache) "
+                + "and MiniLM (POST /v1/embeddings, batched dynamically) over an OpenAI-compatible HTTP API, with GET /v1/models, "
+                + "/health and /metrics (Prometheus). Runs until interrupted (Ctrl-C).",
+                "It listens on the loopback address only, unless --host names another: there is no authentication and no TLS, "
+                        + "so expose it to a network only behind a proxy that provides them."})
+final class ServeCommand implements Callable<Integer> {
+    /** True once the server is up: main then leaves the JVM to the server's threads instead of exiting. */
+    static final AtomicBoolean SERVING = new AtomicBoolean();
+
+    @Option(names = "--host", defaultValue = "127.0.0.1",
+            description = "Address to listen on (default ${DEFAULT-VALUE}, loopback only). Another address, e.g. 0.0.0.0 for every "
+                    + "interface, must be given explicitly and exposes the unauthenticated API to that network.")
+    String host;
+
+    @Option(names = "--port", defaultValue = "8080", description = "Port (default ${DEFAULT-VALUE}; 0: any free port, printed).")
+    int port;
+
+    @Option(names = "--model", defaultValue = "tiny", description = "The completion model: tiny (default, the built-in byte-level decoder).")
+    String model;
+
+    @Option(names = "--kv-budget", defaultValue = "2g", converter = ServerMain.ByteSize.class, paramLabel = "SIZE",
+            description = "KV cache memory, e.g. 512m or 2g (default ${DEFAULT-VALUE}); requests wait for it, never over-commit it.")
+    long kvBudget;
+
+    @Option(names = "--max-queue", defaultValue = "256",
+            description = "Requests that may wait for cache memory (default ${DEFAULT-VALUE}); more get 503 with Retry-After.")
+    int maxQueue;
+
+    @Option(names = "--max-running", defaultValue = "64", description = "Sequences in the running batch at most (default ${DEFAULT-VALUE}).")
+    int maxRunning;
+
+    @Option(names = "--max-step-tokens", defaultValue = "128",
+            description = "Tokens per engine step at most, decode and prefill chunks together (default ${DEFAULT-VALUE}): lower keeps "
+                    + "the time between tokens of running streams short, higher takes new prompts in faster.")
+    int maxStepTokens;
+
+    @Option(names = "--embedding-wait", defaultValue = "2", paramLabel = "MS",
+            description = "Milliseconds an embedding request waits for others to share its batch of up to 32 (default ${DEFAULT-VALUE}).")
+    int embeddingWaitMs;
+
+    @Option(names = "--threads", description = "Worker threads of each model (default: all processors).")
+    Integer threads;
+
+    @Override
+    public Integer call() throws IOException, InterruptedException {
+        if (!model.equals("tiny")) throw new IllegalArgumentException("unknown model '" + model + "'; built in: tiny");
+        if (port < 0 || port > 65535) throw new IllegalArgumentException("--port must be in [0, 65535], got " + port);
+        int t = threads != null ? threads : Runtime.getRuntime().availableProcessors();
+        if (t < 1) throw new IllegalArgumentException("--threads must be >= 1, got " + t);
+        Engine.Config config = Engine.Config.defaults().withKvBudget(kvBudget).withMaxQueue(maxQueue).withMaxRunning(maxRunning)
+                .withMaxStepTokens(maxStepTokens);
+        InetSocketAddress address = new InetSocketAddress(InetAddress.getByName(host), port);
+        Stack stack = Stack.start(address, config, t, Duration.ofMillis(embeddingWaitMs));
+        SERVING.set(true);
+        CountDownLatch stopped = new CountDownLatch(1);
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            stack.close();
+            stopped.countDown();
+        }, "headroom-serve-shutdown"));
+        System.err.printf("headroom serve: listening on %s (completions: %s, embeddings: %s); KV cache %s (%d blocks); "
+                        + "queue %d, batch %d, %d tokens per step; %d threads per model%n", stack.server.baseUri(), "tiny", "minilm",
+                OffHeap.format(stack.engine.cacheStats().reservedBytes()), stack.engine.cacheStats().capacityBlocks(), maxQueue, maxRunning,
+                maxStepTokens, t);
+        if (!address.getAddress().isLoopbackAddress()) {
+            System.err.println("headroom serve: WARNING: listening on " + host + ", not loopback: anyone who reaches it can use it "
+                    + "(no authentication, no TLS)");
+        }
+        stopped.await();
+        return 0;
+    }
+
+    /** The models, the engine, the batcher and the HTTP server, closed in the reverse order. */
+    static final class Stack implements AutoCloseable {
+        final LlamaModel decoder;
+        final TrackedArena encoderArena;
+        final MiniLmEncoder encoder;
+        final Engine engine;
+        final EmbeddingBatcher batcher;
+        final HeadroomServer server;
+        private final AtomicBoolean closed = new AtomicBoolean();
+
+        private Stack(LlamaModel decoder, TrackedArena encoderArena, MiniLmEncoder encoder, Engine engine, EmbeddingBatcher batcher,
+                      HeadroomServer server) {
+            this.decoder = decoder;
+            this.encoderArena = encoderArena;
+            this.encoder = encoder;
+            this.engine = engine;
+            this.batcher = batcher;
+            this.server = server;
+        }
+
+        static Stack start(InetSocketAddress address, Engine.Config config, int threads, Duration embeddingWait) throws IOException {
+            LlamaModel decoder = Models.tiny(MultiHeadAttention.Options.defaults().withThreads(threads));
+            TrackedArena arena = null;
+            MiniLmEncoder encoder = null;
+            Engine engine = null;
+            EmbeddingBatcher batcher = null;
+            try {
+                arena = TrackedArena.ofShared();
+                encoder = Models.minilm(arena, threads);
+                engine = Engine.start(decoder, ByteTokenizer.of(decoder.config()), config);
+                batcher = new EmbeddingBatcher(encoder, embeddingWait, 4096);
+                HeadroomServer server = HeadroomServer.start(address, engine, "tiny", batcher, "minilm", HeadroomServer.Options.defaults());
+                return new Stack(decoder, arena, encoder, engine, batcher, server);
+            } catch (IOException | RuntimeException e) {
+                if (batcher != null) batcher.close();
+                if (engine != null) engine.close();
+                if (encoder != null) encoder.close();
+                if (arena != null) arena.close();
+                decoder.close();
+                throw e;
+            }
+        }
+
+        @Override
+        public void close() {
+            if (!closed.compareAndSet(false, true)) return;
+            server.close();
+            batcher.close();
+            engine.close();
+            encoder.close();
+            encoderArena.close();
+            decoder.close();
+        }
+    }
+}
