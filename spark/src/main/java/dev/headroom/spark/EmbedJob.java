@@ -56,8 +56,12 @@ final class EmbedJob {
         }
     }
 
-    /** What the job did, and where its time went. */
-    record Result(long records, long wallNanos, String metrics) {}
+    /**
+     * What the job did, and where its time went.
+     *
+     * @param leftoverBytes Headroom's off-heap bytes beyond the loaded models when tasks ended (0 unless a task leaked)
+     */
+    record Result(long records, long wallNanos, long leftoverBytes, String metrics) {}
 
     private EmbedJob() {}
 
@@ -70,7 +74,7 @@ final class EmbedJob {
         spark.createDataFrame(rows, SCHEMA).write().mode(settings.overwrite() ? SaveMode.Overwrite : SaveMode.ErrorIfExists)
                 .parquet(output);
         long wall = System.nanoTime() - t0;
-        return new Result(metrics.records.sum(), wall, metrics.describe(wall, spark.sparkContext().defaultParallelism()));
+        return new Result(metrics.records.sum(), wall, metrics.leftoverBytes.sum(), metrics.describe(wall, spark.sparkContext().defaultParallelism()));
     }
 
     /** A partition's documents as rows (id, vector), computed chunk by chunk on this executor's model. */

@@ -39,6 +39,8 @@ final class ExecutorModels {
     /** By key (what was asked for): the models this JVM holds. */
     private static final Map<List<Object>, Loaded> MODELS = new LinkedHashMap<>();
     private static final AtomicInteger RUNNING_TASKS = new AtomicInteger();
+    /** Where a cluster executor writes what its shutdown released, in its working directory. */
+    static final String RELEASE_LOG = "headroom-spark.log";
     private static boolean hookInstalled;
 
     private ExecutorModels() {}
@@ -93,10 +95,29 @@ final class ExecutorModels {
 
     private static void keep(List<Object> key, Loaded loaded) {
         MODELS.put(key, loaded);
+        installHook();
+    }
+
+    /** Once per JVM, from its first Headroom task or model: the release at exit. */
+    private static synchronized void installHook() {
         if (!hookInstalled) {
-            // The executor exits with System.exit when its application ends: release here, and say
-            // so on its stderr (the worker keeps it in work/<app>/<executor>/stderr).
-            Runtime.getRuntime().addShutdownHook(new Thread(() -> System.err.println(releaseAll()), "headroom-release"));
+            // The JVM exits when its application ends (an executor is stopped by its driver or
+            // terminated by its worker): release here, and say so on stderr and, on a cluster's
+            // executor, in RELEASE_LOG in its working directory (work/<app>/<executor>/ under the
+            // worker's), because a standalone worker stops copying the executor's stderr to its
+            // file before it terminates the process.
+            Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+                String line = releaseAll();
+                System.err.println(line);
+                if (!"driver".equals(executorId()) && !"(none)".equals(executorId())) {
+                    try {
+                        java.nio.file.Files.writeString(Path.of(RELEASE_LOG), line + "\n", java.nio.file.StandardOpenOption.CREATE,
+                                java.nio.file.StandardOpenOption.APPEND);
+                    } catch (IOException e) {
+                        System.err.println("headroom-spark: cannot write " + RELEASE_LOG + ": " + e.getMessage());
+                    }
+                }
+            }, "headroom-release"));
             hookInstalled = true;
         }
     }
@@ -134,6 +155,7 @@ final class ExecutorModels {
      * task freed everything it allocated) and 1 to {@code measured}.
      */
     static void taskStarted(TaskContext task, LongAccumulator leftover, LongAccumulator measured) {
+        installHook();
         RUNNING_TASKS.incrementAndGet();
         task.addTaskCompletionListener((org.apache.spark.util.TaskCompletionListener) t -> {
             synchronized (ExecutorModels.class) {
