@@ -66,7 +66,7 @@ final class EmbedJob {
     private EmbedJob() {}
 
     static Result run(SparkSession spark, Corpus corpus, String output, Settings settings) {
-        refuseExisting(spark, output, settings.overwrite());
+        refuseExisting(spark.sparkContext().hadoopConfiguration(), output, settings.overwrite());
         JobMetrics metrics = new JobMetrics(spark.sparkContext(), "embed");
         long t0 = System.nanoTime();
         int maxTokens = settings.maxTokens(), chunk = settings.chunk();
@@ -110,11 +110,11 @@ final class EmbedJob {
     }
 
     /** Refuses an output that exists, before any work, unless it is to be replaced. */
-    static void refuseExisting(SparkSession spark, String output, boolean overwrite) {
+    static void refuseExisting(org.apache.hadoop.conf.Configuration hadoop, String output, boolean overwrite) {
         if (overwrite) return;
         try {
             Path out = new Path(output);
-            FileSystem fs = out.getFileSystem(spark.sparkContext().hadoopConfiguration());
+            FileSystem fs = out.getFileSystem(hadoop);
             if (fs.exists(out)) {
                 throw new IllegalArgumentException("--output " + output + " exists; remove it or pass --overwrite");
             }

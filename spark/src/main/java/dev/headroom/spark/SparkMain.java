@@ -127,6 +127,7 @@ public final class SparkMain implements Callable<Integer> {
 
         @Override
         public Integer call() {
+            EmbedJob.refuseExisting(new org.apache.hadoop.conf.Configuration(), output, overwrite); // before Spark starts
             long t0 = System.nanoTime();
             SparkSession spark = cluster.open("embed");
             try {
@@ -221,6 +222,11 @@ public final class SparkMain implements Callable<Integer> {
 
         @Override
         public Integer call() throws Exception {
+            if (!java.nio.file.Files.isRegularFile(input)) throw new IllegalArgumentException("--input " + input + " is not a file");
+            if (!java.nio.file.Files.exists(weights)) throw new IllegalArgumentException("--weights " + weights + " does not exist");
+            if (!overwrite && java.nio.file.Files.exists(output)) {
+                throw new IllegalArgumentException("--output " + output + " exists; remove it or pass --overwrite");
+            }
             long t0 = System.nanoTime();
             SparkSession spark = cluster.open("attention");
             try {
