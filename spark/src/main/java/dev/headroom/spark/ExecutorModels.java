@@ -100,26 +100,27 @@ final class ExecutorModels {
 
     /** Once per JVM, from its first Headroom task or model: the release at exit. */
     private static synchronized void installHook() {
-        if (!hookInstalled) {
-            // The JVM exits when its application ends (an executor is stopped by its driver or
-            // terminated by its worker): release here, and say so on stderr and, on a cluster's
-            // executor, in RELEASE_LOG in its working directory (work/<app>/<executor>/ under the
-            // worker's), because a standalone worker stops copying the executor's stderr to its
-            // file before it terminates the process.
-            Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-                String line = releaseAll();
-                System.err.println(line);
-                if (!"driver".equals(executorId()) && !"(none)".equals(executorId())) {
-                    try {
-                        java.nio.file.Files.writeString(Path.of(RELEASE_LOG), line + "\n", java.nio.file.StandardOpenOption.CREATE,
-                                java.nio.file.StandardOpenOption.APPEND);
-                    } catch (IOException e) {
-                        System.err.println("headroom-spark: cannot write " + RELEASE_LOG + ": " + e.getMessage());
-                    }
-                }
-            }, "headroom-release"));
-            hookInstalled = true;
-        }
+        if (hookInstalled) return;
+        // Decided now, while Spark runs: whether this JVM is a cluster's executor (not the driver).
+        String id = executorId();
+        boolean executor = org.apache.spark.SparkEnv.get() != null && !"driver".equals(id);
+        // The JVM exits when its application ends (an executor is stopped by its driver or
+        // terminated by its worker): release here, and say so on stderr and, on a cluster's
+        // executor, in RELEASE_LOG in its working directory (work/<app>/<executor>/ under the
+        // worker's), because a standalone worker stops copying the executor's stderr to its file
+        // before it terminates the process.
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            String line = releaseAll(executor ? "executor " + id : "this JVM");
+            System.err.println(line);
+            if (!executor) return;
+            try {
+                java.nio.file.Files.writeString(Path.of(RELEASE_LOG), line + "\n", java.nio.file.StandardOpenOption.CREATE,
+                        java.nio.file.StandardOpenOption.APPEND);
+            } catch (IOException e) {
+                System.err.println("headroom-spark: cannot write " + RELEASE_LOG + ": " + e.getMessage());
+            }
+        }, "headroom-release"));
+        hookInstalled = true;
     }
 
     /** Off-heap bytes the loaded models hold. */
@@ -129,8 +130,8 @@ final class ExecutorModels {
         return bytes;
     }
 
-    /** Closes every model and its arena; returns one line saying what was released and what Headroom still holds. */
-    static synchronized String releaseAll() {
+    /** Closes every model and its arena; returns one line saying what {@code who} released and what Headroom still holds. */
+    static synchronized String releaseAll(String who) {
         long before = OffHeap.currentBytes(), resident = residentBytes();
         List<String> names = new ArrayList<>();
         List<String> problems = new ArrayList<>();
@@ -144,7 +145,7 @@ final class ExecutorModels {
             }
         }
         MODELS.clear();
-        return "headroom-spark: executor " + executorId() + " released " + names + " (" + resident + " bytes of "
+        return "headroom-spark: " + who + " released " + names + " (" + resident + " bytes of "
                 + before + " off-heap); Headroom off-heap now " + OffHeap.currentBytes() + " bytes"
                 + (problems.isEmpty() ? "" : "; not released: " + problems);
     }

@@ -1,36 +1,102 @@
 package dev.headroom.spark;
 
 import org.apache.spark.SparkContext;
+import org.apache.spark.executor.TaskMetrics;
+import org.apache.spark.scheduler.SparkListener;
+import org.apache.spark.scheduler.SparkListenerJobEnd;
+import org.apache.spark.scheduler.SparkListenerJobStart;
+import org.apache.spark.scheduler.SparkListenerTaskEnd;
+import org.apache.spark.scheduler.TaskInfo;
 import org.apache.spark.util.LongAccumulator;
 
 import java.io.Serializable;
 import java.util.Locale;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
- * What a job's tasks measured, summed over every task by accumulators: records processed, the
- * time spent in Headroom's own work and in loading models and reading inputs, and Headroom's
- * off-heap memory left behind by tasks (bytes beyond the loaded models when a task ended alone in
- * its JVM; 0 unless a task leaked). Times are task time, summed over tasks that may run at once.
+ * Where a job's time went. Tasks measure their own parts in accumulators (records, Headroom's
+ * work, model loads, input reads, and Headroom's off-heap memory left behind by a task: bytes
+ * beyond the loaded models when it ended alone in its JVM, 0 unless a task leaked); a listener on
+ * the driver adds Spark's own account of every task (run time, deserialisation, garbage
+ * collection, result serialisation, and the rest of its time from launch to end: scheduling and
+ * fetching results). Task times are summed over tasks that may run at once; against the wall time
+ * × task slots they say how much of the slots' time held work.
  */
 final class JobMetrics implements Serializable {
     final LongAccumulator records, workNanos, loadNanos, readNanos, leftoverBytes, measuredTasks;
+    /** On the driver only: Spark's sums over the job's tasks, in ms. */
+    private final transient Listener spark;
+    private final transient SparkContext sc;
 
     JobMetrics(SparkContext sc, String job) {
+        this.sc = sc;
         records = sc.longAccumulator(job + ": records");
         workNanos = sc.longAccumulator(job + ": Headroom work ns");
         loadNanos = sc.longAccumulator(job + ": model load ns");
         readNanos = sc.longAccumulator(job + ": input read ns");
         leftoverBytes = sc.longAccumulator(job + ": off-heap left by tasks, bytes");
         measuredTasks = sc.longAccumulator(job + ": tasks measured alone");
+        spark = new Listener();
+        sc.addSparkListener(spark);
     }
 
-    /** One line: records, their rate over {@code wallNanos}, and where the task time went. */
+    /** Spark's account of the tasks, summed (ms), from the listener bus. */
+    private static final class Listener extends SparkListener {
+        final AtomicLong jobs = new AtomicLong(), jobsEnded = new AtomicLong(), tasks = new AtomicLong(), failed = new AtomicLong(), run = new AtomicLong(),
+                deserialize = new AtomicLong(), gc = new AtomicLong(), serialize = new AtomicLong(), span = new AtomicLong();
+
+        @Override
+        public void onJobStart(SparkListenerJobStart start) {
+            jobs.incrementAndGet();
+        }
+
+        @Override
+        public void onJobEnd(SparkListenerJobEnd end) {
+            jobsEnded.incrementAndGet();
+        }
+
+        @Override
+        public void onTaskEnd(SparkListenerTaskEnd end) {
+            TaskInfo info = end.taskInfo();
+            tasks.incrementAndGet();
+            if (!info.successful()) failed.incrementAndGet();
+            span.addAndGet(info.finishTime() - info.launchTime());
+            TaskMetrics m = end.taskMetrics();
+            if (m == null) return;
+            run.addAndGet(m.executorRunTime());
+            deserialize.addAndGet(m.executorDeserializeTime());
+            gc.addAndGet(m.jvmGCTime());
+            serialize.addAndGet(m.resultSerializationTime());
+        }
+    }
+
+    /**
+     * One paragraph: records and their rate over {@code wallNanos}; the tasks' time by part; and
+     * Spark's account of it. Waits (at most 10 s) for the listener to see the end of every job it
+     * saw start (Spark delivers events asynchronously, a task's end before its job's), then stops
+     * listening.
+     */
     String describe(long wallNanos, int slots) {
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        while (spark.jobsEnded.get() < spark.jobs.get() && System.nanoTime() < deadline) {
+            try {
+                Thread.sleep(10);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                break;
+            }
+        }
+        sc.removeSparkListener(spark);
         double wall = wallNanos / 1e9, work = workNanos.sum() / 1e9, load = loadNanos.sum() / 1e9, read = readNanos.sum() / 1e9;
-        return String.format(Locale.ROOT, "%d records in %.2f s (%.1f records/s) on %d task slots; task time: Headroom %.2f s, "
-                        + "model loads %.2f s, reading inputs %.2f s (slot time available %.2f s); "
+        double run = spark.run.get() / 1e3, span = spark.span.get() / 1e3;
+        return String.format(Locale.ROOT, "%d records in %.2f s (%.1f records/s) on %d task slots (%.2f slot-s); "
+                        + "in tasks: Headroom %.2f s, model loads %.2f s, reading inputs %.2f s, the rest of the tasks' run time "
+                        + "%.2f s (Spark's reading, writing, shuffling); Spark: %d jobs, %d tasks (%d failed), run %.2f s, "
+                        + "deserialising %.2f s, GC %.2f s, result serialisation %.2f s, launch to end %.2f s; "
                         + "off-heap left by tasks: %d bytes (%d tasks measured alone)",
-                records.sum(), wall, records.sum() / Math.max(wall, 1e-9), slots, work, load, read, wall * slots,
+                records.sum(), wall, records.sum() / Math.max(wall, 1e-9), slots, wall * slots, work, load, read,
+                Math.max(0, run - work - load - read), spark.jobs.get(), spark.tasks.get(), spark.failed.get(), run,
+                spark.deserialize.get() / 1e3, spark.gc.get() / 1e3, spark.serialize.get() / 1e3, span,
                 leftoverBytes.sum(), measuredTasks.sum());
     }
 }

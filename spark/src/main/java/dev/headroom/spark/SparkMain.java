@@ -21,7 +21,7 @@ import java.util.concurrent.Callable;
  */
 @Command(name = "headroom spark", mixinStandardHelpOptions = true,
         description = "Headroom's jobs on Apache Spark: local mode by default, a cluster with --master spark://host:7077.",
-        subcommands = {SparkMain.Embed.class, SparkMain.Inspect.class, SparkMain.Attention.class})
+        subcommands = {SparkMain.Embed.class, SparkMain.Inspect.class, SparkMain.Attention.class, SparkMain.MakeProblem.class})
 public final class SparkMain implements Callable<Integer> {
     /** Where log4j2 finds this module's logging set-up (warnings only) unless the user names one. */
     static final String LOG_CONFIG = "dev/headroom/spark/log4j2.properties";
@@ -239,6 +239,44 @@ public final class SparkMain implements Callable<Integer> {
             } finally {
                 spark.stop();
             }
+            return 0;
+        }
+    }
+
+    @Command(name = "make-problem", mixinStandardHelpOptions = true,
+            description = "Writes a seeded random attention problem for the attention job and bin/headroom run: x.npy (n, E) "
+                    + "uniform in [-1, 1) and w.safetensors (q/k/v/o_proj weights and biases, PyTorch's init scale). No Spark.")
+    static final class MakeProblem implements Callable<Integer> {
+        @Option(names = "--n", required = true, description = "Tokens.")
+        int n;
+
+        @Option(names = "--d-model", defaultValue = "768", description = "E. Default: ${DEFAULT-VALUE}.")
+        int dModel;
+
+        @Option(names = "--heads", defaultValue = "12", description = "H. Default: ${DEFAULT-VALUE}.")
+        int heads;
+
+        @Option(names = "--kv-heads", description = "G (default H).")
+        Integer kvHeads;
+
+        @Option(names = "--seed", defaultValue = "1", description = "Default: ${DEFAULT-VALUE}.")
+        long seed;
+
+        @Option(names = "--out", required = true, description = "Directory for x.npy and w.safetensors.")
+        Path out;
+
+        @Override
+        public Integer call() throws Exception {
+            dev.headroom.attention.AttentionConfig config = dev.headroom.attention.AttentionConfig.of(dModel, heads)
+                    .withKvHeads(kvHeads == null ? heads : kvHeads);
+            java.nio.file.Files.createDirectories(out);
+            try (dev.headroom.memory.TrackedArena arena = dev.headroom.memory.TrackedArena.ofConfined()) {
+                dev.headroom.io.SafeTensors.write(out.resolve("w.safetensors"),
+                        dev.headroom.attention.AttentionWeights.random(config, true, seed, arena).stateDict());
+                dev.headroom.io.Npy.write(out.resolve("x.npy"), dev.headroom.tensor.Tensor.uniform(arena, seed + 1, 1, n, dModel));
+            }
+            System.out.printf(Locale.ROOT, "wrote %s (%d, %d) and %s (E = %d, %d heads, %d key/value heads)%n", out.resolve("x.npy"), n,
+                    dModel, out.resolve("w.safetensors"), dModel, heads, config.kvHeads());
             return 0;
         }
     }
