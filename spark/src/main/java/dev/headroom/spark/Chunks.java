@@ -16,20 +16,26 @@ final class Chunks<T, R> implements Iterator<R> {
     private final Iterator<T> source;
     private final int size;
     private final Function<List<T>, List<R>> work;
+    private final java.util.function.LongConsumer readNanos;
     private Iterator<R> current = Collections.emptyIterator();
 
-    Chunks(Iterator<T> source, int size, Function<List<T>, List<R>> work) {
+    /** {@code readNanos} is told the time spent taking items from the source (reading the input). */
+    Chunks(Iterator<T> source, int size, Function<List<T>, List<R>> work, java.util.function.LongConsumer readNanos) {
         if (size < 1) throw new IllegalArgumentException("chunk size must be >= 1, got " + size);
         this.source = source;
         this.size = size;
         this.work = work;
+        this.readNanos = readNanos;
     }
 
     @Override
     public boolean hasNext() {
-        while (!current.hasNext() && source.hasNext()) {
+        while (!current.hasNext()) {
+            long t = System.nanoTime();
             List<T> chunk = new ArrayList<>(size);
             while (chunk.size() < size && source.hasNext()) chunk.add(source.next());
+            readNanos.accept(System.nanoTime() - t);
+            if (chunk.isEmpty()) break;
             current = work.apply(chunk).iterator();
         }
         return current.hasNext();

@@ -106,7 +106,7 @@ final class EmbedJob {
             metrics.workNanos.add(System.nanoTime() - start);
             metrics.records.add(part.size());
             return rows;
-        });
+        }, metrics.readNanos::add);
     }
 
     /** Refuses an output that exists, before any work, unless it is to be replaced. */

@@ -105,9 +105,11 @@ final class InspectJob {
         });
         HeadStatistics.Totals[] totals = null;
         while (docs.hasNext()) {
+            long read = System.nanoTime();
             List<String> texts = new ArrayList<>(chunk);
             while (texts.size() < chunk && docs.hasNext()) texts.add(docs.next()._2);
             long start = System.nanoTime();
+            metrics.readNanos.add(start - read);
             List<int[]> encoded = new ArrayList<>(texts.size());
             for (String s : texts) encoded.add(encoder.tokenizer().encode(s));
             List<Integer> order = new ArrayList<>();

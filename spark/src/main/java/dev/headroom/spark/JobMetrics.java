@@ -42,12 +42,22 @@ final class JobMetrics implements Serializable {
 
     /** Spark's account of the tasks, summed (ms), from the listener bus. */
     private static final class Listener extends SparkListener {
+        /** Task run time (ms) by stage, "name (tasks)" in the order stages completed. */
+        final java.util.Map<String, Long> stages = java.util.Collections.synchronizedMap(new java.util.LinkedHashMap<>());
+        final java.util.Map<Integer, long[]> stageRun = new java.util.concurrent.ConcurrentHashMap<>();
         final AtomicLong jobs = new AtomicLong(), jobsEnded = new AtomicLong(), tasks = new AtomicLong(), failed = new AtomicLong(), run = new AtomicLong(),
                 deserialize = new AtomicLong(), gc = new AtomicLong(), serialize = new AtomicLong(), span = new AtomicLong();
 
         @Override
         public void onJobStart(SparkListenerJobStart start) {
             jobs.incrementAndGet();
+        }
+
+        @Override
+        public void onStageCompleted(org.apache.spark.scheduler.SparkListenerStageCompleted done) {
+            long[] r = stageRun.getOrDefault(done.stageInfo().stageId(), new long[2]);
+            String name = done.stageInfo().name();
+            stages.put(done.stageInfo().stageId() + " " + name.replaceAll(" at .*", "") + " (" + r[1] + " tasks)", r[0]);
         }
 
         @Override
@@ -63,6 +73,11 @@ final class JobMetrics implements Serializable {
             span.addAndGet(info.finishTime() - info.launchTime());
             TaskMetrics m = end.taskMetrics();
             if (m == null) return;
+            long[] r = stageRun.computeIfAbsent(end.stageId(), k -> new long[2]);
+            synchronized (r) {
+                r[0] += m.executorRunTime();
+                r[1]++;
+            }
             run.addAndGet(m.executorRunTime());
             deserialize.addAndGet(m.executorDeserializeTime());
             gc.addAndGet(m.jvmGCTime());
@@ -91,12 +106,21 @@ final class JobMetrics implements Serializable {
         double run = spark.run.get() / 1e3, span = spark.span.get() / 1e3;
         return String.format(Locale.ROOT, "%d records in %.2f s (%.1f records/s) on %d task slots (%.2f slot-s); "
                         + "in tasks: Headroom %.2f s, model loads %.2f s, reading inputs %.2f s, the rest of the tasks' run time "
-                        + "%.2f s (Spark's reading, writing, shuffling); Spark: %d jobs, %d tasks (%d failed), run %.2f s, "
+                        + "%.2f s (writing outputs, other Spark work in tasks); Spark: %d jobs, %d tasks (%d failed), run %.2f s, "
                         + "deserialising %.2f s, GC %.2f s, result serialisation %.2f s, launch to end %.2f s; "
-                        + "off-heap left by tasks: %d bytes (%d tasks measured alone)",
+                        + "task run time by stage: %s; off-heap left by tasks: %d bytes (%d tasks measured alone)",
                 records.sum(), wall, records.sum() / Math.max(wall, 1e-9), slots, wall * slots, work, load, read,
                 Math.max(0, run - work - load - read), spark.jobs.get(), spark.tasks.get(), spark.failed.get(), run,
-                spark.deserialize.get() / 1e3, spark.gc.get() / 1e3, spark.serialize.get() / 1e3, span,
+                spark.deserialize.get() / 1e3, spark.gc.get() / 1e3, spark.serialize.get() / 1e3, span, stages(),
                 leftoverBytes.sum(), measuredTasks.sum());
+    }
+
+    private String stages() {
+        StringBuilder b = new StringBuilder();
+        synchronized (spark.stages) {
+            spark.stages.forEach((name, ms) -> b.append(b.isEmpty() ? "" : ", ").append(name).append(" ")
+                    .append(String.format(Locale.ROOT, "%.2f s", ms / 1e3)));
+        }
+        return b.toString();
     }
 }
