@@ -225,7 +225,7 @@ final class AttentionJob {
         log.println("attention: n = " + n + ", E = " + config.dModel() + ", " + config.heads() + " heads (" + config.kvHeads()
                 + " key/value) of " + config.headDim() + (settings.causal() ? ", causal" : "") + "; "
                 + breakdown);
-        return new Result(n, blocks, parts, tasks.size(), wall, breakdown, metrics.describe(wall, slots));
+        return new Result(n, blocks, parts, tasks.size(), wall, breakdown, metrics.describe(wall, JobMetrics.localSlots(sc)));
     }
 
     /** A block over all the keys it sees, in one task: attend, normalise, project. */

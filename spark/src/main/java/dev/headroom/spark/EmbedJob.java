@@ -74,7 +74,7 @@ final class EmbedJob {
         spark.createDataFrame(rows, SCHEMA).write().mode(settings.overwrite() ? SaveMode.Overwrite : SaveMode.ErrorIfExists)
                 .parquet(output);
         long wall = System.nanoTime() - t0;
-        return new Result(metrics.records.sum(), wall, metrics.leftoverBytes.sum(), metrics.describe(wall, spark.sparkContext().defaultParallelism()));
+        return new Result(metrics.records.sum(), wall, metrics.leftoverBytes.sum(), metrics.describe(wall, JobMetrics.localSlots(spark.sparkContext())));
     }
 
     /** A partition's documents as rows (id, vector), computed chunk by chunk on this executor's model. */

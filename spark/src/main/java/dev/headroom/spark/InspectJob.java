@@ -87,7 +87,7 @@ final class InspectJob {
         String first = docs.first()._2;
         long wall = System.nanoTime() - t0;
         writeReport(first, summaries, out, log);
-        return new Result(metrics.records.sum(), summaries, wall, metrics.describe(wall, spark.sparkContext().defaultParallelism()));
+        return new Result(metrics.records.sum(), summaries, wall, metrics.describe(wall, JobMetrics.localSlots(spark.sparkContext())));
     }
 
     /** One partition's statistics: per layer, the totals of all its sentences (an empty array for an empty partition). */

@@ -45,6 +45,7 @@ final class JobMetrics implements Serializable {
         /** Task run time (ms) by stage, "name (tasks)" in the order stages completed. */
         final java.util.Map<String, Long> stages = java.util.Collections.synchronizedMap(new java.util.LinkedHashMap<>());
         final java.util.Map<Integer, long[]> stageRun = new java.util.concurrent.ConcurrentHashMap<>();
+        final java.util.Set<String> executors = java.util.concurrent.ConcurrentHashMap.newKeySet();
         final AtomicLong jobs = new AtomicLong(), jobsEnded = new AtomicLong(), tasks = new AtomicLong(), failed = new AtomicLong(), run = new AtomicLong(),
                 deserialize = new AtomicLong(), gc = new AtomicLong(), serialize = new AtomicLong(), span = new AtomicLong();
 
@@ -69,6 +70,7 @@ final class JobMetrics implements Serializable {
         public void onTaskEnd(SparkListenerTaskEnd end) {
             TaskInfo info = end.taskInfo();
             tasks.incrementAndGet();
+            executors.add(info.executorId());
             if (!info.successful()) failed.incrementAndGet();
             span.addAndGet(info.finishTime() - info.launchTime());
             TaskMetrics m = end.taskMetrics();
@@ -86,8 +88,8 @@ final class JobMetrics implements Serializable {
     }
 
     /**
-     * One paragraph: records and their rate over {@code wallNanos}; the tasks' time by part; and
-     * Spark's account of it. Waits (at most 10 s) for the listener to see the end of every job it
+     * One paragraph: records and their rate over {@code wallNanos}, on {@code slots} task slots
+     * (0: not known, a cluster's); the tasks' time by part; and Spark's account of it. Waits (at most 10 s) for the listener to see the end of every job it
      * saw start (Spark delivers events asynchronously, a task's end before its job's), then stops
      * listening.
      */
@@ -104,12 +106,14 @@ final class JobMetrics implements Serializable {
         sc.removeSparkListener(spark);
         double wall = wallNanos / 1e9, work = workNanos.sum() / 1e9, load = loadNanos.sum() / 1e9, read = readNanos.sum() / 1e9;
         double run = spark.run.get() / 1e3, span = spark.span.get() / 1e3;
-        return String.format(Locale.ROOT, "%d records in %.2f s (%.1f records/s) on %d task slots (%.2f slot-s); "
+        String where = slots > 0 ? String.format(Locale.ROOT, "%d task slots (%.2f slot-s)", slots, wall * slots)
+                : spark.executors.size() + " executors";
+        return String.format(Locale.ROOT, "%d records in %.2f s (%.1f records/s) on %s; "
                         + "in tasks: Headroom %.2f s, model loads %.2f s, reading inputs %.2f s, the rest of the tasks' run time "
                         + "%.2f s (writing outputs, other Spark work in tasks); Spark: %d jobs, %d tasks (%d failed), run %.2f s, "
                         + "deserialising %.2f s, GC %.2f s, result serialisation %.2f s, launch to end %.2f s; "
                         + "task run time by stage: %s; off-heap left by tasks: %d bytes (%d tasks measured alone)",
-                records.sum(), wall, records.sum() / Math.max(wall, 1e-9), slots, wall * slots, work, load, read,
+                records.sum(), wall, records.sum() / Math.max(wall, 1e-9), where, work, load, read,
                 Math.max(0, run - work - load - read), spark.jobs.get(), spark.tasks.get(), spark.failed.get(), run,
                 spark.deserialize.get() / 1e3, spark.gc.get() / 1e3, spark.serialize.get() / 1e3, span, stages(),
                 leftoverBytes.sum(), measuredTasks.sum());
@@ -122,5 +126,10 @@ final class JobMetrics implements Serializable {
                     .append(String.format(Locale.ROOT, "%.2f s", ms / 1e3)));
         }
         return b.toString();
+    }
+
+    /** Task slots of a local-mode session (its cores), or 0 on a cluster, where executors come and go. */
+    static int localSlots(SparkContext sc) {
+        return sc.isLocal() ? sc.defaultParallelism() : 0;
     }
 }
