@@ -119,10 +119,23 @@ final class AttentionJob {
         if (!settings.overwrite() && Files.exists(output)) {
             throw new IllegalArgumentException("--output " + output + " exists; remove it or pass --overwrite");
         }
+        Path dir = Files.createTempDirectory(workDir, "headroom-attention-");
+        try {
+            return runIn(dir, spark, input, output, settings, log);
+        } catch (IOException | RuntimeException e) {
+            Files.deleteIfExists(output); // a failed job leaves no partial Y behind
+            throw e;
+        } finally {
+            deleteRecursively(dir); // the projected Q, K, V
+        }
+    }
+
+    /** The job, with the driver's files in {@code dir}. */
+    private static Result runIn(Path dir, SparkSession spark, Path input, Path output, Settings settings, PrintStream log)
+            throws IOException {
         SparkContext sc = spark.sparkContext();
         JobMetrics metrics = new JobMetrics(sc, "attention");
         long t0 = System.nanoTime();
-        Path dir = Files.createTempDirectory(workDir, "headroom-attention-");
         int n;
         AttentionConfig config;
         int[] outShape;
@@ -216,7 +229,6 @@ final class AttentionJob {
         try (FileChannel check = FileChannel.open(output, StandardOpenOption.READ)) {
             Npy.header(check, output); // the file is whole and well formed
         }
-        deleteRecursively(dir);
         long wall = System.nanoTime() - t0;
         String breakdown = String.format(Locale.ROOT, "driver: read X and weights %.2f s, project Q/K/V %.2f s, write Q/K/V %.2f s, "
                         + "tasks and output %.2f s (%d tasks: %d query blocks of %d rows × %d key parts of %d keys)",

@@ -66,6 +66,22 @@ class AttentionJobTest {
         }
     }
 
+    @Test
+    void aFailedJobLeavesNoOutputAndNoFilesInTheWorkDirectory(@TempDir Path dir) throws Exception {
+        Path w = problem(dir, 4);
+        java.nio.file.Files.createDirectories(dir.resolve("work"));
+        // 3 key/value heads do not divide 4 heads: refused on the driver, after its work directory was made
+        AttentionJob.Settings wrong = new AttentionJob.Settings(w, "", 4, 3, 16, true, 2, 1, false);
+        Exception e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class, () -> AttentionJob.run(
+                LocalSpark.session(), dir.resolve("x.npy"), dir.resolve("y.npy"), wrong, dir.resolve("work"),
+                new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8)));
+        assertTrue(e.getMessage().contains("kv_heads (3) must divide heads (4)"), e.getMessage());
+        assertTrue(!java.nio.file.Files.exists(dir.resolve("y.npy")), "no Y");
+        try (var left = java.nio.file.Files.list(dir.resolve("work"))) {
+            assertEquals(0, left.count(), "the driver's Q, K, V files are removed");
+        }
+    }
+
     /** {max |a − b|, max |a|, share of equal elements} of two .npy files of one shape. */
     static double[] compare(Path a, Path b) throws Exception {
         try (TrackedArena arena = TrackedArena.ofConfined()) {
