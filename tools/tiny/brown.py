@@ -20,6 +20,8 @@ Usage:
   brown.py --check-split      verify the committed split is what this script generates
   brown.py --show ca01        print one document as the model sees it (detokenized)
   brown.py --stats            bytes per split
+  brown.py --fingerprints F   write every document's (sentences, tokens, sha256) as parsed here to F
+                              (src/test/resources/dev/headroom/corpus/brown-fingerprints.tsv)
 """
 
 import argparse
@@ -257,12 +259,27 @@ def split_names(split, part):
     return [name for name in sorted(split) if split[name] == part]
 
 
+def fingerprint(corpus, name):
+    """(sentences, tokens, sha256) of one parsed document, for the Java parser's test.
+
+    The hash is over one line per sentence, tokens as `word tag` joined by tabs, and an empty line
+    after each paragraph (UTF-8), so that words, tags, sentence and paragraph breaks all count.
+    """
+    paragraphs = parse_file(Path(corpus) / name)
+    text = "".join("".join("\t".join(f"{w} {t}" for w, t in s) + "\n" for s in p) + "\n" for p in paragraphs)
+    sentences = sum(len(p) for p in paragraphs)
+    tokens = sum(len(s) for p in paragraphs for s in p)
+    return sentences, tokens, hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write-split", action="store_true")
     parser.add_argument("--check-split", action="store_true")
     parser.add_argument("--show", metavar="NAME")
     parser.add_argument("--stats", action="store_true")
+    parser.add_argument("--fingerprints", metavar="FILE",
+                        help="write name, sentences, tokens, sha256 of every parsed document (the Java parser's test fixture)")
     args = parser.parse_args()
     corpus = fetch_corpus()
     names = list_files(corpus)
@@ -277,6 +294,11 @@ def main():
         print(f"{SPLIT_PATH} matches; sha256 {split_sha256()}")
     if args.show:
         print(document_text(corpus, args.show))
+    if args.fingerprints:
+        with open(args.fingerprints, "w", encoding="ascii") as f:
+            for name in names:
+                sentences, tokens, digest = fingerprint(corpus, name)
+                f.write(f"{name}\t{sentences}\t{tokens}\t{digest}\n")
     if args.stats:
         split = read_split()
         for part in ("train", "dev", "test"):

@@ -3,7 +3,6 @@ package dev.headroom.attention;
 import dev.headroom.cache.KvDtype;
 import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorShape;
 import jdk.incubator.vector.VectorSpecies;
@@ -92,8 +91,15 @@ interface DecodeBlocks {
      * int8 converts bytes to floats in registers and applies the per-token scale once per score
      * (keys) or folds it into the probability (values). float16 has no vector conversion in this
      * JDK's Vector API, so its blocks are converted to float32 in a per-thread buffer first.
+     *
+     * <p>Every inner loop is a small method of its own, one per dtype, without branches on the
+     * dtype or masks inside: C2 inlines the Vector API only while a method stays within its
+     * inlining budget, and a larger one fell back to boxed vectors (seen in profiles as
+     * {@code VectorSupport.ternaryOp} frames). Token counts that are not whole vectors (block
+     * sizes that are not a multiple of the lanes, a last partial block) finish with scalar loops.
      */
     final class Vector implements DecodeBlocks {
+        private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
         /** Bytes with as many lanes as {@link dev.headroom.kernels.Vectors#SPECIES} has floats (when such a shape exists). */
         private static final VectorSpecies<Byte> BYTES = VectorSpecies.of(byte.class,
                 VectorShape.forBitSize(Math.max(64, SPECIES.length() * 8)));
@@ -118,66 +124,129 @@ interface DecodeBlocks {
         public void scores(MemorySegment mem, long keys, long keyScales, KvDtype dtype, int d, int bs, int tokens,
                            float[] q, int R, float scale, float[] S, int ldS, int col) {
             if (dtype == KvDtype.F16) {
-                scores(widen(mem, keys, d * bs), 0, 0, KvDtype.F32, d, bs, tokens, q, R, scale, S, ldS, col);
-                return;
+                mem = widen(mem, keys, d * bs);
+                keys = 0;
+                dtype = KvDtype.F32;
             }
             if (dtype == KvDtype.INT8 && !BYTES_MATCH) {
                 SCALAR.scores(mem, keys, keyScales, dtype, d, bs, tokens, q, R, scale, S, ldS, col);
                 return;
             }
-            int lanes = SPECIES.length();
-            for (int tc = 0; tc < tokens; tc += lanes) {
-                VectorMask<Float> m = tc + lanes <= tokens ? null : SPECIES.indexInRange(tc, tokens);
-                FloatVector tokenScale = dtype == KvDtype.INT8
-                        ? load(mem, keyScales + (long) tc * Float.BYTES, m).mul(scale) : FloatVector.broadcast(SPECIES, scale);
+            int lanes = SPECIES.length(), full = tokens - tokens % lanes;
+            for (int tc = 0; tc < full; tc += lanes) {
                 int r = 0;
-                for (; r + 4 <= R; r += 4) {
-                    int q0 = r * d, q1 = q0 + d, q2 = q1 + d, q3 = q2 + d;
-                    FloatVector a0 = FloatVector.zero(SPECIES), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-                    int f = 0;
-                    for (; f + 2 <= d; f += 2) {
-                        FloatVector k = key(mem, keys, (long) f * bs + tc, dtype, m);
-                        FloatVector k2 = key(mem, keys, (long) (f + 1) * bs + tc, dtype, m);
-                        a0 = k.fma(FloatVector.broadcast(SPECIES, q[q0 + f]), a0);
-                        a1 = k.fma(FloatVector.broadcast(SPECIES, q[q1 + f]), a1);
-                        a2 = k.fma(FloatVector.broadcast(SPECIES, q[q2 + f]), a2);
-                        a3 = k.fma(FloatVector.broadcast(SPECIES, q[q3 + f]), a3);
-                        b0 = k2.fma(FloatVector.broadcast(SPECIES, q[q0 + f + 1]), b0);
-                        b1 = k2.fma(FloatVector.broadcast(SPECIES, q[q1 + f + 1]), b1);
-                        b2 = k2.fma(FloatVector.broadcast(SPECIES, q[q2 + f + 1]), b2);
-                        b3 = k2.fma(FloatVector.broadcast(SPECIES, q[q3 + f + 1]), b3);
-                    }
-                    if (f < d) {
-                        FloatVector k = key(mem, keys, (long) f * bs + tc, dtype, m);
-                        a0 = k.fma(FloatVector.broadcast(SPECIES, q[q0 + f]), a0);
-                        a1 = k.fma(FloatVector.broadcast(SPECIES, q[q1 + f]), a1);
-                        a2 = k.fma(FloatVector.broadcast(SPECIES, q[q2 + f]), a2);
-                        a3 = k.fma(FloatVector.broadcast(SPECIES, q[q3 + f]), a3);
-                    }
-                    store(a0.add(b0).mul(tokenScale), S, r * ldS + col + tc, m);
-                    store(a1.add(b1).mul(tokenScale), S, (r + 1) * ldS + col + tc, m);
-                    store(a2.add(b2).mul(tokenScale), S, (r + 2) * ldS + col + tc, m);
-                    store(a3.add(b3).mul(tokenScale), S, (r + 3) * ldS + col + tc, m);
-                }
-                for (; r < R; r++) {
-                    FloatVector a = FloatVector.zero(SPECIES), b = a;
-                    int q0 = r * d, f = 0;
-                    for (; f + 2 <= d; f += 2) {
-                        a = key(mem, keys, (long) f * bs + tc, dtype, m).fma(FloatVector.broadcast(SPECIES, q[q0 + f]), a);
-                        b = key(mem, keys, (long) (f + 1) * bs + tc, dtype, m).fma(FloatVector.broadcast(SPECIES, q[q0 + f + 1]), b);
-                    }
-                    if (f < d) a = key(mem, keys, (long) f * bs + tc, dtype, m).fma(FloatVector.broadcast(SPECIES, q[q0 + f]), a);
-                    store(a.add(b).mul(tokenScale), S, r * ldS + col + tc, m);
+                if (dtype == KvDtype.F32) {
+                    for (; r + 4 <= R; r += 4) fourRowsF32(mem, keys + (long) tc * Float.BYTES, d, bs, q, r, scale, S, ldS, col + tc);
+                    for (; r < R; r++) oneRowF32(mem, keys + (long) tc * Float.BYTES, d, bs, q, r, scale, S, ldS, col + tc);
+                } else {
+                    FloatVector tokenScale = FloatVector.fromMemorySegment(SPECIES, mem, keyScales + (long) tc * Float.BYTES, ORDER)
+                            .mul(scale);
+                    for (; r + 4 <= R; r += 4) fourRowsI8(mem, keys + tc, d, bs, q, r, tokenScale, S, ldS, col + tc);
+                    for (; r < R; r++) oneRowI8(mem, keys + tc, d, bs, q, r, tokenScale, S, ldS, col + tc);
                 }
             }
+            if (full < tokens) { // the tokens past the last whole vector
+                for (int r = 0; r < R; r++) {
+                    for (int t = full; t < tokens; t++) {
+                        float dot = 0;
+                        for (int f = 0; f < d; f++) dot += q[r * d + f] * Scalar.element(mem, keys, (long) f * bs + t, dtype);
+                        S[r * ldS + col + t] = dot * Scalar.tokenScale(mem, keyScales, t, dtype) * scale;
+                    }
+                }
+            }
+        }
+
+        /** Scores of rows r..r+3 for one vector of tokens whose Kᵀ column starts at byte {@code at}; float32. */
+        private static void fourRowsF32(MemorySegment mem, long at, int d, int bs, float[] q, int r, float scale, float[] S, int ldS,
+                                        int col) {
+            int q0 = r * d, q1 = q0 + d, q2 = q1 + d, q3 = q2 + d;
+            long row = (long) bs * Float.BYTES;
+            FloatVector a0 = FloatVector.zero(SPECIES), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            int f = 0;
+            for (; f + 2 <= d; f += 2) {
+                FloatVector k = FloatVector.fromMemorySegment(SPECIES, mem, at + f * row, ORDER);
+                FloatVector k2 = FloatVector.fromMemorySegment(SPECIES, mem, at + (f + 1) * row, ORDER);
+                a0 = k.fma(FloatVector.broadcast(SPECIES, q[q0 + f]), a0);
+                a1 = k.fma(FloatVector.broadcast(SPECIES, q[q1 + f]), a1);
+                a2 = k.fma(FloatVector.broadcast(SPECIES, q[q2 + f]), a2);
+                a3 = k.fma(FloatVector.broadcast(SPECIES, q[q3 + f]), a3);
+                b0 = k2.fma(FloatVector.broadcast(SPECIES, q[q0 + f + 1]), b0);
+                b1 = k2.fma(FloatVector.broadcast(SPECIES, q[q1 + f + 1]), b1);
+                b2 = k2.fma(FloatVector.broadcast(SPECIES, q[q2 + f + 1]), b2);
+                b3 = k2.fma(FloatVector.broadcast(SPECIES, q[q3 + f + 1]), b3);
+            }
+            if (f < d) {
+                FloatVector k = FloatVector.fromMemorySegment(SPECIES, mem, at + f * row, ORDER);
+                a0 = k.fma(FloatVector.broadcast(SPECIES, q[q0 + f]), a0);
+                a1 = k.fma(FloatVector.broadcast(SPECIES, q[q1 + f]), a1);
+                a2 = k.fma(FloatVector.broadcast(SPECIES, q[q2 + f]), a2);
+                a3 = k.fma(FloatVector.broadcast(SPECIES, q[q3 + f]), a3);
+            }
+            a0.add(b0).mul(scale).intoArray(S, r * ldS + col);
+            a1.add(b1).mul(scale).intoArray(S, (r + 1) * ldS + col);
+            a2.add(b2).mul(scale).intoArray(S, (r + 2) * ldS + col);
+            a3.add(b3).mul(scale).intoArray(S, (r + 3) * ldS + col);
+        }
+
+        private static void oneRowF32(MemorySegment mem, long at, int d, int bs, float[] q, int r, float scale, float[] S, int ldS,
+                                      int col) {
+            long row = (long) bs * Float.BYTES;
+            FloatVector a = FloatVector.zero(SPECIES);
+            for (int f = 0; f < d; f++) {
+                a = FloatVector.fromMemorySegment(SPECIES, mem, at + f * row, ORDER).fma(FloatVector.broadcast(SPECIES, q[r * d + f]), a);
+            }
+            a.mul(scale).intoArray(S, r * ldS + col);
+        }
+
+        /** Lanes of bytes from {@code at}, as floats. */
+        private static FloatVector bytes(MemorySegment mem, long at) {
+            return (FloatVector) ByteVector.fromMemorySegment(BYTES, mem, at, ORDER).convertShape(VectorOperators.B2F, SPECIES, 0);
+        }
+
+        /** As {@link #fourRowsF32} for int8 keys (Kᵀ rows of bs bytes), scaled per token by {@code tokenScale}. */
+        private static void fourRowsI8(MemorySegment mem, long at, int d, int bs, float[] q, int r, FloatVector tokenScale, float[] S,
+                                       int ldS, int col) {
+            int q0 = r * d, q1 = q0 + d, q2 = q1 + d, q3 = q2 + d;
+            FloatVector a0 = FloatVector.zero(SPECIES), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            int f = 0;
+            for (; f + 2 <= d; f += 2) {
+                FloatVector k = bytes(mem, at + (long) f * bs), k2 = bytes(mem, at + (long) (f + 1) * bs);
+                a0 = k.fma(FloatVector.broadcast(SPECIES, q[q0 + f]), a0);
+                a1 = k.fma(FloatVector.broadcast(SPECIES, q[q1 + f]), a1);
+                a2 = k.fma(FloatVector.broadcast(SPECIES, q[q2 + f]), a2);
+                a3 = k.fma(FloatVector.broadcast(SPECIES, q[q3 + f]), a3);
+                b0 = k2.fma(FloatVector.broadcast(SPECIES, q[q0 + f + 1]), b0);
+                b1 = k2.fma(FloatVector.broadcast(SPECIES, q[q1 + f + 1]), b1);
+                b2 = k2.fma(FloatVector.broadcast(SPECIES, q[q2 + f + 1]), b2);
+                b3 = k2.fma(FloatVector.broadcast(SPECIES, q[q3 + f + 1]), b3);
+            }
+            if (f < d) {
+                FloatVector k = bytes(mem, at + (long) f * bs);
+                a0 = k.fma(FloatVector.broadcast(SPECIES, q[q0 + f]), a0);
+                a1 = k.fma(FloatVector.broadcast(SPECIES, q[q1 + f]), a1);
+                a2 = k.fma(FloatVector.broadcast(SPECIES, q[q2 + f]), a2);
+                a3 = k.fma(FloatVector.broadcast(SPECIES, q[q3 + f]), a3);
+            }
+            a0.add(b0).mul(tokenScale).intoArray(S, r * ldS + col);
+            a1.add(b1).mul(tokenScale).intoArray(S, (r + 1) * ldS + col);
+            a2.add(b2).mul(tokenScale).intoArray(S, (r + 2) * ldS + col);
+            a3.add(b3).mul(tokenScale).intoArray(S, (r + 3) * ldS + col);
+        }
+
+        private static void oneRowI8(MemorySegment mem, long at, int d, int bs, float[] q, int r, FloatVector tokenScale, float[] S,
+                                     int ldS, int col) {
+            FloatVector a = FloatVector.zero(SPECIES);
+            for (int f = 0; f < d; f++) a = bytes(mem, at + (long) f * bs).fma(FloatVector.broadcast(SPECIES, q[r * d + f]), a);
+            a.mul(tokenScale).intoArray(S, r * ldS + col);
         }
 
         @Override
         public void accumulate(MemorySegment mem, long values, long valueScales, KvDtype dtype, int d, int bs, int tokens,
                                float[] S, int ldS, int col, int R, float[] O) {
             if (dtype == KvDtype.F16) {
-                accumulate(widen(mem, values, d * bs), 0, 0, KvDtype.F32, d, bs, tokens, S, ldS, col, R, O);
-                return;
+                mem = widen(mem, values, d * bs);
+                values = 0;
+                dtype = KvDtype.F32;
             }
             if (dtype == KvDtype.INT8) {
                 if (!BYTES_MATCH) {
@@ -187,83 +256,115 @@ interface DecodeBlocks {
                 // fold each token's value scale into the probabilities: p'_rt = p_rt · s_t
                 float[] scaled = buffer(1, R * tokens);
                 for (int r = 0; r < R; r++) {
-                    for (int t = 0; t < tokens; t++) {
-                        scaled[r * tokens + t] = S[r * ldS + col + t] * mem.get(ValueLayout.JAVA_FLOAT_UNALIGNED,
-                                valueScales + (long) t * Float.BYTES);
-                    }
+                    for (int t = 0; t < tokens; t++) scaled[r * tokens + t] = S[r * ldS + col + t] * mem.get(F, valueScales + (long) t * Float.BYTES);
                 }
                 S = scaled;
                 ldS = tokens;
                 col = 0;
             }
-            int lanes = SPECIES.length(), wide = 4 * lanes;
+            int lanes = SPECIES.length(), wide = 4 * lanes, fullWide = d - d % wide, full = d - d % lanes;
+            boolean f32 = dtype == KvDtype.F32;
             int r = 0;
             for (; r + 2 <= R; r += 2) {
-                int p0 = r * ldS + col, p1 = p0 + ldS, o0 = r * d, o1 = o0 + d;
-                int fc = 0;
-                for (; fc + wide <= d; fc += wide) {
-                    FloatVector a0 = FloatVector.fromArray(SPECIES, O, o0 + fc), a1 = FloatVector.fromArray(SPECIES, O, o0 + fc + lanes);
-                    FloatVector a2 = FloatVector.fromArray(SPECIES, O, o0 + fc + 2 * lanes), a3 = FloatVector.fromArray(SPECIES, O, o0 + fc + 3 * lanes);
-                    FloatVector c0 = FloatVector.fromArray(SPECIES, O, o1 + fc), c1 = FloatVector.fromArray(SPECIES, O, o1 + fc + lanes);
-                    FloatVector c2 = FloatVector.fromArray(SPECIES, O, o1 + fc + 2 * lanes), c3 = FloatVector.fromArray(SPECIES, O, o1 + fc + 3 * lanes);
-                    for (int t = 0; t < tokens; t++) {
-                        long row = (long) t * d + fc;
-                        FloatVector v0 = key(mem, values, row, dtype, null), v1 = key(mem, values, row + lanes, dtype, null);
-                        FloatVector v2 = key(mem, values, row + 2L * lanes, dtype, null), v3 = key(mem, values, row + 3L * lanes, dtype, null);
-                        float p = S[p0 + t], pp = S[p1 + t];
-                        a0 = v0.fma(FloatVector.broadcast(SPECIES, p), a0);
-                        a1 = v1.fma(FloatVector.broadcast(SPECIES, p), a1);
-                        a2 = v2.fma(FloatVector.broadcast(SPECIES, p), a2);
-                        a3 = v3.fma(FloatVector.broadcast(SPECIES, p), a3);
-                        c0 = v0.fma(FloatVector.broadcast(SPECIES, pp), c0);
-                        c1 = v1.fma(FloatVector.broadcast(SPECIES, pp), c1);
-                        c2 = v2.fma(FloatVector.broadcast(SPECIES, pp), c2);
-                        c3 = v3.fma(FloatVector.broadcast(SPECIES, pp), c3);
-                    }
-                    a0.intoArray(O, o0 + fc);
-                    a1.intoArray(O, o0 + fc + lanes);
-                    a2.intoArray(O, o0 + fc + 2 * lanes);
-                    a3.intoArray(O, o0 + fc + 3 * lanes);
-                    c0.intoArray(O, o1 + fc);
-                    c1.intoArray(O, o1 + fc + lanes);
-                    c2.intoArray(O, o1 + fc + 2 * lanes);
-                    c3.intoArray(O, o1 + fc + 3 * lanes);
+                for (int fc = 0; fc < fullWide; fc += wide) {
+                    if (f32) twoRowsF32(mem, values, d, tokens, S, r * ldS + col, ldS, fc, O, r * d);
+                    else twoRowsI8(mem, values, d, tokens, S, r * ldS + col, ldS, fc, O, r * d);
                 }
-                accumulateTail(mem, values, dtype, d, tokens, S, p0, fc, O, o0);
-                accumulateTail(mem, values, dtype, d, tokens, S, p1, fc, O, o1);
             }
-            for (; r < R; r++) accumulateTail(mem, values, dtype, d, tokens, S, r * ldS + col, 0, O, r * d);
-        }
-
-        /** Features [from, d) of one output row, a vector at a time (masked at the end). */
-        private static void accumulateTail(MemorySegment mem, long values, KvDtype dtype, int d, int tokens, float[] S, int p0,
-                                           int from, float[] O, int o0) {
-            int lanes = SPECIES.length();
-            for (int fc = from; fc < d; fc += lanes) {
-                VectorMask<Float> m = fc + lanes <= d ? null : SPECIES.indexInRange(fc, d);
-                FloatVector acc = m == null ? FloatVector.fromArray(SPECIES, O, o0 + fc) : FloatVector.fromArray(SPECIES, O, o0 + fc, m);
-                for (int t = 0; t < tokens; t++) acc = key(mem, values, (long) t * d + fc, dtype, m).fma(FloatVector.broadcast(SPECIES, S[p0 + t]), acc);
-                if (m == null) acc.intoArray(O, o0 + fc);
-                else acc.intoArray(O, o0 + fc, m);
+            // rows left over, and feature vectors past the wide ones, one vector at a time; then scalar features
+            for (int row = 0; row < R; row++) {
+                int from = row < r ? fullWide : 0;
+                for (int fc = from; fc < full; fc += lanes) {
+                    if (f32) oneVectorF32(mem, values, d, tokens, S, row * ldS + col, fc, O, row * d);
+                    else oneVectorI8(mem, values, d, tokens, S, row * ldS + col, fc, O, row * d);
+                }
+                for (int f = full; f < d; f++) {
+                    float acc = O[row * d + f];
+                    for (int t = 0; t < tokens; t++) acc += S[row * ldS + col + t] * Scalar.element(mem, values, (long) t * d + f, dtype);
+                    O[row * d + f] = acc;
+                }
             }
         }
 
-        /** Lanes of element i.. of a block part (float32, or int8 converted to float); m null for all lanes. */
-        private static FloatVector key(MemorySegment mem, long base, long i, KvDtype dtype, VectorMask<Float> m) {
-            if (dtype == KvDtype.F32) return load(mem, base + i * Float.BYTES, m);
-            ByteVector b = m == null ? ByteVector.fromMemorySegment(BYTES, mem, base + i, ORDER)
-                    : ByteVector.fromMemorySegment(BYTES, mem, base + i, ORDER, m.cast(BYTES));
-            return (FloatVector) b.convertShape(VectorOperators.B2F, SPECIES, 0);
+        /** O rows r, r+1 (at o, o + d), features fc … fc + 4 vectors, += Σ_t p·v_t; float32 values. */
+        private static void twoRowsF32(MemorySegment mem, long values, int d, int tokens, float[] S, int p0, int ldS, int fc,
+                                       float[] O, int o) {
+            int lanes = SPECIES.length(), o1 = o + d;
+            FloatVector a0 = FloatVector.fromArray(SPECIES, O, o + fc), a1 = FloatVector.fromArray(SPECIES, O, o + fc + lanes);
+            FloatVector a2 = FloatVector.fromArray(SPECIES, O, o + fc + 2 * lanes), a3 = FloatVector.fromArray(SPECIES, O, o + fc + 3 * lanes);
+            FloatVector c0 = FloatVector.fromArray(SPECIES, O, o1 + fc), c1 = FloatVector.fromArray(SPECIES, O, o1 + fc + lanes);
+            FloatVector c2 = FloatVector.fromArray(SPECIES, O, o1 + fc + 2 * lanes), c3 = FloatVector.fromArray(SPECIES, O, o1 + fc + 3 * lanes);
+            long step = (long) lanes * Float.BYTES;
+            for (int t = 0; t < tokens; t++) {
+                long at = values + ((long) t * d + fc) * Float.BYTES;
+                FloatVector v0 = FloatVector.fromMemorySegment(SPECIES, mem, at, ORDER);
+                FloatVector v1 = FloatVector.fromMemorySegment(SPECIES, mem, at + step, ORDER);
+                FloatVector v2 = FloatVector.fromMemorySegment(SPECIES, mem, at + 2 * step, ORDER);
+                FloatVector v3 = FloatVector.fromMemorySegment(SPECIES, mem, at + 3 * step, ORDER);
+                FloatVector p = FloatVector.broadcast(SPECIES, S[p0 + t]), pp = FloatVector.broadcast(SPECIES, S[p0 + ldS + t]);
+                a0 = v0.fma(p, a0);
+                a1 = v1.fma(p, a1);
+                a2 = v2.fma(p, a2);
+                a3 = v3.fma(p, a3);
+                c0 = v0.fma(pp, c0);
+                c1 = v1.fma(pp, c1);
+                c2 = v2.fma(pp, c2);
+                c3 = v3.fma(pp, c3);
+            }
+            a0.intoArray(O, o + fc);
+            a1.intoArray(O, o + fc + lanes);
+            a2.intoArray(O, o + fc + 2 * lanes);
+            a3.intoArray(O, o + fc + 3 * lanes);
+            c0.intoArray(O, o1 + fc);
+            c1.intoArray(O, o1 + fc + lanes);
+            c2.intoArray(O, o1 + fc + 2 * lanes);
+            c3.intoArray(O, o1 + fc + 3 * lanes);
         }
 
-        private static FloatVector load(MemorySegment mem, long byteOffset, VectorMask<Float> m) {
-            return m == null ? FloatVector.fromMemorySegment(SPECIES, mem, byteOffset, ORDER)
-                    : FloatVector.fromMemorySegment(SPECIES, mem, byteOffset, ORDER, m);
+        /** As {@link #twoRowsF32} for int8 values (the probabilities already scaled by each token's scale). */
+        private static void twoRowsI8(MemorySegment mem, long values, int d, int tokens, float[] S, int p0, int ldS, int fc,
+                                      float[] O, int o) {
+            int lanes = SPECIES.length(), o1 = o + d;
+            FloatVector a0 = FloatVector.fromArray(SPECIES, O, o + fc), a1 = FloatVector.fromArray(SPECIES, O, o + fc + lanes);
+            FloatVector a2 = FloatVector.fromArray(SPECIES, O, o + fc + 2 * lanes), a3 = FloatVector.fromArray(SPECIES, O, o + fc + 3 * lanes);
+            FloatVector c0 = FloatVector.fromArray(SPECIES, O, o1 + fc), c1 = FloatVector.fromArray(SPECIES, O, o1 + fc + lanes);
+            FloatVector c2 = FloatVector.fromArray(SPECIES, O, o1 + fc + 2 * lanes), c3 = FloatVector.fromArray(SPECIES, O, o1 + fc + 3 * lanes);
+            for (int t = 0; t < tokens; t++) {
+                long at = values + (long) t * d + fc;
+                FloatVector v0 = bytes(mem, at), v1 = bytes(mem, at + lanes), v2 = bytes(mem, at + 2L * lanes), v3 = bytes(mem, at + 3L * lanes);
+                FloatVector p = FloatVector.broadcast(SPECIES, S[p0 + t]), pp = FloatVector.broadcast(SPECIES, S[p0 + ldS + t]);
+                a0 = v0.fma(p, a0);
+                a1 = v1.fma(p, a1);
+                a2 = v2.fma(p, a2);
+                a3 = v3.fma(p, a3);
+                c0 = v0.fma(pp, c0);
+                c1 = v1.fma(pp, c1);
+                c2 = v2.fma(pp, c2);
+                c3 = v3.fma(pp, c3);
+            }
+            a0.intoArray(O, o + fc);
+            a1.intoArray(O, o + fc + lanes);
+            a2.intoArray(O, o + fc + 2 * lanes);
+            a3.intoArray(O, o + fc + 3 * lanes);
+            c0.intoArray(O, o1 + fc);
+            c1.intoArray(O, o1 + fc + lanes);
+            c2.intoArray(O, o1 + fc + 2 * lanes);
+            c3.intoArray(O, o1 + fc + 3 * lanes);
         }
 
-        private static void store(FloatVector v, float[] a, int at, VectorMask<Float> m) {
-            if (m == null) v.intoArray(a, at);
-            else v.intoArray(a, at, m);
+        private static void oneVectorF32(MemorySegment mem, long values, int d, int tokens, float[] S, int p0, int fc, float[] O, int o) {
+            FloatVector acc = FloatVector.fromArray(SPECIES, O, o + fc);
+            for (int t = 0; t < tokens; t++) {
+                acc = FloatVector.fromMemorySegment(SPECIES, mem, values + ((long) t * d + fc) * Float.BYTES, ORDER)
+                        .fma(FloatVector.broadcast(SPECIES, S[p0 + t]), acc);
+            }
+            acc.intoArray(O, o + fc);
+        }
+
+        private static void oneVectorI8(MemorySegment mem, long values, int d, int tokens, float[] S, int p0, int fc, float[] O, int o) {
+            FloatVector acc = FloatVector.fromArray(SPECIES, O, o + fc);
+            for (int t = 0; t < tokens; t++) acc = bytes(mem, values + (long) t * d + fc).fma(FloatVector.broadcast(SPECIES, S[p0 + t]), acc);
+            acc.intoArray(O, o + fc);
         }
     }
 }

@@ -13,7 +13,7 @@ import java.nio.file.Path;
 @Command(name = "headroom", mixinStandardHelpOptions = true, version = "headroom 0.1.0",
         description = "Multi-head attention on off-heap memory, with OpenBLAS.",
         subcommands = {RunCommand.class, BenchCommand.class, InfoCommand.class, DemoCommand.class, InspectCommand.class, PruneStudyCommand.class,
-                EmbedCommand.class, PlanCommand.class, CommandLine.HelpCommand.class})
+                EmbedCommand.class, PlanCommand.class, ProbeCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;

@@ -65,6 +65,8 @@ public final class Charts {
             data.addSeries(s);
         }
         ValueAxis x = axis(panel.xLabel(), panel.logX(), 2);
+        boolean integerX = panel.series().values().stream().flatMap(List::stream).allMatch(pt -> pt[0] == Math.rint(pt[0]));
+        if (integerX && x instanceof NumberAxis n) n.setStandardTickUnits(NumberAxis.createIntegerTickUnits()); // stages, not 0.2 steps
         ValueAxis y = axis(panel.yLabel(), panel.logY(), 10);
         XYLineAndShapeRenderer r = new XYLineAndShapeRenderer(true, true);
         int i = 0;

@@ -181,6 +181,38 @@ class CachedAttentionTest {
         }
     }
 
+    /** An observer sees over the cache the probabilities a whole forward shows: the same rows, the same numbers. */
+    @Test
+    void inspectionOverTheCacheSeesWhatTheWholeForwardSees() {
+        AttentionConfig c = AttentionConfig.of(32, 4, 2, 8).withRope(new RotaryEmbedding(10000, 8, RotaryEmbedding.Layout.HALVES));
+        int n = 40, P = 30, H = c.heads();
+        Mask mask = Mask.causal().withPattern(dev.headroom.sparse.AttentionPattern.streaming(2, 12));
+        try (Arena arena = TrackedArena.ofShared(); Workspace ws = new Workspace()) {
+            AttentionWeights w = AttentionWeights.random(c, true, 40, arena);
+            Tensor x = randomInput(arena, 41, n, c.dModel());
+            int[] heads = java.util.stream.IntStream.range(0, H).toArray();
+            try (MultiHeadAttention mha = new MultiHeadAttention(w);
+                 KvCache cache = new KvCache(new KvCache.Shape(1, 2, 8, 16, KvDtype.F32), 1L << 20)) {
+                dev.headroom.inspect.AttentionCapture whole = dev.headroom.inspect.AttentionCapture.allRows(arena, 1, H, heads, n, n);
+                mha.forward(x, null, mask, Tensor.allocate(arena, x.shape()), ws, dev.headroom.inspect.Inspection.capture(whole));
+                int seq = cache.create();
+                KvCache.Step first = cache.step(new int[]{seq}, new int[]{P}, null);
+                mha.forward(cache, first, 0, rows(arena, x, 0, P), mask, Tensor.allocate(arena, P, c.dModel()), ws, CallOptions.NONE);
+                KvCache.Step second = cache.step(new int[]{seq}, new int[]{n - P}, null);
+                dev.headroom.inspect.AttentionCapture cached = dev.headroom.inspect.AttentionCapture.allRows(arena, 1, H, heads, n - P, n);
+                mha.forward(cache, second, 0, rows(arena, x, P, n - P), mask, Tensor.allocate(arena, n - P, c.dModel()), ws,
+                        CallOptions.observing(dev.headroom.inspect.Inspection.capture(cached)));
+                for (int h = 0; h < H; h++) {
+                    for (int i = 0; i < n - P; i++) {
+                        for (int j = 0; j < n; j++) {
+                            assertEquals(whole.get(0, h, P + i, j), cached.get(0, h, i, j), 1e-6f, "head " + h + " query " + (P + i) + " key " + j);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test
     void aRaggedBatchEqualsEachSequenceAlone() {
         AttentionConfig c = AttentionConfig.of(48, 6, 2, 8).withRope(new RotaryEmbedding(10000, 8, RotaryEmbedding.Layout.HALVES));

@@ -123,6 +123,33 @@ class KvCacheTest {
         assertEquals(sharedFraction * 63 / 64, saved, 0.01, "the first sequence stores the prefix; the other 63 share it");
     }
 
+    /** The cache's accounting shows in JDK Flight Recorder: a KvCache event per open cache, at every period and when it closes. */
+    @Test
+    void accountingIsRecordedByFlightRecorder(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+        java.nio.file.Path file = dir.resolve("cache.jfr");
+        try (jdk.jfr.Recording recording = new jdk.jfr.Recording()) {
+            recording.enable(dev.headroom.jfr.KvCacheEvent.NAME).withPeriod(java.time.Duration.ofMillis(100));
+            recording.start();
+            try (KvCache cache = new KvCache(SHAPE, 10 * 512)) {
+                int a = cache.create();
+                cache.append(a, 9, null);
+                cache.fork(a);
+                Thread.sleep(300);
+            }
+            recording.stop();
+            recording.dump(file);
+        }
+        List<jdk.jfr.consumer.RecordedEvent> events = jdk.jfr.consumer.RecordingFile.readAllEvents(file).stream()
+                .filter(e -> e.getEventType().getName().equals(dev.headroom.jfr.KvCacheEvent.NAME)).toList();
+        assertTrue(!events.isEmpty(), "KvCache events recorded");
+        jdk.jfr.consumer.RecordedEvent last = events.getLast();
+        assertEquals(3 * 512, last.getLong("usedBytes"));
+        assertEquals(3 * 512, last.getLong("sharedBytes"));
+        assertEquals(10 * 512, last.getLong("reservedBytes"));
+        assertEquals(2, last.getInt("sequences"));
+        assertEquals(3 * 128, last.getLong("wastedBytes"));
+    }
+
     private static long otherCaches(KvCache mine) {
         return OffHeap.kvCacheUsedBytes() - mine.usedBytes();
     }

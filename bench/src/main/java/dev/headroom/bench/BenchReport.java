@@ -50,46 +50,10 @@ public final class BenchReport {
     private BenchReport() {}
 
     public static void main(String[] args) throws IOException, InterruptedException {
-        CommandLineOptions cmd;
-        try {
-            cmd = new CommandLineOptions(args);
-        } catch (CommandLineOptionException e) {
-            System.err.println("bad JMH option: " + e.getMessage());
-            System.exit(2);
-            return;
-        }
-        if (cmd.shouldHelp()) {
-            System.out.println("usage: java -cp bench/target/benchmarks.jar " + BenchReport.class.getName()
-                    + " [JMH options] [benchmark regex]");
-            cmd.showHelp();
-            return;
-        }
-
         // Correctness first: the comparison means nothing if the two programs differ.
-        if (!runReferenceCheck()) {
-            System.err.println("BenchReport: the reference check failed (see above); no benchmark was run.");
-            System.exit(1);
-        }
-
-        ChainedOptionsBuilder options = new OptionsBuilder().parent(cmd)
-                .mode(Mode.AverageTime)
-                .timeUnit(TimeUnit.MILLISECONDS);
-        if (cmd.getIncludes().isEmpty()) {
-            for (Class<?> c : List.of(ForwardBenchmark.class, CReferenceBenchmark.class, SgemmBenchmark.class)) {
-                options.include("\\." + c.getSimpleName() + "\\.");
-            }
-        }
-        if (!cmd.shouldFailOnError().hasValue()) options.shouldFailOnError(true);
-
-        Collection<RunResult> results;
-        try {
-            results = new Runner(options.build()).run();
-        } catch (RunnerException e) {
-            System.err.println("BenchReport: JMH failed: " + e.getMessage());
-            e.printStackTrace();
-            System.exit(1);
-            return;
-        }
+        Collection<RunResult> results = runJmh(BenchReport.class, args, ReferenceCheck.class, "the reference check",
+                List.of(ForwardBenchmark.class, CReferenceBenchmark.class, SgemmBenchmark.class));
+        if (results == null) return;
 
         List<Row> rows = tabulate(results);
         String table = format(rows);
@@ -105,9 +69,45 @@ public final class BenchReport {
         System.out.println("written to " + csv);
     }
 
-    /** Runs {@link ReferenceCheck#main} in a child JVM with this JVM's arguments plus Headroom's flags. */
-    private static boolean runReferenceCheck() throws IOException, InterruptedException {
-        return runInChildJvm(ReferenceCheck.class);
+    /**
+     * What every report's main does before its table: parses JMH's options from {@code args}
+     * (a bad one exits 2; {@code -h} prints help and returns null), runs {@code check}'s main in a
+     * child JVM (a failure exits 1 before anything is timed), then runs JMH in average-time mode,
+     * milliseconds, with {@code benchmarks} when no regex was given (a JMH failure exits 1).
+     */
+    static Collection<RunResult> runJmh(Class<?> report, String[] args, Class<?> check, String checkName,
+                                        List<Class<?>> benchmarks) throws IOException, InterruptedException {
+        String name = report.getSimpleName();
+        CommandLineOptions cmd;
+        try {
+            cmd = new CommandLineOptions(args);
+        } catch (CommandLineOptionException e) {
+            System.err.println("bad JMH option: " + e.getMessage());
+            System.exit(2);
+            return null;
+        }
+        if (cmd.shouldHelp()) {
+            System.out.println("usage: java -cp bench/target/benchmarks.jar " + report.getName() + " [JMH options] [benchmark regex]");
+            cmd.showHelp();
+            return null;
+        }
+        if (!runInChildJvm(check)) {
+            System.err.println(name + ": " + checkName + " failed (see above); no benchmark was run.");
+            System.exit(1);
+        }
+        ChainedOptionsBuilder options = new OptionsBuilder().parent(cmd).mode(Mode.AverageTime).timeUnit(TimeUnit.MILLISECONDS);
+        if (cmd.getIncludes().isEmpty()) {
+            for (Class<?> c : benchmarks) options.include("\\." + c.getSimpleName() + "\\.");
+        }
+        if (!cmd.shouldFailOnError().hasValue()) options.shouldFailOnError(true);
+        try {
+            return new Runner(options.build()).run();
+        } catch (RunnerException e) {
+            System.err.println(name + ": JMH failed: " + e.getMessage());
+            e.printStackTrace();
+            System.exit(1);
+            return null;
+        }
     }
 
     /** Runs {@code main}'s main method in a child JVM with this JVM's arguments plus Headroom's flags; true if it exits 0. */

@@ -1,15 +1,8 @@
 package dev.headroom.bench;
 
 import dev.headroom.runtime.ReadBandwidth;
-import org.openjdk.jmh.annotations.Mode;
 import org.openjdk.jmh.results.Result;
 import org.openjdk.jmh.results.RunResult;
-import org.openjdk.jmh.runner.Runner;
-import org.openjdk.jmh.runner.RunnerException;
-import org.openjdk.jmh.runner.options.ChainedOptionsBuilder;
-import org.openjdk.jmh.runner.options.CommandLineOptionException;
-import org.openjdk.jmh.runner.options.CommandLineOptions;
-import org.openjdk.jmh.runner.options.OptionsBuilder;
 
 import java.io.IOException;
 import java.nio.file.Files;
@@ -21,7 +14,6 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.TreeMap;
-import java.util.concurrent.TimeUnit;
 
 /**
  * Runs {@link DecodeBenchmark} (Headroom), {@link OrtGqaBenchmark} (ONNX Runtime's
@@ -50,45 +42,9 @@ public final class DecodeReport {
     private DecodeReport() {}
 
     public static void main(String[] args) throws IOException, InterruptedException {
-        CommandLineOptions cmd;
-        try {
-            cmd = new CommandLineOptions(args);
-        } catch (CommandLineOptionException e) {
-            System.err.println("bad JMH option: " + e.getMessage());
-            System.exit(2);
-            return;
-        }
-        if (cmd.shouldHelp()) {
-            System.out.println("usage: java -cp bench/target/benchmarks.jar " + DecodeReport.class.getName()
-                    + " [JMH options] [benchmark regex]");
-            cmd.showHelp();
-            return;
-        }
-
-        if (!BenchReport.runInChildJvm(OrtGqaCheck.class)) {
-            System.err.println("DecodeReport: the ONNX Runtime check failed (see above); no benchmark was run.");
-            System.exit(1);
-        }
-
-        ChainedOptionsBuilder options = new OptionsBuilder().parent(cmd)
-                .mode(Mode.AverageTime)
-                .timeUnit(TimeUnit.MILLISECONDS);
-        if (cmd.getIncludes().isEmpty()) {
-            for (Class<?> c : List.of(DecodeBenchmark.class, OrtGqaBenchmark.class, ReadBandwidthBenchmark.class)) {
-                options.include("\\." + c.getSimpleName() + "\\.");
-            }
-        }
-        if (!cmd.shouldFailOnError().hasValue()) options.shouldFailOnError(true);
-
-        Collection<RunResult> results;
-        try {
-            results = new Runner(options.build()).run();
-        } catch (RunnerException e) {
-            System.err.println("DecodeReport: JMH failed: " + e.getMessage());
-            e.printStackTrace();
-            System.exit(1);
-            return;
-        }
+        Collection<RunResult> results = BenchReport.runJmh(DecodeReport.class, args, OrtGqaCheck.class, "the ONNX Runtime check",
+                List.of(DecodeBenchmark.class, OrtGqaBenchmark.class, ReadBandwidthBenchmark.class));
+        if (results == null) return;
 
         List<Row> rows = tabulate(results);
         System.out.println();

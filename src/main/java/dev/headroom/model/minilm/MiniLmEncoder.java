@@ -4,7 +4,10 @@ import dev.headroom.model.tokenizer.TokenBatch;
 import dev.headroom.model.tokenizer.WordPieceTokenizer;
 import dev.headroom.model.Models;
 import dev.headroom.model.AttentionListener;
+import dev.headroom.model.ForwardObserver;
 
+import dev.headroom.attention.AttentionObserver;
+import dev.headroom.attention.CallOptions;
 import dev.headroom.attention.Mask;
 import dev.headroom.attention.MultiHeadAttention;
 import dev.headroom.blas.Blas;
@@ -196,6 +199,21 @@ public final class MiniLmEncoder implements AutoCloseable {
      * called before each layer's attention with that attention's input.
      */
     public void lastHiddenState(TokenBatch tokens, Tensor out, EncoderWorkspace ws, AttentionListener listener) {
+        run(tokens, out, ws, listener, null);
+    }
+
+    /**
+     * As {@link #lastHiddenState(TokenBatch, Tensor, EncoderWorkspace, AttentionListener)}, and
+     * shows {@code observer} each layer's attention call (through the {@link AttentionObserver} it
+     * gives for that layer: the heads' outputs Z_h before W_O, (B·n, H·d)) and the residual stream
+     * after the embeddings and after each layer, (B·n, E). A null observer, or one that returns
+     * null for a layer, leaves that part of the pass exactly as the plain call runs it.
+     */
+    public void forward(TokenBatch tokens, Tensor out, EncoderWorkspace ws, ForwardObserver observer) {
+        run(tokens, out, ws, null, observer);
+    }
+
+    private void run(TokenBatch tokens, Tensor out, EncoderWorkspace ws, AttentionListener listener, ForwardObserver observer) {
         int B = tokens.batch(), n = tokens.length(), E = config.hidden(), I = config.intermediate();
         checkTokens(tokens, out);
         if (B == 0 || n == 0) return;
@@ -221,13 +239,14 @@ public final class MiniLmEncoder implements AutoCloseable {
                         emb.gamma().segment(), emb.beta().segment(), emb.eps(), x, (long) r * E, E);
             }
         });
+        if (observer != null) observer.residual(0, new Matrix(x, 0, rows, E, E));
 
         for (int l = 0; l < attention.size(); l++) {
             MiniLmWeights.Layer layer = weights.layers().get(l);
             MultiHeadAttention mha = attention.get(l);
             if (listener != null && mha != null) listener.beforeAttention(l, mha, out, mask);
             // 2. a = MultiHeadAttention(x) with key padding (only b_O when every head of the layer was pruned)
-            if (mha != null) attend(mha, out, tokens, attentionOut, ws);
+            if (mha != null) attend(mha, out, tokens, attentionOut, ws, observer == null ? null : observer.attention(l));
             else attentionBiasOnly(new Matrix(a, 0, rows, E, E), layer.attention().stateDict().get("o_proj.bias"));
             // 3. x = LN_attn(a + x), then x = LN_out(GELU(x·W₁ + b₁)·W₂ + b₂ + x)
             if (rows >= pool.threads() * MIN_ROWS_PER_TASK) {
@@ -235,12 +254,16 @@ public final class MiniLmEncoder implements AutoCloseable {
             } else {
                 feedForwardByColumns(layer, x, a, u, rows, chunk, blocks);
             }
+            if (observer != null) observer.residual(l + 1, new Matrix(x, 0, rows, E, E));
         }
     }
 
     /** a = attention(x) with each sequence's keys limited to its length; the attention spreads its own work over the pool. */
-    private void attend(MultiHeadAttention mha, Tensor x, TokenBatch tokens, Tensor a, EncoderWorkspace ws) {
-        mha.forward(x, null, Mask.keyLengths(tokens.lengths()), a, ws.attention());
+    private void attend(MultiHeadAttention mha, Tensor x, TokenBatch tokens, Tensor a, EncoderWorkspace ws,
+                        AttentionObserver observer) {
+        Mask mask = Mask.keyLengths(tokens.lengths());
+        if (observer == null) mha.forward(x, null, mask, a, ws.attention()); // the plain call, unchanged
+        else mha.forward(x, null, mask, a, ws.attention(), CallOptions.observing(observer));
     }
 
     /** The attention output of a layer whose every head was pruned: b_O in every row (zeros without a bias). */

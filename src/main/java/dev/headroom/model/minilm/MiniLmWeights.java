@@ -133,6 +133,53 @@ public final class MiniLmWeights {
         return new Mapper(graph, arena).map();
     }
 
+    /**
+     * Weights of the same shapes as {@code like}, drawn as BERT initialises a model before training
+     * ({@code initializer_range} 0.02): every matrix and embedding table normal(0, 0.02), biases 0,
+     * LayerNorm γ = 1 and β = 0 with {@code like}'s ε. The position table here holds position plus
+     * token type 0, so it is drawn with the standard deviation of that sum, 0.02·√2. Probing's control
+     * for the architecture: what a probe reads from this untrained encoder comes from the shapes, the
+     * embedding lookup and the random projections, not from training. Deterministic in {@code seed};
+     * everything is allocated in {@code arena}.
+     */
+    public static MiniLmWeights randomLike(MiniLmWeights like, long seed, Arena arena) {
+        java.util.SplittableRandom rnd = new java.util.SplittableRandom(seed);
+        double std = 0.02;
+        Tensor word = normal(arena, rnd, std, like.wordEmbeddings.shape());
+        Tensor position = normal(arena, rnd, std * Math.sqrt(2), like.positionAndType0.shape());
+        Norm embNorm = unitNorm(arena, like.embeddingNorm);
+        List<Layer> layers = new ArrayList<>();
+        for (Layer l : like.layers) {
+            Map<String, Tensor> sd = new LinkedHashMap<>();
+            for (Map.Entry<String, Tensor> e : l.attention().stateDict().entrySet()) {
+                sd.put(e.getKey(), e.getKey().endsWith(".bias") ? Tensor.allocate(arena, e.getValue().shape())
+                        : normal(arena, rnd, std, e.getValue().shape()));
+            }
+            AttentionWeights attention = AttentionWeights.fromStateDict(l.attention().config(), sd, "");
+            layers.add(new Layer(attention, unitNorm(arena, l.attentionNorm()), normal(arena, rnd, std, l.intermediateWeight().shape()),
+                    Tensor.allocate(arena, l.intermediateBias().shape()), normal(arena, rnd, std, l.outputWeight().shape()),
+                    Tensor.allocate(arena, l.outputBias().shape()), unitNorm(arena, l.outputNorm())));
+        }
+        Map<String, String> mapping = new LinkedHashMap<>();
+        mapping.put("*", "random normal(0, " + std + "), seed " + seed + ", shapes of " + like.config);
+        return new MiniLmWeights(like.config, word, position, embNorm, layers, mapping);
+    }
+
+    /** A tensor of {@code shape} in {@code arena}, each element normal(0, std). Tensor.allocate zeroes memory. */
+    private static Tensor normal(Arena arena, java.util.SplittableRandom rnd, double std, int... shape) {
+        Tensor t = Tensor.allocate(arena, shape);
+        java.util.Random gaussian = new java.util.Random(rnd.nextLong());
+        for (long i = 0; i < t.size(); i++) t.set(i, (float) (gaussian.nextGaussian() * std));
+        return t;
+    }
+
+    /** γ = 1, β = 0 of {@code like}'s width, with its ε. */
+    private static Norm unitNorm(Arena arena, Norm like) {
+        Tensor gamma = Tensor.allocate(arena, like.gamma().shape());
+        for (long i = 0; i < gamma.size(); i++) gamma.set(i, 1f);
+        return new Norm(gamma, Tensor.allocate(arena, like.beta().shape()), like.eps());
+    }
+
     /** The walk over the graph, with the graph, the arena and the mapping record at hand. */
     private static final class Mapper {
         private final OnnxGraph g;
