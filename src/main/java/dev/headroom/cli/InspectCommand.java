@@ -123,33 +123,6 @@ final class InspectCommand implements Callable<Integer> {
 
     /** Writes statistics (CSV, JSON), roles, PNGs, the HTML report and (for short inputs) BertViz JSON. */
     static void write(Path out, String title, List<String> tokens, List<AttentionReport.Layer> layers, PrintStream log) throws IOException {
-        CliFiles.write(out, "the inspection report", () -> writeReport(out, title, tokens, layers, log));
-    }
-
-    private static void writeReport(Path out, String title, List<String> tokens, List<AttentionReport.Layer> layers,
-                                    PrintStream log) throws IOException {
-        Files.createDirectories(out);
-        AttentionReport report = new AttentionReport(title, tokens, layers);
-        report.writeStatisticsCsv(out.resolve("statistics.csv"));
-        report.writeStatisticsJson(out.resolve("statistics.json"));
-        StringBuilder roles = new StringBuilder();
-        for (int l = 0; l < layers.size(); l++) {
-            for (HeadSummary h : layers.get(l).summaries()) {
-                String line = String.format(Locale.ROOT, "layer %d head %2d  %s", l, h.head(), h.describe());
-                roles.append(line).append('\n');
-                log.println(line);
-            }
-        }
-        Files.writeString(out.resolve("roles.txt"), roles.toString());
-        for (int l = 0; l < layers.size(); l++) {
-            for (int h = 0; h < layers.get(l).summaries().length; h++) {
-                report.writeHeadPng(out.resolve("heads").resolve(String.format("layer%d_head%02d.png", l, h)), l, h);
-            }
-        }
-        report.writeGridPng(out.resolve("grid.png"));
-        report.writeHtml(out.resolve("report.html"));
-        if (tokens.size() <= 512) report.writeBertVizJson(out.resolve("attention.json"));
-        log.println("wrote statistics.csv, statistics.json, roles.txt, heads/*.png, grid.png, report.html"
-                + (tokens.size() <= 512 ? ", attention.json (BertViz shape)" : "") + " to " + out);
+        CliFiles.write(out, "the inspection report", () -> new AttentionReport(title, tokens, layers).writeAll(out, log));
     }
 }

@@ -1,5 +1,7 @@
 package dev.headroom.inspect;
 
+import java.io.Serial;
+import java.io.Serializable;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
@@ -25,6 +27,10 @@ import java.util.Map;
  *       the tokens that followed them (induction), over rows that have any (Olsson et al. 2022).</li>
  * </ul>
  * Thread-safe: workers add whole blocks under a per-head lock.
+ *
+ * <p>Over a corpus split into parts (documents on several machines), each part's statistics
+ * become {@link Totals}, which merge by addition in any order and give the same summaries as
+ * one object that saw every part, up to the rounding of the sums' order.
  */
 public final class HeadStatistics {
     /**
@@ -120,7 +126,9 @@ public final class HeadStatistics {
     }
 
     /** The running sums of one head (or of one block before it is added). */
-    public static final class Acc {
+    public static final class Acc implements Serializable {
+        @Serial
+        private static final long serialVersionUID = 1L;
         public long rows;                 // rows with at least one allowed key
         public long entropyRows;          // rows with more than one allowed key
         public double entropy, normalizedEntropy, distance, self, previous, next, first, delimiter, band, confidence;
@@ -223,33 +231,139 @@ public final class HeadStatistics {
     public HeadSummary summary(int h) {
         Acc a = acc[h];
         synchronized (a) {
-            double rows = Math.max(1, a.rows);
-            double[] offsetProfile = new double[a.offsets.length];
-            for (int t = 0; t < offsetProfile.length; t++) offsetProfile[t] = a.offsets[t] / rows;
-            int modeOffset = 0;
-            long modeCount = 0;
-            for (Map.Entry<Integer, Long> e : a.argmaxOffsets.entrySet()) {
-                if (e.getValue() > modeCount || (e.getValue() == modeCount && Math.abs(e.getKey()) < Math.abs(modeOffset))) {
-                    modeOffset = e.getKey();
-                    modeCount = e.getValue();
-                }
+            double[] columnMass = columnMass(a);
+            return summarize(h, a, columnMass[0], columnMass[1], options.band, options.maxOffset, options.topColumns,
+                    options.delimiters != null);
+        }
+    }
+
+    /**
+     * {top, total}: over every batch element, the summed mass of its {@code topColumns} heaviest
+     * keys and its total column mass (the column concentration is top / total).
+     */
+    private double[] columnMass(Acc a) {
+        double totalMass = 0, topMass = 0;
+        for (double[] col : a.columns) {
+            if (col == null) continue;
+            double[] sorted = col.clone();
+            Arrays.sort(sorted);
+            for (double v : sorted) totalMass += v;
+            for (int t = 0; t < options.topColumns && t < sorted.length; t++) topMass += sorted[sorted.length - 1 - t];
+        }
+        return new double[]{topMass, totalMass};
+    }
+
+    /** The summary of head h from its sums and its column masses (top keys, total). */
+    private static HeadSummary summarize(int h, Acc a, double topMass, double totalMass, int band, int maxOffset, int topColumns,
+                                         boolean delimiters) {
+        double rows = Math.max(1, a.rows);
+        double[] offsetProfile = new double[a.offsets.length];
+        for (int t = 0; t < offsetProfile.length; t++) offsetProfile[t] = a.offsets[t] / rows;
+        int modeOffset = 0;
+        long modeCount = 0;
+        for (Map.Entry<Integer, Long> e : a.argmaxOffsets.entrySet()) {
+            if (e.getValue() > modeCount || (e.getValue() == modeCount && Math.abs(e.getKey()) < Math.abs(modeOffset))
+                    || (e.getValue() == modeCount && Math.abs(e.getKey()) == Math.abs(modeOffset) && e.getKey() < modeOffset)) {
+                modeOffset = e.getKey();
+                modeCount = e.getValue();
             }
-            double totalMass = 0, topMass = 0;
-            for (double[] col : a.columns) {
-                if (col == null) continue;
-                double[] sorted = col.clone();
-                Arrays.sort(sorted);
-                for (double v : sorted) totalMass += v;
-                for (int t = 0; t < options.topColumns && t < sorted.length; t++) topMass += sorted[sorted.length - 1 - t];
+        }
+        return new HeadSummary(h, a.rows,
+                a.entropy / rows, a.entropyRows == 0 ? 0 : a.normalizedEntropy / a.entropyRows,
+                a.distance / rows, a.self / rows, a.previous / rows, a.next / rows, a.first / rows,
+                delimiters ? a.delimiter / rows : Double.NaN, band, a.band / rows,
+                maxOffset, offsetProfile, a.confidence / rows, modeOffset, modeCount / rows,
+                topColumns, totalMass == 0 ? 0 : topMass / totalMass,
+                a.duplicateRows == 0 ? Double.NaN : a.duplicate / a.duplicateRows,
+                a.inductionRows == 0 ? Double.NaN : a.induction / a.inductionRows);
+    }
+
+    /**
+     * Everything accumulated so far as {@link Totals}: per head the running sums, with each batch
+     * element's column masses reduced to its top keys' mass and its total (all a summary needs of
+     * them). Take it once the calls are done: a batch element's column masses are complete only
+     * then.
+     */
+    public Totals totals() {
+        Acc[] sums = new Acc[heads];
+        double[] top = new double[heads], total = new double[heads];
+        for (int h = 0; h < heads; h++) {
+            Acc a = acc[h];
+            synchronized (a) {
+                sums[h] = new Acc(options.maxOffset);
+                sums[h].add(a);
+                double[] columnMass = columnMass(a);
+                top[h] = columnMass[0];
+                total[h] = columnMass[1];
             }
-            return new HeadSummary(h, a.rows,
-                    a.entropy / rows, a.entropyRows == 0 ? 0 : a.normalizedEntropy / a.entropyRows,
-                    a.distance / rows, a.self / rows, a.previous / rows, a.next / rows, a.first / rows,
-                    options.delimiters == null ? Double.NaN : a.delimiter / rows, options.band, a.band / rows,
-                    options.maxOffset, offsetProfile, a.confidence / rows, modeOffset, modeCount / rows,
-                    options.topColumns, totalMass == 0 ? 0 : topMass / totalMass,
-                    a.duplicateRows == 0 ? Double.NaN : a.duplicate / a.duplicateRows,
-                    a.inductionRows == 0 ? Double.NaN : a.induction / a.inductionRows);
+        }
+        return new Totals(options.band, options.maxOffset, options.topColumns, options.delimiters != null, sums, top, total);
+    }
+
+    /**
+     * Per-head statistics as plain sums, which merge by addition: the statistics of a corpus are
+     * the {@link #plus} of its parts' totals, in any order and grouping (associative and
+     * commutative up to the rounding of double sums). Immutable; serializable, so that parts
+     * computed elsewhere (a cluster's executors) can be sent to where they are merged.
+     *
+     * @param delimiters whether the parts were given delimiter positions (else the delimiter mass is NaN)
+     * @param sums       per head, the running sums; their column masses are not kept
+     * @param topColumnMass per head, Σ over batch elements of the mass on its {@code topColumns} heaviest keys
+     * @param columnMass per head, Σ over batch elements of all column mass
+     */
+    public record Totals(int band, int maxOffset, int topColumns, boolean delimiters, Acc[] sums, double[] topColumnMass,
+                         double[] columnMass) implements Serializable {
+        @Serial
+        private static final long serialVersionUID = 1L;
+
+        public Totals {
+            if (sums.length != topColumnMass.length || sums.length != columnMass.length) {
+                throw new IllegalArgumentException("totals of " + sums.length + " heads with " + topColumnMass.length + " and "
+                        + columnMass.length + " column masses");
+            }
+        }
+
+        /** Totals of nothing yet (the neutral element of {@link #plus}), for statistics made with {@code options}. */
+        public static Totals empty(int heads, Options options) {
+            return new HeadStatistics(heads, options).totals();
+        }
+
+        public int heads() {
+            return sums.length;
+        }
+
+        /** This part and {@code other} together; both must be statistics of the same kind (heads, band, offsets, top keys). */
+        public Totals plus(Totals other) {
+            if (other.heads() != heads() || other.band != band || other.maxOffset != maxOffset || other.topColumns != topColumns
+                    || other.delimiters != delimiters) {
+                throw new IllegalArgumentException("cannot merge statistics of " + describe() + " with " + other.describe());
+            }
+            Acc[] s = new Acc[heads()];
+            double[] top = new double[heads()], total = new double[heads()];
+            for (int h = 0; h < heads(); h++) {
+                s[h] = new Acc(maxOffset);
+                s[h].add(sums[h]);
+                s[h].add(other.sums[h]);
+                top[h] = topColumnMass[h] + other.topColumnMass[h];
+                total[h] = columnMass[h] + other.columnMass[h];
+            }
+            return new Totals(band, maxOffset, topColumns, delimiters, s, top, total);
+        }
+
+        /** The summary of head h over every part merged in. */
+        public HeadSummary summary(int h) {
+            return summarize(h, sums[h], topColumnMass[h], columnMass[h], band, maxOffset, topColumns, delimiters);
+        }
+
+        public HeadSummary[] summaries() {
+            HeadSummary[] s = new HeadSummary[heads()];
+            for (int h = 0; h < heads(); h++) s[h] = summary(h);
+            return s;
+        }
+
+        private String describe() {
+            return heads() + " heads (band " + band + ", offsets ±" + maxOffset + ", top " + topColumns + " keys"
+                    + (delimiters ? ", delimiters" : "") + ")";
         }
     }
 

@@ -18,6 +18,7 @@ import java.awt.geom.AffineTransform;
 import java.awt.image.BufferedImage;
 import java.io.IOException;
 import java.io.InputStream;
+import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -49,6 +50,36 @@ public final class AttentionReport {
                 throw new IllegalArgumentException(tokens.size() + " token labels for " + l.capture.keys() + " keys");
             }
         }
+    }
+
+    /**
+     * Every file of an inspection into {@code out} (created if missing): statistics.csv and .json,
+     * roles.txt (one line per head, also printed to {@code log}), heads/layerL_headHH.png,
+     * grid.png, report.html and, for at most 512 tokens, attention.json (BertViz shape).
+     */
+    public void writeAll(Path out, PrintStream log) throws IOException {
+        Files.createDirectories(out);
+        writeStatisticsCsv(out.resolve("statistics.csv"));
+        writeStatisticsJson(out.resolve("statistics.json"));
+        StringBuilder roles = new StringBuilder();
+        for (int l = 0; l < layers.size(); l++) {
+            for (HeadSummary h : layers.get(l).summaries()) {
+                String line = String.format(Locale.ROOT, "layer %d head %2d  %s", l, h.head(), h.describe());
+                roles.append(line).append('\n');
+                log.println(line);
+            }
+        }
+        Files.writeString(out.resolve("roles.txt"), roles.toString());
+        for (int l = 0; l < layers.size(); l++) {
+            for (int h = 0; h < layers.get(l).summaries().length; h++) {
+                writeHeadPng(out.resolve("heads").resolve(String.format("layer%d_head%02d.png", l, h)), l, h);
+            }
+        }
+        writeGridPng(out.resolve("grid.png"));
+        writeHtml(out.resolve("report.html"));
+        if (tokens.size() <= 512) writeBertVizJson(out.resolve("attention.json"));
+        log.println("wrote statistics.csv, statistics.json, roles.txt, heads/*.png, grid.png, report.html"
+                + (tokens.size() <= 512 ? ", attention.json (BertViz shape)" : "") + " to " + out);
     }
 
     // ---- colours ----------------------------------------------------------------------------
