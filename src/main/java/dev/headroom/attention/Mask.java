@@ -75,6 +75,12 @@ public final class Mask {
     /** Adds a sparse pattern; replaces any pattern set before (combine patterns with or/and). */
     public Mask withPattern(AttentionPattern p) {
         if (p == null) throw new IllegalArgumentException("pattern must not be null");
+        if (!(p instanceof AttentionPattern.Streaming) && p.nestsStreaming()) {
+            // The sinks' positions (RoPE and ALiBi see them at their place in the cache) are read
+            // from a top-level streaming pattern only; nested, they would silently be text positions.
+            throw new IllegalArgumentException("attention sinks (AttentionPattern.streaming) must be a mask's whole pattern, "
+                    + "not combined with another: " + p.describe());
+        }
         return new Mask(causal, keyLengths, allowed, additive, explicitShape, p);
     }
 

@@ -60,6 +60,11 @@ public interface AttentionPattern {
         return new Combined(this, other, true);
     }
 
+    /** Whether a streaming pattern (attention sinks) is part of this one, combined with others. */
+    default boolean nestsStreaming() {
+        return false;
+    }
+
     /** Pairs allowed by this pattern and by {@code other}. */
     default AttentionPattern and(AttentionPattern other) {
         return new Combined(this, other, false);
@@ -555,6 +560,11 @@ public interface AttentionPattern {
             this.a = a;
             this.b = b;
             this.union = union;
+        }
+
+        @Override
+        public boolean nestsStreaming() {
+            return a instanceof Streaming || b instanceof Streaming || a.nestsStreaming() || b.nestsStreaming();
         }
 
         @Override

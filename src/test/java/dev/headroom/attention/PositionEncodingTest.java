@@ -19,6 +19,7 @@ import static dev.headroom.attention.MultiHeadAttentionTest.randomInput;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** RoPE, ALiBi and attention sinks on whole forwards, against the double-precision reference. */
 class PositionEncodingTest {
@@ -106,6 +107,17 @@ class PositionEncodingTest {
                 }
             }
         }
+    }
+
+    /** Review: sinks nested in a combined pattern were taken at their text positions, silently; refused now. */
+    @Test
+    void sinksCombinedWithAnotherPatternAreRefused() {
+        AttentionPattern nested = AttentionPattern.streaming(4, 16).and(AttentionPattern.causal());
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Mask.causal().withPattern(nested));
+        assertTrue(e.getMessage().contains("whole pattern"), e.getMessage());
+        assertThrows(IllegalArgumentException.class,
+                () -> Mask.causal().withPattern(AttentionPattern.causal().or(AttentionPattern.causal().and(AttentionPattern.streaming(1, 2)))));
+        Mask.causal().withPattern(AttentionPattern.streaming(4, 16)); // alone: accepted
     }
 
     @Test
