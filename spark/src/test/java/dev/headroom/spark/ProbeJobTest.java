@@ -147,6 +147,54 @@ class ProbeJobTest {
         }
     }
 
+    @Test
+    void theExecutorsUntrainedEncoderIsTheCommandLines(@TempDir Path dir) throws Exception {
+        List<ProbeTask.Sentence> sentences = ProbeTask.pos(BrownCorpus.open(), 20).parts().get(Part.TRAIN).subList(0, 12);
+        List<Representation> reps = Representation.all(6, 12, 32, 384);
+        try (MiniLmProbedModel cli = MiniLmProbedModel.random(1, 5); MiniLmProbedModel executor = ExecutorModels.probed(false, 1, 5)) {
+            assertEquals(cli.name(), executor.name());
+            FeatureStore a = Extraction.run(cli, sentences, dir.resolve("cli"), 7, null).store();
+            FeatureStore b = Extraction.run(executor, sentences, dir.resolve("executor"), 7, null).store();
+            try (TrackedArena arena = TrackedArena.ofConfined()) {
+                assertEquals(a.rows(), b.rows());
+                for (Representation rep : reps) {
+                    /* (rows, dim) float16, row-major, in the same row order (same sentences, seed and batches) */
+                    MemorySegment x = arena.allocate((long) a.rows() * rep.dim() * Short.BYTES);
+                    MemorySegment y = arena.allocate((long) b.rows() * rep.dim() * Short.BYTES);
+                    a.read(rep, 0, a.rows(), x);
+                    b.read(rep, 0, b.rows(), y);
+                    assertEquals(-1, x.mismatch(y), rep.name() + ": the untrained encoders differ");
+                }
+            } finally {
+                a.delete();
+                b.delete();
+            }
+        }
+        // a different seed is a different encoder (the comparison above can fail)
+        try (MiniLmProbedModel other = ExecutorModels.probed(false, 1, 6); MiniLmProbedModel cli = MiniLmProbedModel.random(1, 5)) {
+            FeatureStore a = Extraction.run(cli, sentences.subList(0, 2), dir.resolve("a"), 7, null).store();
+            FeatureStore b = Extraction.run(other, sentences.subList(0, 2), dir.resolve("b"), 7, null).store();
+            try (TrackedArena arena = TrackedArena.ofConfined()) {
+                Representation last = reps.get(6);
+                MemorySegment x = arena.allocate((long) a.rows() * last.dim() * Short.BYTES), y = arena.allocate(x.byteSize());
+                a.read(last, 0, a.rows(), x);
+                b.read(last, 0, b.rows(), y);
+                assertTrue(x.mismatch(y) >= 0, "seeds 5 and 6 gave the same untrained encoder");
+            } finally {
+                a.delete();
+                b.delete();
+            }
+        }
+    }
+
+    @Test
+    void theCommandRefusesBadOptionsBeforeSparkStarts(@TempDir Path dir) throws Exception {
+        Files.writeString(dir.resolve("file"), "x");
+        assertEquals(2, SparkMain.execute("probe", "--out", dir.resolve("file").toString()));
+        assertEquals(2, SparkMain.execute("probe", "--threads", "0", "--out", dir.resolve("o").toString()));
+        assertFalse(Files.exists(dir.resolve("o")));
+    }
+
     /** The distance from |v| to the next float16 (normal or subnormal). */
     private static double step16(float v) {
         float a = Math.abs(v);
