@@ -127,6 +127,7 @@ public final class FeatureStore implements AutoCloseable {
             total += p.rows;
         }
         if (total > Integer.MAX_VALUE) throw new IllegalArgumentException(total + " rows exceed one store's");
+        /* words: (total rows) the concatenated store's row → word map, on the heap */
         int[] words = new int[(int) total];
         FeatureStore store = create(directory, representations);
         try {

@@ -20,7 +20,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  * Probes every representation of one model for one or more tasks over the same sentences: extract
  * the features of train, dev and test once ({@link Extraction}), then for each (representation,
  * task) train a {@link LinearProbe} for every λ of the grid on train, keep the λ with the best dev
- * accuracy (ties: the larger λ), and report that probe's accuracy on test.
+ * accuracy (ties: the larger λ), and report that probe's accuracy on test. {@link #run} does both
+ * halves on this machine; {@link #train} is the second alone, over stores extracted elsewhere.
  */
 public final class ProbeStudy {
     /**

@@ -216,10 +216,16 @@ final class ProbeJob {
         PartOut first = parts.getFirst();
         List<Representation> reps = Representation.all(first.layers(), first.heads(), first.headDim(), first.hidden());
         List<FeatureStore> opened = new ArrayList<>(parts.size());
+        /* offsets[k]: (parts) the index of part k's first word among the whole part's words, in corpus order */
         int[] offsets = new int[parts.size()];
         try {
             for (int k = 0; k < parts.size(); k++) {
-                opened.add(FeatureStore.open(Path.of(parts.get(k).directory()), reps));
+                Path partDir = Path.of(parts.get(k).directory());
+                if (!Files.isDirectory(partDir)) {
+                    throw new IOException("the driver cannot see " + partDir + ", which a task of partition " + parts.get(k).partition()
+                            + " wrote: --work-dir must be a directory the driver and every executor share (local mode, or NFS)");
+                }
+                opened.add(FeatureStore.open(partDir, reps));
                 offsets[k] = parts.get(k).firstWord();
                 if (opened.get(k).rows() != parts.get(k).words()) {
                     throw new IOException(parts.get(k).directory() + " holds " + opened.get(k).rows() + " rows; its task extracted "
