@@ -38,11 +38,18 @@ public final class MiniLmProbedModel implements ProbedModel {
     private final EncoderWorkspace workspace = new EncoderWorkspace();
     /** Owns the random weights of {@link #random}; null for the trained model, whose encoder owns its arena. */
     private final TrackedArena ownedArena;
+    /** Whether {@link #close} closes the encoder: false for {@link #over}, whose caller owns it. */
+    private final boolean ownsEncoder;
     /** (B, n, E) for the last hidden state, grown to the largest batch. */
     private TrackedArena outputArena;
     private Tensor output;
 
     private MiniLmProbedModel(String name, MiniLmEncoder encoder, TrackedArena ownedArena) {
+        this(name, encoder, ownedArena, true);
+    }
+
+    private MiniLmProbedModel(String name, MiniLmEncoder encoder, TrackedArena ownedArena, boolean ownsEncoder) {
+        this.ownsEncoder = ownsEncoder;
         this.name = name;
         this.encoder = encoder;
         this.tokenizer = encoder.tokenizer().withMaxLength(Math.min(MAX_TOKENS, encoder.config().maxPositions()));
@@ -64,6 +71,17 @@ public final class MiniLmProbedModel implements ProbedModel {
             arena.close();
             throw e;
         }
+    }
+
+    /**
+     * A probed model over an encoder the caller owns and keeps (e.g. one loaded once per process
+     * and shared by several threads, each with its own probed model: the encoder's forward is
+     * safe from several threads with a workspace each). {@link #close} frees only this object's
+     * workspace and output buffer. {@code name} is what studies and reports call it ("minilm",
+     * "minilm-random").
+     */
+    public static MiniLmProbedModel over(String name, MiniLmEncoder encoder) {
+        return new MiniLmProbedModel(name, encoder, null, false);
     }
 
     public MiniLmEncoder encoder() {
@@ -145,7 +163,7 @@ public final class MiniLmProbedModel implements ProbedModel {
     public void close() {
         workspace.close();
         if (outputArena != null) outputArena.close();
-        encoder.close();
+        if (ownsEncoder) encoder.close();
         if (ownedArena != null) ownedArena.close();
     }
 }

@@ -20,7 +20,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  * Probes every representation of one model for one or more tasks over the same sentences: extract
  * the features of train, dev and test once ({@link Extraction}), then for each (representation,
  * task) train a {@link LinearProbe} for every λ of the grid on train, keep the λ with the best dev
- * accuracy (ties: the larger λ), and report that probe's accuracy on test.
+ * accuracy (ties: the larger λ), and report that probe's accuracy on test. {@link #run} does both
+ * halves on this machine; {@link #train} is the second alone, over stores extracted elsewhere.
  */
 public final class ProbeStudy {
     /**
@@ -116,17 +117,8 @@ public final class ProbeStudy {
     /** Runs the study of {@code model} on {@code tasks}, which must label the same sentences. */
     public static Outcome run(ProbedModel model, List<ProbeTask> tasks, Options options, Progress progress)
             throws IOException, InterruptedException {
-        if (tasks.isEmpty()) throw new IllegalArgumentException("no task to probe");
+        checkSameSentences(tasks);
         ProbeTask first = tasks.getFirst();
-        for (ProbeTask t : tasks) {
-            for (Part p : Part.values()) {
-                List<ProbeTask.Sentence> a = first.parts().get(p), b = t.parts().get(p);
-                boolean same = a.size() == b.size();
-                for (int i = 0; same && i < a.size(); i++) same = a.get(i).words().equals(b.get(i).words());
-                if (!same) throw new IllegalArgumentException("tasks " + first.name() + " and " + t.name() + " label different "
-                        + p.label() + " sentences; a study extracts one set of sentences");
-            }
-        }
         Progress report = progress == null ? new Progress() {} : progress;
         Map<Part, FeatureStore> stores = new EnumMap<>(Part.class);
         Map<Part, Extraction.Stats> stats = new EnumMap<>(Part.class);
@@ -159,6 +151,21 @@ public final class ProbeStudy {
         }
     }
 
+    /** Refuses tasks that do not label the same sentences in every part: a study extracts one set of sentences. */
+    public static void checkSameSentences(List<ProbeTask> tasks) {
+        if (tasks.isEmpty()) throw new IllegalArgumentException("no task to probe");
+        ProbeTask first = tasks.getFirst();
+        for (ProbeTask t : tasks) {
+            for (Part p : Part.values()) {
+                List<ProbeTask.Sentence> a = first.parts().get(p), b = t.parts().get(p);
+                boolean same = a.size() == b.size();
+                for (int i = 0; same && i < a.size(); i++) same = a.get(i).words().equals(b.get(i).words());
+                if (!same) throw new IllegalArgumentException("tasks " + first.name() + " and " + t.name() + " label different "
+                        + p.label() + " sentences; a study extracts one set of sentences");
+            }
+        }
+    }
+
     private static void deleteIfEmpty(Path dir) throws IOException {
         if (!java.nio.file.Files.isDirectory(dir)) return;
         try (var left = java.nio.file.Files.list(dir)) {
@@ -179,8 +186,21 @@ public final class ProbeStudy {
         return labels;
     }
 
-    private static List<Result> train(String modelName, List<ProbeTask> tasks, Map<Part, FeatureStore> stores, Options options,
-                                      Progress report) throws InterruptedException, IOException {
+    /**
+     * The training half of {@link #run}: for each representation (those {@code options.only()}
+     * lets through) and task, the probes of the λ grid on {@code stores}' train part, the best on
+     * dev, its test accuracy; results in (representation, task) order. The stores, one per part,
+     * may come from anywhere (e.g. assembled from parts extracted elsewhere); their {@link FeatureStore#word} maps must index the tasks' sentences of that
+     * part. They are read, neither closed nor deleted. Uses {@code options}' grid, probe settings,
+     * seed and threads; not its work directory.
+     */
+    public static List<Result> train(String modelName, List<ProbeTask> tasks, Map<Part, FeatureStore> stores, Options options,
+                                     Progress progress) throws InterruptedException, IOException {
+        checkSameSentences(tasks);
+        for (Part p : Part.values()) {
+            if (stores.get(p) == null) throw new IllegalArgumentException("no " + p.label() + " store among " + stores.keySet());
+        }
+        Progress report = progress == null ? new Progress() {} : progress;
         List<Representation> reps = stores.get(Part.TRAIN).representations().stream()
                 .filter(r -> options.only() == null || options.only().test(r.index())).toList();
         // Labels per task and part, in each store's row order: 4 bytes per word.

@@ -8,6 +8,8 @@ import dev.headroom.memory.OffHeap;
 import dev.headroom.memory.TrackedArena;
 import dev.headroom.model.Models;
 import dev.headroom.model.minilm.MiniLmEncoder;
+import dev.headroom.model.minilm.MiniLmWeights;
+import dev.headroom.probe.MiniLmProbedModel;
 import org.apache.spark.TaskContext;
 import org.apache.spark.util.LongAccumulator;
 
@@ -65,6 +67,40 @@ final class ExecutorModels {
         } catch (IOException e) {
             arena.close();
             throw new UncheckedIOException("cannot load all-MiniLM-L6-v2 on executor " + executorId() + ": " + e.getMessage(), e);
+        } catch (RuntimeException e) {
+            arena.close();
+            throw e;
+        }
+    }
+
+    /**
+     * A probed all-MiniLM-L6-v2 for one task: trained, or untrained of the same shapes
+     * ({@link MiniLmProbedModel#random}'s weights for {@code seed}). The encoder (its weights) is
+     * loaded once per JVM and kept like {@link #minilm}'s; what is returned is a
+     * {@link MiniLmProbedModel#over} it, with its own workspace and output buffer, because a probed
+     * model is for one thread at a time and the tasks of a JVM run at once. The task closes it
+     * (freeing that scratch); the encoder stays.
+     */
+    static MiniLmProbedModel probed(boolean trained, int threads, long seed) {
+        if (trained) return MiniLmProbedModel.over(ProbeJob.TRAINED, minilm(threads, 0));
+        return MiniLmProbedModel.over(ProbeJob.RANDOM, randomMinilm(threads, seed));
+    }
+
+    /** The untrained encoder of all-MiniLM-L6-v2's shapes for {@code seed}, as {@link MiniLmProbedModel#random} draws it. */
+    private static synchronized MiniLmEncoder randomMinilm(int threads, long seed) {
+        List<Object> key = List.of("minilm-random", threads, seed);
+        Loaded l = MODELS.get(key);
+        if (l != null) return (MiniLmEncoder) l.model;
+        OpenBlas.load();
+        TrackedArena arena = TrackedArena.ofShared();
+        try (TrackedArena trainedArena = TrackedArena.ofShared()) { // the trained weights give the shapes, then go
+            MiniLmWeights random = MiniLmWeights.randomLike(Models.minilmWeights(trainedArena), seed, arena);
+            MiniLmEncoder encoder = new MiniLmEncoder(random, Models.minilmTokenizer(), threads);
+            keep(key, new Loaded("untrained all-MiniLM-L6-v2, seed " + seed + " (" + threads + " threads)", encoder, arena));
+            return encoder;
+        } catch (IOException e) {
+            arena.close();
+            throw new UncheckedIOException("cannot load all-MiniLM-L6-v2's shapes on executor " + executorId() + ": " + e.getMessage(), e);
         } catch (RuntimeException e) {
             arena.close();
             throw e;

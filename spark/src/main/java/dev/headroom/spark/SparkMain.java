@@ -21,7 +21,8 @@ import java.util.concurrent.Callable;
  */
 @Command(name = "headroom spark", mixinStandardHelpOptions = true,
         description = "Headroom's jobs on Apache Spark: local mode by default, a cluster with --master spark://host:7077.",
-        subcommands = {SparkMain.Embed.class, SparkMain.Inspect.class, SparkMain.Attention.class, SparkMain.MakeProblem.class})
+        subcommands = {SparkMain.Embed.class, SparkMain.Inspect.class, SparkMain.Attention.class, SparkMain.Probe.class,
+                SparkMain.MakeProblem.class})
 public final class SparkMain implements Callable<Integer> {
     /** Where log4j2 finds this module's logging set-up (warnings only) unless the user names one. */
     static final String LOG_CONFIG = "dev/headroom/spark/log4j2.properties";
@@ -236,6 +237,79 @@ public final class SparkMain implements Callable<Integer> {
                         workDir != null ? workDir : Path.of(System.getProperty("java.io.tmpdir")), System.out);
                 System.out.printf(Locale.ROOT, "Y (n = %d) written to %s in %.2f s; session started in %.2f s; %s%n", r.n(), output,
                         r.wallNanos() / 1e9, (started - t0) / 1e9, r.metrics());
+            } finally {
+                spark.stop();
+            }
+            return 0;
+        }
+    }
+
+    @Command(name = "probe", mixinStandardHelpOptions = true,
+            description = "bin/headroom probe with the feature extraction on Spark: part-of-speech probes on every head and layer of "
+                    + "all-MiniLM-L6-v2 (and an untrained copy) over the Brown corpus; each task extracts a partition's sentences into "
+                    + "--work-dir, the driver concatenates them in order and trains the probes as the command line does. Writes "
+                    + "the same CSV, JSON and PNG files to --out.")
+    static final class Probe implements Callable<Integer> {
+        @Mixin
+        Cluster cluster = new Cluster();
+
+        @Option(names = "--max-sentences", defaultValue = "0", description = "Sentences in all (80/10/10 % from train/dev/test, "
+                + "the same sample as bin/headroom probe); 0 = the whole corpus (57,340). Default: ${DEFAULT-VALUE}.")
+        int maxSentences;
+
+        @Option(names = "--out", defaultValue = "probe-output", description = "Output directory. Default: ${DEFAULT-VALUE}.")
+        Path out;
+
+        @Option(names = "--work-dir", description = "Where tasks write their features (float16, about 10 KB per word) and the driver "
+                + "assembles them: a directory the driver and every executor reach (local mode, or NFS). Default: OUT/features.")
+        Path workDir;
+
+        @Option(names = "--keep-features", description = "Keep the assembled features instead of deleting them.")
+        boolean keepFeatures;
+
+        @Option(names = "--seed", defaultValue = "1", description = "Seed of the probes, the control task and the untrained encoder. Default: ${DEFAULT-VALUE}.")
+        long seed;
+
+        @Option(names = "--l2", split = ",", defaultValue = "1e-5,1e-4,1e-3", description = "The L2 penalties tried per probe. Default: ${DEFAULT-VALUE}.")
+        double[] l2;
+
+        @Option(names = "--epochs", defaultValue = "3", description = "Passes over the training words per probe. Default: ${DEFAULT-VALUE}.")
+        int epochs;
+
+        @Option(names = "--min-steps", defaultValue = "2000", description = "At least this many gradient steps of 256 words per probe. Default: ${DEFAULT-VALUE}.")
+        int minSteps;
+
+        @Option(names = "--no-random", description = "Skip the probes on the untrained encoder.")
+        boolean noRandom;
+
+        @Option(names = "--partitions", description = "Partitions of each part's sentences (default: 4 per task slot).")
+        Integer partitions;
+
+        @Option(names = "--threads", description = "Probes the driver trains at once (default: the driver's processors).")
+        Integer threads;
+
+        @Override
+        public Integer call() throws Exception {
+            if (java.nio.file.Files.isRegularFile(out)) throw new IllegalArgumentException("--out " + out + " is a file, not a directory");
+            if (threads != null && threads < 1) throw new IllegalArgumentException("--threads must be >= 1, got " + threads);
+            dev.headroom.corpus.BrownCorpus corpus = dev.headroom.corpus.BrownCorpus.open(); // before Spark starts: says where to get it
+            dev.headroom.probe.ProbeStudy.Options study = dev.headroom.probe.ProbeStudy.Options.defaults(workDir != null ? workDir
+                            : out.resolve("features")).withSeed(seed).withL2Grid(l2).withKeepFeatures(keepFeatures)
+                    .withProbe(dev.headroom.probe.LinearProbe.Options.defaults().withEpochs(epochs).withMinSteps(minSteps));
+            if (threads != null) study = study.withThreads(threads);
+            long t0 = System.nanoTime();
+            SparkSession spark = cluster.open("probe");
+            try {
+                long started = System.nanoTime();
+                ProbeJob.Result r = ProbeJob.run(spark, corpus, out, new ProbeJob.Settings(maxSentences, study, !noRandom,
+                        partitions != null ? partitions : 4 * spark.sparkContext().defaultParallelism(), 0), System.out);
+                for (dev.headroom.probe.ProbeStudy.Result p : dev.headroom.probe.ProbeStudy.of(r.run().trained().results(), r.run().task())) {
+                    if (p.representation().isHead()) continue;
+                    System.out.printf(Locale.ROOT, "  %-11s test %6.2f %%  selectivity %6.2f%n", p.representation().name(),
+                            100 * p.testAccuracy(), 100 * r.run().selectivity(true, p.representation().index()));
+                }
+                System.out.printf(Locale.ROOT, "wrote %s to %s; session started in %.2f s; %s%n", String.join(", ", r.files()), out,
+                        (started - t0) / 1e9, r.metrics());
             } finally {
                 spark.stop();
             }
