@@ -219,4 +219,6 @@ headroom_build_server() {
   (cd "$HEADROOM_HOME" && mvn -B -q -f server/reactor.xml package -DskipTests) || {
     headroom_fail "server build failed (Maven's messages are above); to see it again: cd $HEADROOM_HOME && mvn -B -f server/reactor.xml package -DskipTests"
     return 1; }
+  # Maven leaves an unchanged jar as it was: mark it built, or every later call would build again.
+  touch "$jar"
 }
