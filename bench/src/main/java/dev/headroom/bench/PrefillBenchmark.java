@@ -62,7 +62,7 @@ public class PrefillBenchmark {
         AttentionConfig config = Problem.config();
         attention = new MultiHeadAttention(Problem.weights(config, arena), Problem.headroomOptions(threads));
         x = Problem.input(arena, n, config.dModel(), Problem.INPUT_SEED);
-        y = Tensor.allocate(arena, n, config.dModel());
+        y = Tensor.allocate(arena, 1, n, config.dModel()); // (batch 1, n, E), as x
         workspace = new Workspace();
         shape = new KvCache.Shape(1, config.kvHeads(), config.headDim(), 16, KvDtype.F32);
     }
