@@ -78,16 +78,17 @@ public final class LlamaModel implements AutoCloseable {
      */
     static final long PARALLEL_MIN_MACS = 1L << 16;
     /**
-     * Products with at most this many rows (a decode step's tokens, up to a batch of 32) run in
-     * {@link SmallMatmul} on the packed weight, larger ones in sgemm, which packs all of W on every
-     * call; the system property {@code headroom.smallRows} overrides it (0: sgemm always), for
-     * measuring. CPU time per call for the feed-forward's W (640 × 256), sixteen of them used in
-     * turn, measured here on a machine loaded by other work: 1 row 8.8 µs against sgemm's 59,
-     * 8 rows 23 against 65, 32 rows 94 against 153 (an unpacked Wᵀ: 64 rows 176 against 230). 32,
-     * not more: prefill chunks are longer, and the margin shrinks with the rows; to be checked on a
-     * quiet machine ({@code bench/decoder-vs-pytorch.sh -jvmArgsAppend -Dheadroom.smallRows=N}).
+     * Products with at most this many rows (a decode step's tokens) run in {@link SmallMatmul} on
+     * the packed weight, larger ones in sgemm, which packs all of W on every call; the system
+     * property {@code headroom.smallRows} overrides it (0: sgemm always), for measuring. Micro
+     * measurements on a loaded machine favoured SmallMatmul up to 32 rows (the feed-forward's W,
+     * 640 × 256: 1 row 8.8 µs of CPU time against sgemm's 59, 8 rows 23 against 65, 32 rows 94
+     * against 153), but whole decode runs on a quiet machine did not: the tiny model's decode at
+     * batch 32 took 777 ± 108 ms per 128 steps with 8 against 1,187 ± 228 with 32 (JMH
+     * DecoderBenchmark, two forks, AMD EPYC Zen 5, 2 threads; {@code -jvmArgsAppend
+     * "... -Dheadroom.smallRows=N"}). Batches up to 8 are the same either way.
      */
-    static final int SMALL_ROWS = Integer.getInteger("headroom.smallRows", 32);
+    static final int SMALL_ROWS = Integer.getInteger("headroom.smallRows", 8);
     /** Rows per task at least, before a product is split by rows instead of by output columns. */
     static final int MIN_ROWS_PER_TASK = 64;
     /** Row-wise kernels (norms, gating) run on the calling thread up to this many rows. */
