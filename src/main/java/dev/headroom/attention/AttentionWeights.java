@@ -299,7 +299,7 @@ public final class AttentionWeights {
         float[] slopes = null;
         if (config.alibi()) {
             slopes = new float[kept.length];
-            for (int a = 0; a < kept.length; a++) slopes[a] = config.alibiSlopes()[kept[a]];
+            for (int a = 0; a < kept.length; a++) slopes[a] = config.alibiSlope(kept[a]);
         }
         AttentionConfig c = new AttentionConfig(E, kept.length, kvKept.length, d, config.scale(), config.rope(), slopes);
         Tensor q = Tensor.allocate(arena, kept.length * d, E), o = Tensor.allocate(arena, E, kept.length * d);

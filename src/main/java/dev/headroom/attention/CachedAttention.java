@@ -84,7 +84,7 @@ final class CachedAttention {
     private static long scratchFloats(MultiHeadAttention layer, KvCache.Step step, Mask mask) {
         long scratch = 1;
         for (int i = 0; i < step.size(); i++) {
-            int nq = Math.max(1, step.counts()[i]), L = Math.max(1, step.keys(i));
+            int nq = Math.max(1, step.count(i)), L = Math.max(1, step.keys(i));
             scratch = Math.max(scratch, layer.kernelFor(mask.withCausal(), L).scratchFloats(Math.min(layer.options().queryBlock(), nq), L));
         }
         return scratch;
@@ -106,10 +106,10 @@ final class CachedAttention {
 
         // positions: column r of sequence i is at starts[i] + (r − row(i))
         int[] seqOfColumn = new int[T];
-        for (int i = 0, r = 0; i < n; i++) for (int t = 0; t < step.counts()[i]; t++) seqOfColumn[r++] = i;
+        for (int i = 0, r = 0; i < n; i++) for (int t = 0; t < step.count(i); t++) seqOfColumn[r++] = i;
         int[] rows = new int[n];
-        for (int i = 1; i < n; i++) rows[i] = rows[i - 1] + step.counts()[i - 1];
-        RotaryEmbedding.ColumnPositions position = col -> step.starts()[seqOfColumn[col]] + (col - rows[seqOfColumn[col]]);
+        for (int i = 1; i < n; i++) rows[i] = rows[i - 1] + step.count(i - 1);
+        RotaryEmbedding.ColumnPositions position = col -> step.start(seqOfColumn[col]) + (col - rows[seqOfColumn[col]]);
         Matrix qTSinks = null;
         if (c.rope() != null) {
             if (causal.pattern() instanceof AttentionPattern.Streaming st) {
@@ -120,18 +120,18 @@ final class CachedAttention {
         }
 
         // cache[l] ← K, V of the new tokens
-        for (int i = 0; i < n; i++) cache.write(step.sequences()[i], l, step.starts()[i], step.counts()[i], kT, rows[i], v, rows[i]);
+        for (int i = 0; i < n; i++) cache.write(step.sequence(i), l, step.start(i), step.count(i), kT, rows[i], v, rows[i]);
 
         // attend: decode sequences together, straight from the blocks; prefill ones one by one
         List<Integer> decode = new ArrayList<>(), prefill = new ArrayList<>();
         for (int i = 0; i < n; i++) {
-            if (step.counts()[i] == 0) continue;
-            (step.counts()[i] <= DECODE_MAX_QUERIES && call.observer() == null ? decode : prefill).add(i);
+            if (step.count(i) == 0) continue;
+            (step.count(i) <= DECODE_MAX_QUERIES && call.observer() == null ? decode : prefill).add(i);
         }
         if (!decode.isEmpty()) decode(layer, cache, step, l, decode, rows, causal, qT, qTSinks, concat, ws, blocks);
         for (int i : prefill) {
-            int seq = step.sequences()[i], L = step.keys(i), q0 = rows[i], q1 = q0 + step.counts()[i];
-            MultiHeadAttention.Plan plan = layer.plan(1, q1 - q0, L, false, causal, Positions.uniform(step.starts()[i]),
+            int seq = step.sequence(i), L = step.keys(i), q0 = rows[i], q1 = q0 + step.count(i);
+            MultiHeadAttention.Plan plan = layer.plan(1, q1 - q0, L, false, causal, Positions.uniform(step.start(i)),
                     call.observer(), false);
             checkEvicted(cache.blockTable(seq), cache.blockSize(), L, plan.bound(), q1 - q0, c.heads());
             /* gathered Kᵀ: (G·d, L), V: (L, G·d): this sequence's whole cache for this layer, as float32. */
@@ -287,11 +287,12 @@ final class CachedAttention {
         Mask.Bound[] bounds = new Mask.Bound[step.size()];
         int maxRows = 0;
         long out = 0;
+        float[] slopes = c.alibi() ? c.alibiSlopes() : null; // a copy: taken once per call, not per sequence
         for (int i : seqs) {
-            int L = step.keys(i), R = gs * step.counts()[i], nb = (L + bs - 1) / bs;
-            tables[i] = cache.blockTable(step.sequences()[i]);
-            Mask.Bound bound = causal.bind(1, c.heads(), step.counts()[i], L, Positions.uniform(step.starts()[i]));
-            bounds[i] = c.alibi() ? bound.withAlibi(c.alibiSlopes()) : bound;
+            int L = step.keys(i), R = gs * step.count(i), nb = (L + bs - 1) / bs;
+            tables[i] = cache.blockTable(step.sequence(i));
+            Mask.Bound bound = causal.bind(1, c.heads(), step.count(i), L, Positions.uniform(step.start(i)));
+            bounds[i] = slopes != null ? bound.withAlibi(slopes) : bound;
             maxRows = Math.max(maxRows, R);
             int chunks = chunks(L, G, threads), perChunk = (nb + chunks - 1) / chunks;
             for (int g = 0; g < G; g++) {
@@ -308,7 +309,7 @@ final class CachedAttention {
         int rowsMax = maxRows;
         layer.pool().run(tasks.size(), (index, worker) -> {
             Task task = tasks.get(index);
-            int i = task.i, g = task.g, nNew = step.counts()[i], R = gs * nNew, L = step.keys(i);
+            int i = task.i, g = task.g, nNew = step.count(i), R = gs * nNew, L = step.keys(i);
             Mask.Bound bound = bounds[i];
             DecodeScratch w = DecodeScratch.of(rowsMax, d, span, bs);
             /* q, qs: (R, d) query rows (qs turned at the sink positions); S: (R, span) scores; S2: (R, bs); O: (R, d); M, Lsum: (R). */
@@ -408,7 +409,7 @@ final class CachedAttention {
         layer.pool().run(groups.size(), (index, worker) -> {
             int from = groups.get(index)[0], to = groups.get(index)[1];
             Task first = tasks.get(from);
-            int i = first.i, g = first.g, nNew = step.counts()[i], R = gs * nNew;
+            int i = first.i, g = first.g, nNew = step.count(i), R = gs * nNew;
             long mAt = (long) R * d, lAt = mAt + R;
             for (int r = 0; r < R; r++) {
                 int h = g * gs + r / nNew, col = rows[i] + r % nNew;

@@ -866,11 +866,10 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
                     }
                     continue;
                 }
+                long keyScales = keyScales(block, layer, g), valueScales = valueScales(block, layer, g);
                 for (int u = 0; u < run; u++) {
-                    clipped += store(kT.segment(), kT.index(g * d, c0 + t + u), kT.ld(), mem, keys, slot + u, bs,
-                            keyScales(block, layer, g));
-                    clipped += store(v.segment(), v.index(r0 + t + u, g * d), 1, mem, values, (slot + u) * d, 1,
-                            valueScales(block, layer, g), slot + u);
+                    clipped += store(kT.segment(), kT.index(g * d, c0 + t + u), kT.ld(), mem, keys, slot + u, bs, keyScales);
+                    clipped += store(v.segment(), v.index(r0 + t + u, g * d), 1, mem, values, (slot + u) * d, 1, valueScales, slot + u);
                 }
             }
             pos += run;

@@ -178,7 +178,6 @@ final class ProbeCommand implements Callable<Integer> {
             before.put(p, sentences);
             sentences += pos.parts().get(p).size();
         }
-        int probes = Representation.of(m).size() * 2 * options.l2Grid().length;
         // One bar at a time: extraction, then the probes (a second live bar would share its line).
         ProgressBar[] bar = {BenchCommand.progressBar("extract " + m.name(), sentences)};
         boolean[] training = {false};

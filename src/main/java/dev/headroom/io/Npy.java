@@ -485,7 +485,12 @@ public final class Npy {
         writeRaw(file, "|b1", shape, bytes);
     }
 
-    private static void writeRaw(Path file, String descr, int[] shape, MemorySegment data) throws IOException {
+    /**
+     * A version 1.0 .npy header for C-order data of {@code descr} (a NumPy dtype string such as
+     * {@code "<f4"}) and {@code shape}: magic, version, length and the dict, padded with spaces
+     * and a newline to a multiple of 64 bytes as NumPy writes it; ready to be written (flipped).
+     */
+    public static ByteBuffer header(String descr, int... shape) {
         StringBuilder sh = new StringBuilder();
         for (int d : shape) sh.append(d).append(", ");
         String shapeText = shape.length == 1 ? "(" + shape[0] + ",)"
@@ -498,6 +503,11 @@ public final class Npy {
         ByteBuffer pre = ByteBuffer.allocate(10 + header.length()).order(ByteOrder.LITTLE_ENDIAN);
         pre.put(MAGIC).put((byte) 1).put((byte) 0).putShort((short) header.length());
         pre.put(header.getBytes(StandardCharsets.ISO_8859_1)).flip();
+        return pre;
+    }
+
+    private static void writeRaw(Path file, String descr, int[] shape, MemorySegment data) throws IOException {
+        ByteBuffer pre = header(descr, shape);
         Path parent = file.toAbsolutePath().getParent();
         if (parent != null) Files.createDirectories(parent);
         try (FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE, StandardOpenOption.WRITE,

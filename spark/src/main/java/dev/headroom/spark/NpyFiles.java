@@ -9,7 +9,6 @@ import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.Arrays;
@@ -54,14 +53,7 @@ final class NpyFiles {
      * to 64 bytes as NumPy writes it), its data not yet written; returns where the data starts.
      */
     static long create(Path file, int... shape) throws IOException {
-        StringBuilder dims = new StringBuilder();
-        for (int d : shape) dims.append(dims.isEmpty() ? "" : ", ").append(d);
-        String dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + (shape.length == 1 ? "," : "") + "), }";
-        int pad = (64 - (10 + dict.length() + 1) % 64) % 64;
-        byte[] header = (dict + " ".repeat(pad) + "\n").getBytes(StandardCharsets.ISO_8859_1);
-        ByteBuffer pre = ByteBuffer.allocate(10 + header.length).order(ByteOrder.LITTLE_ENDIAN);
-        pre.put((byte) 0x93).put("NUMPY".getBytes(StandardCharsets.ISO_8859_1)).put((byte) 1).put((byte) 0)
-                .putShort((short) header.length).put(header).flip();
+        ByteBuffer pre = Npy.header("<f4", shape);
         long elements = 1;
         for (int d : shape) elements *= d;
         try (FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE, StandardOpenOption.TRUNCATE_EXISTING,
