@@ -1,5 +1,6 @@
 package dev.headroom.attention;
 
+import dev.headroom.cache.KvCache;
 import dev.headroom.cache.KvDtype;
 import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
@@ -23,7 +24,8 @@ import static dev.headroom.kernels.Vectors.SPECIES;
  * the same signature, which tests hold the vector one to.
  *
  * <p>Argument conventions: {@code mem} is the block's slab; {@code keys} the byte offset of the
- * block's Kᵀ (d, bs) elements of this head, {@code values} of its V (bs, d), and
+ * block's Kᵀ (d, bs) elements of this head, {@code values} of its V (bs, d) in tiles of features
+ * ({@link KvCache#valueElement}), and
  * {@code keyScales}/{@code valueScales} of the int8 scales (bs floats each; unused otherwise);
  * only the first {@code tokens} ≤ bs slots hold keys. The small per-row operands live in Java
  * arrays (a worker's own, reused): query rows {@code q[r·d ..]}, scores {@code S[r·ldS + col ..]},
@@ -76,7 +78,7 @@ interface DecodeBlocks {
             for (int r = 0; r < R; r++) {
                 for (int t = 0; t < tokens; t++) {
                     float p = S[r * ldS + col + t] * tokenScale(mem, valueScales, t, dtype);
-                    for (int f = 0; f < d; f++) O[r * d + f] += p * element(mem, values, (long) t * d + f, dtype);
+                    for (int f = 0; f < d; f++) O[r * d + f] += p * element(mem, values, KvCache.valueElement(d, bs, t, f), dtype);
                 }
             }
         }
@@ -86,8 +88,10 @@ interface DecodeBlocks {
      * The Vector API form. Scores: the lanes run over a block's tokens (Kᵀ rows are contiguous over
      * tokens), four query rows at a time and the features in two interleaved halves, so eight
      * independent multiply-add chains hide the latency and each Kᵀ row is loaded once per four
-     * rows; no horizontal sums. Weighted sum: the lanes run over features, two output rows and
-     * four feature chunks at a time (eight chains again), each value row loaded once per two rows.
+     * rows; no horizontal sums. Weighted sum: the lanes run over features, one tile of V at a time
+     * ({@link KvCache#VALUE_TILE} features, whose token rows are contiguous), four vectors of
+     * features for four output rows (sixteen chains; two rows where registers are fewer), so each
+     * value is read from memory once per step, in order.
      * int8 converts bytes to floats in registers and applies the per-token scale once per score
      * (keys) or folds it into the probability (values). float16 has no vector conversion in this
      * JDK's Vector API, so its blocks are converted to float32 in a per-thread buffer first.
@@ -104,6 +108,8 @@ interface DecodeBlocks {
         private static final VectorSpecies<Byte> BYTES = VectorSpecies.of(byte.class,
                 VectorShape.forBitSize(Math.max(64, SPECIES.length() * 8)));
         private static final boolean BYTES_MATCH = BYTES.length() == SPECIES.length();
+        /** Weighted sums four rows at a time (16 accumulators) only with 512-bit vectors, which come with 32 registers. */
+        private static final boolean FOUR_ROWS = SPECIES.vectorBitSize() >= 512;
         /** Per thread: a float32 copy of one float16 block part (d × bs), and int8-scaled probabilities (R × bs). */
         private static final ThreadLocal<float[][]> BUFFERS = ThreadLocal.withInitial(() -> new float[][]{new float[0], new float[0]});
 
@@ -191,11 +197,18 @@ interface DecodeBlocks {
         private static void oneRowF32(MemorySegment mem, long at, int d, int bs, float[] q, int r, float scale, float[] S, int ldS,
                                       int col) {
             long row = (long) bs * Float.BYTES;
-            FloatVector a = FloatVector.zero(SPECIES);
-            for (int f = 0; f < d; f++) {
-                a = FloatVector.fromMemorySegment(SPECIES, mem, at + f * row, ORDER).fma(FloatVector.broadcast(SPECIES, q[r * d + f]), a);
+            int q0 = r * d, f = 0;
+            FloatVector a = FloatVector.zero(SPECIES), b = a, c = a, e = a; // four chains: one alone waited on each multiply-add
+            for (; f + 4 <= d; f += 4) {
+                a = FloatVector.fromMemorySegment(SPECIES, mem, at + f * row, ORDER).fma(FloatVector.broadcast(SPECIES, q[q0 + f]), a);
+                b = FloatVector.fromMemorySegment(SPECIES, mem, at + (f + 1) * row, ORDER).fma(FloatVector.broadcast(SPECIES, q[q0 + f + 1]), b);
+                c = FloatVector.fromMemorySegment(SPECIES, mem, at + (f + 2) * row, ORDER).fma(FloatVector.broadcast(SPECIES, q[q0 + f + 2]), c);
+                e = FloatVector.fromMemorySegment(SPECIES, mem, at + (f + 3) * row, ORDER).fma(FloatVector.broadcast(SPECIES, q[q0 + f + 3]), e);
             }
-            a.mul(scale).intoArray(S, r * ldS + col);
+            for (; f < d; f++) {
+                a = FloatVector.fromMemorySegment(SPECIES, mem, at + f * row, ORDER).fma(FloatVector.broadcast(SPECIES, q[q0 + f]), a);
+            }
+            a.add(b).add(c.add(e)).mul(scale).intoArray(S, r * ldS + col);
         }
 
         /** Lanes of bytes from {@code at}, as floats. */
@@ -235,9 +248,16 @@ interface DecodeBlocks {
 
         private static void oneRowI8(MemorySegment mem, long at, int d, int bs, float[] q, int r, FloatVector tokenScale, float[] S,
                                      int ldS, int col) {
-            FloatVector a = FloatVector.zero(SPECIES);
-            for (int f = 0; f < d; f++) a = bytes(mem, at + (long) f * bs).fma(FloatVector.broadcast(SPECIES, q[r * d + f]), a);
-            a.mul(tokenScale).intoArray(S, r * ldS + col);
+            int q0 = r * d, f = 0;
+            FloatVector a = FloatVector.zero(SPECIES), b = a, c = a, e = a;
+            for (; f + 4 <= d; f += 4) {
+                a = bytes(mem, at + (long) f * bs).fma(FloatVector.broadcast(SPECIES, q[q0 + f]), a);
+                b = bytes(mem, at + (long) (f + 1) * bs).fma(FloatVector.broadcast(SPECIES, q[q0 + f + 1]), b);
+                c = bytes(mem, at + (long) (f + 2) * bs).fma(FloatVector.broadcast(SPECIES, q[q0 + f + 2]), c);
+                e = bytes(mem, at + (long) (f + 3) * bs).fma(FloatVector.broadcast(SPECIES, q[q0 + f + 3]), e);
+            }
+            for (; f < d; f++) a = bytes(mem, at + (long) f * bs).fma(FloatVector.broadcast(SPECIES, q[q0 + f]), a);
+            a.add(b).add(c.add(e)).mul(tokenScale).intoArray(S, r * ldS + col);
         }
 
         @Override
@@ -262,109 +282,275 @@ interface DecodeBlocks {
                 ldS = tokens;
                 col = 0;
             }
-            int lanes = SPECIES.length(), wide = 4 * lanes, fullWide = d - d % wide, full = d - d % lanes;
             boolean f32 = dtype == KvDtype.F32;
-            int r = 0;
-            for (; r + 2 <= R; r += 2) {
-                for (int fc = 0; fc < fullWide; fc += wide) {
-                    if (f32) twoRowsF32(mem, values, d, tokens, S, r * ldS + col, ldS, fc, O, r * d);
-                    else twoRowsI8(mem, values, d, tokens, S, r * ldS + col, ldS, fc, O, r * d);
+            int lanes = SPECIES.length(), wide = 4 * lanes, bytes = f32 ? Float.BYTES : 1;
+            // one tile of features at a time: its rows (w features of each token) are contiguous, read once from memory
+            for (int first = 0; first < d; first += KvCache.VALUE_TILE) {
+                int w = Math.min(KvCache.VALUE_TILE, d - first), fullWide = w - w % wide, full = w - w % lanes;
+                long tile = values + (long) first * bs * bytes, row = (long) w * bytes;
+                int r = 0;
+                if (FOUR_ROWS) {
+                    for (; r + 4 <= R; r += 4) {
+                        for (int fc = 0; fc < fullWide; fc += wide) {
+                            long at = tile + (long) fc * bytes;
+                            int o = r * d + first + fc, p = r * ldS + col;
+                            if (f32) sumFourRowsF32(mem, at, row, tokens, S, p, ldS, O, o, d);
+                            else sumFourRowsI8(mem, at, row, tokens, S, p, ldS, O, o, d);
+                        }
+                    }
                 }
-            }
-            // rows left over, and feature vectors past the wide ones, one vector at a time; then scalar features
-            for (int row = 0; row < R; row++) {
-                int from = row < r ? fullWide : 0;
-                for (int fc = from; fc < full; fc += lanes) {
-                    if (f32) oneVectorF32(mem, values, d, tokens, S, row * ldS + col, fc, O, row * d);
-                    else oneVectorI8(mem, values, d, tokens, S, row * ldS + col, fc, O, row * d);
+                for (; r + 2 <= R; r += 2) {
+                    for (int fc = 0; fc < fullWide; fc += wide) {
+                        long at = tile + (long) fc * bytes;
+                        int o = r * d + first + fc, p = r * ldS + col;
+                        if (f32) sumTwoRowsF32(mem, at, row, tokens, S, p, ldS, O, o, d);
+                        else sumTwoRowsI8(mem, at, row, tokens, S, p, ldS, O, o, d);
+                    }
                 }
-                for (int f = full; f < d; f++) {
-                    float acc = O[row * d + f];
-                    for (int t = 0; t < tokens; t++) acc += S[row * ldS + col + t] * Scalar.element(mem, values, (long) t * d + f, dtype);
-                    O[row * d + f] = acc;
+                for (; r < R; r++) {
+                    for (int fc = 0; fc < fullWide; fc += wide) {
+                        long at = tile + (long) fc * bytes;
+                        if (f32) sumOneRowF32(mem, at, row, tokens, S, r * ldS + col, O, r * d + first + fc);
+                        else sumOneRowI8(mem, at, row, tokens, S, r * ldS + col, O, r * d + first + fc);
+                    }
+                }
+                // the tile's features past the wide ones: one vector at a time, then scalar
+                for (int rr = 0; rr < R; rr++) {
+                    int p = rr * ldS + col;
+                    for (int fc = fullWide; fc < full; fc += lanes) {
+                        long at = tile + (long) fc * bytes;
+                        if (f32) sumOneVectorF32(mem, at, row, tokens, S, p, O, rr * d + first + fc);
+                        else sumOneVectorI8(mem, at, row, tokens, S, p, O, rr * d + first + fc);
+                    }
+                    for (int fc = full; fc < w; fc++) {
+                        float acc = O[rr * d + first + fc];
+                        for (int t = 0; t < tokens; t++) {
+                            acc += S[p + t] * Scalar.element(mem, tile, (long) t * w + fc, dtype);
+                        }
+                        O[rr * d + first + fc] = acc;
+                    }
                 }
             }
         }
 
-        /** O rows r, r+1 (at o, o + d), features fc … fc + 4 vectors, += Σ_t p·v_t; float32 values. */
-        private static void twoRowsF32(MemorySegment mem, long values, int d, int tokens, float[] S, int p0, int ldS, int fc,
-                                       float[] O, int o) {
-            int lanes = SPECIES.length(), o1 = o + d;
-            FloatVector a0 = FloatVector.fromArray(SPECIES, O, o + fc), a1 = FloatVector.fromArray(SPECIES, O, o + fc + lanes);
-            FloatVector a2 = FloatVector.fromArray(SPECIES, O, o + fc + 2 * lanes), a3 = FloatVector.fromArray(SPECIES, O, o + fc + 3 * lanes);
-            FloatVector c0 = FloatVector.fromArray(SPECIES, O, o1 + fc), c1 = FloatVector.fromArray(SPECIES, O, o1 + fc + lanes);
-            FloatVector c2 = FloatVector.fromArray(SPECIES, O, o1 + fc + 2 * lanes), c3 = FloatVector.fromArray(SPECIES, O, o1 + fc + 3 * lanes);
+        /*
+         * The weighted-sum kernels. Each covers 4 vectors of features (at byte {@code at}, token t's
+         * at at + t·row) for its rows, sums the block's tokens into accumulators that start at zero
+         * and adds them to O once at the end: starting from O's values instead chained every block's
+         * sum to the one before, and the same kernel read from memory about a fifth slower.
+         * O row k of the kernel is at o + k·ldO; its probabilities at S[p + k·ldS + t]. The final
+         * additions are written out in each kernel: a helper taking the vectors was not inlined
+         * and boxed them (its frame held a tenth of a decode step's profile).
+         */
+
+        /** Four rows (16 accumulators: only where the vector registers hold them, {@link #FOUR_ROWS}); float32 values. */
+        private static void sumFourRowsF32(MemorySegment mem, long at, long row, int tokens, float[] S, int p, int ldS, float[] O, int o,
+                                        int ldO) {
+            int lanes = SPECIES.length();
             long step = (long) lanes * Float.BYTES;
+            FloatVector a0 = FloatVector.zero(SPECIES), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            FloatVector c0 = a0, c1 = a0, c2 = a0, c3 = a0, e0 = a0, e1 = a0, e2 = a0, e3 = a0;
             for (int t = 0; t < tokens; t++) {
-                long at = values + ((long) t * d + fc) * Float.BYTES;
-                FloatVector v0 = FloatVector.fromMemorySegment(SPECIES, mem, at, ORDER);
-                FloatVector v1 = FloatVector.fromMemorySegment(SPECIES, mem, at + step, ORDER);
-                FloatVector v2 = FloatVector.fromMemorySegment(SPECIES, mem, at + 2 * step, ORDER);
-                FloatVector v3 = FloatVector.fromMemorySegment(SPECIES, mem, at + 3 * step, ORDER);
-                FloatVector p = FloatVector.broadcast(SPECIES, S[p0 + t]), pp = FloatVector.broadcast(SPECIES, S[p0 + ldS + t]);
-                a0 = v0.fma(p, a0);
-                a1 = v1.fma(p, a1);
-                a2 = v2.fma(p, a2);
-                a3 = v3.fma(p, a3);
-                c0 = v0.fma(pp, c0);
-                c1 = v1.fma(pp, c1);
-                c2 = v2.fma(pp, c2);
-                c3 = v3.fma(pp, c3);
+                long x = at + t * row;
+                FloatVector p0 = FloatVector.broadcast(SPECIES, S[p + t]), p1 = FloatVector.broadcast(SPECIES, S[p + ldS + t]);
+                FloatVector p2 = FloatVector.broadcast(SPECIES, S[p + 2 * ldS + t]), p3 = FloatVector.broadcast(SPECIES, S[p + 3 * ldS + t]);
+                FloatVector v = FloatVector.fromMemorySegment(SPECIES, mem, x, ORDER);
+                a0 = v.fma(p0, a0);
+                b0 = v.fma(p1, b0);
+                c0 = v.fma(p2, c0);
+                e0 = v.fma(p3, e0);
+                v = FloatVector.fromMemorySegment(SPECIES, mem, x + step, ORDER);
+                a1 = v.fma(p0, a1);
+                b1 = v.fma(p1, b1);
+                c1 = v.fma(p2, c1);
+                e1 = v.fma(p3, e1);
+                v = FloatVector.fromMemorySegment(SPECIES, mem, x + 2 * step, ORDER);
+                a2 = v.fma(p0, a2);
+                b2 = v.fma(p1, b2);
+                c2 = v.fma(p2, c2);
+                e2 = v.fma(p3, e2);
+                v = FloatVector.fromMemorySegment(SPECIES, mem, x + 3 * step, ORDER);
+                a3 = v.fma(p0, a3);
+                b3 = v.fma(p1, b3);
+                c3 = v.fma(p2, c3);
+                e3 = v.fma(p3, e3);
             }
-            a0.intoArray(O, o + fc);
-            a1.intoArray(O, o + fc + lanes);
-            a2.intoArray(O, o + fc + 2 * lanes);
-            a3.intoArray(O, o + fc + 3 * lanes);
-            c0.intoArray(O, o1 + fc);
-            c1.intoArray(O, o1 + fc + lanes);
-            c2.intoArray(O, o1 + fc + 2 * lanes);
-            c3.intoArray(O, o1 + fc + 3 * lanes);
+            a0.add(FloatVector.fromArray(SPECIES, O, o)).intoArray(O, o);
+            a1.add(FloatVector.fromArray(SPECIES, O, o + lanes)).intoArray(O, o + lanes);
+            a2.add(FloatVector.fromArray(SPECIES, O, o + 2 * lanes)).intoArray(O, o + 2 * lanes);
+            a3.add(FloatVector.fromArray(SPECIES, O, o + 3 * lanes)).intoArray(O, o + 3 * lanes);
+            b0.add(FloatVector.fromArray(SPECIES, O, o + ldO)).intoArray(O, o + ldO);
+            b1.add(FloatVector.fromArray(SPECIES, O, o + ldO + lanes)).intoArray(O, o + ldO + lanes);
+            b2.add(FloatVector.fromArray(SPECIES, O, o + ldO + 2 * lanes)).intoArray(O, o + ldO + 2 * lanes);
+            b3.add(FloatVector.fromArray(SPECIES, O, o + ldO + 3 * lanes)).intoArray(O, o + ldO + 3 * lanes);
+            c0.add(FloatVector.fromArray(SPECIES, O, o + 2 * ldO)).intoArray(O, o + 2 * ldO);
+            c1.add(FloatVector.fromArray(SPECIES, O, o + 2 * ldO + lanes)).intoArray(O, o + 2 * ldO + lanes);
+            c2.add(FloatVector.fromArray(SPECIES, O, o + 2 * ldO + 2 * lanes)).intoArray(O, o + 2 * ldO + 2 * lanes);
+            c3.add(FloatVector.fromArray(SPECIES, O, o + 2 * ldO + 3 * lanes)).intoArray(O, o + 2 * ldO + 3 * lanes);
+            e0.add(FloatVector.fromArray(SPECIES, O, o + 3 * ldO)).intoArray(O, o + 3 * ldO);
+            e1.add(FloatVector.fromArray(SPECIES, O, o + 3 * ldO + lanes)).intoArray(O, o + 3 * ldO + lanes);
+            e2.add(FloatVector.fromArray(SPECIES, O, o + 3 * ldO + 2 * lanes)).intoArray(O, o + 3 * ldO + 2 * lanes);
+            e3.add(FloatVector.fromArray(SPECIES, O, o + 3 * ldO + 3 * lanes)).intoArray(O, o + 3 * ldO + 3 * lanes);
         }
 
-        /** As {@link #twoRowsF32} for int8 values (the probabilities already scaled by each token's scale). */
-        private static void twoRowsI8(MemorySegment mem, long values, int d, int tokens, float[] S, int p0, int ldS, int fc,
-                                      float[] O, int o) {
-            int lanes = SPECIES.length(), o1 = o + d;
-            FloatVector a0 = FloatVector.fromArray(SPECIES, O, o + fc), a1 = FloatVector.fromArray(SPECIES, O, o + fc + lanes);
-            FloatVector a2 = FloatVector.fromArray(SPECIES, O, o + fc + 2 * lanes), a3 = FloatVector.fromArray(SPECIES, O, o + fc + 3 * lanes);
-            FloatVector c0 = FloatVector.fromArray(SPECIES, O, o1 + fc), c1 = FloatVector.fromArray(SPECIES, O, o1 + fc + lanes);
-            FloatVector c2 = FloatVector.fromArray(SPECIES, O, o1 + fc + 2 * lanes), c3 = FloatVector.fromArray(SPECIES, O, o1 + fc + 3 * lanes);
+        /** As {@link #sumFourRowsF32} for int8 values (the probabilities already scaled by each token's scale). */
+        private static void sumFourRowsI8(MemorySegment mem, long at, long row, int tokens, float[] S, int p, int ldS, float[] O, int o,
+                                       int ldO) {
+            int lanes = SPECIES.length();
+            FloatVector a0 = FloatVector.zero(SPECIES), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            FloatVector c0 = a0, c1 = a0, c2 = a0, c3 = a0, e0 = a0, e1 = a0, e2 = a0, e3 = a0;
             for (int t = 0; t < tokens; t++) {
-                long at = values + (long) t * d + fc;
-                FloatVector v0 = bytes(mem, at), v1 = bytes(mem, at + lanes), v2 = bytes(mem, at + 2L * lanes), v3 = bytes(mem, at + 3L * lanes);
-                FloatVector p = FloatVector.broadcast(SPECIES, S[p0 + t]), pp = FloatVector.broadcast(SPECIES, S[p0 + ldS + t]);
-                a0 = v0.fma(p, a0);
-                a1 = v1.fma(p, a1);
-                a2 = v2.fma(p, a2);
-                a3 = v3.fma(p, a3);
-                c0 = v0.fma(pp, c0);
-                c1 = v1.fma(pp, c1);
-                c2 = v2.fma(pp, c2);
-                c3 = v3.fma(pp, c3);
+                long x = at + t * row;
+                FloatVector p0 = FloatVector.broadcast(SPECIES, S[p + t]), p1 = FloatVector.broadcast(SPECIES, S[p + ldS + t]);
+                FloatVector p2 = FloatVector.broadcast(SPECIES, S[p + 2 * ldS + t]), p3 = FloatVector.broadcast(SPECIES, S[p + 3 * ldS + t]);
+                FloatVector v = bytes(mem, x);
+                a0 = v.fma(p0, a0);
+                b0 = v.fma(p1, b0);
+                c0 = v.fma(p2, c0);
+                e0 = v.fma(p3, e0);
+                v = bytes(mem, x + lanes);
+                a1 = v.fma(p0, a1);
+                b1 = v.fma(p1, b1);
+                c1 = v.fma(p2, c1);
+                e1 = v.fma(p3, e1);
+                v = bytes(mem, x + 2L * lanes);
+                a2 = v.fma(p0, a2);
+                b2 = v.fma(p1, b2);
+                c2 = v.fma(p2, c2);
+                e2 = v.fma(p3, e2);
+                v = bytes(mem, x + 3L * lanes);
+                a3 = v.fma(p0, a3);
+                b3 = v.fma(p1, b3);
+                c3 = v.fma(p2, c3);
+                e3 = v.fma(p3, e3);
             }
-            a0.intoArray(O, o + fc);
-            a1.intoArray(O, o + fc + lanes);
-            a2.intoArray(O, o + fc + 2 * lanes);
-            a3.intoArray(O, o + fc + 3 * lanes);
-            c0.intoArray(O, o1 + fc);
-            c1.intoArray(O, o1 + fc + lanes);
-            c2.intoArray(O, o1 + fc + 2 * lanes);
-            c3.intoArray(O, o1 + fc + 3 * lanes);
+            a0.add(FloatVector.fromArray(SPECIES, O, o)).intoArray(O, o);
+            a1.add(FloatVector.fromArray(SPECIES, O, o + lanes)).intoArray(O, o + lanes);
+            a2.add(FloatVector.fromArray(SPECIES, O, o + 2 * lanes)).intoArray(O, o + 2 * lanes);
+            a3.add(FloatVector.fromArray(SPECIES, O, o + 3 * lanes)).intoArray(O, o + 3 * lanes);
+            b0.add(FloatVector.fromArray(SPECIES, O, o + ldO)).intoArray(O, o + ldO);
+            b1.add(FloatVector.fromArray(SPECIES, O, o + ldO + lanes)).intoArray(O, o + ldO + lanes);
+            b2.add(FloatVector.fromArray(SPECIES, O, o + ldO + 2 * lanes)).intoArray(O, o + ldO + 2 * lanes);
+            b3.add(FloatVector.fromArray(SPECIES, O, o + ldO + 3 * lanes)).intoArray(O, o + ldO + 3 * lanes);
+            c0.add(FloatVector.fromArray(SPECIES, O, o + 2 * ldO)).intoArray(O, o + 2 * ldO);
+            c1.add(FloatVector.fromArray(SPECIES, O, o + 2 * ldO + lanes)).intoArray(O, o + 2 * ldO + lanes);
+            c2.add(FloatVector.fromArray(SPECIES, O, o + 2 * ldO + 2 * lanes)).intoArray(O, o + 2 * ldO + 2 * lanes);
+            c3.add(FloatVector.fromArray(SPECIES, O, o + 2 * ldO + 3 * lanes)).intoArray(O, o + 2 * ldO + 3 * lanes);
+            e0.add(FloatVector.fromArray(SPECIES, O, o + 3 * ldO)).intoArray(O, o + 3 * ldO);
+            e1.add(FloatVector.fromArray(SPECIES, O, o + 3 * ldO + lanes)).intoArray(O, o + 3 * ldO + lanes);
+            e2.add(FloatVector.fromArray(SPECIES, O, o + 3 * ldO + 2 * lanes)).intoArray(O, o + 3 * ldO + 2 * lanes);
+            e3.add(FloatVector.fromArray(SPECIES, O, o + 3 * ldO + 3 * lanes)).intoArray(O, o + 3 * ldO + 3 * lanes);
         }
 
-        private static void oneVectorF32(MemorySegment mem, long values, int d, int tokens, float[] S, int p0, int fc, float[] O, int o) {
-            FloatVector acc = FloatVector.fromArray(SPECIES, O, o + fc);
+        /** Two rows (8 accumulators); float32 values. */
+        private static void sumTwoRowsF32(MemorySegment mem, long at, long row, int tokens, float[] S, int p, int ldS, float[] O, int o,
+                                       int ldO) {
+            int lanes = SPECIES.length();
+            long step = (long) lanes * Float.BYTES;
+            FloatVector a0 = FloatVector.zero(SPECIES), a1 = a0, a2 = a0, a3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0;
             for (int t = 0; t < tokens; t++) {
-                acc = FloatVector.fromMemorySegment(SPECIES, mem, values + ((long) t * d + fc) * Float.BYTES, ORDER)
-                        .fma(FloatVector.broadcast(SPECIES, S[p0 + t]), acc);
+                long x = at + t * row;
+                FloatVector v0 = FloatVector.fromMemorySegment(SPECIES, mem, x, ORDER);
+                FloatVector v1 = FloatVector.fromMemorySegment(SPECIES, mem, x + step, ORDER);
+                FloatVector v2 = FloatVector.fromMemorySegment(SPECIES, mem, x + 2 * step, ORDER);
+                FloatVector v3 = FloatVector.fromMemorySegment(SPECIES, mem, x + 3 * step, ORDER);
+                FloatVector p0 = FloatVector.broadcast(SPECIES, S[p + t]), p1 = FloatVector.broadcast(SPECIES, S[p + ldS + t]);
+                a0 = v0.fma(p0, a0);
+                a1 = v1.fma(p0, a1);
+                a2 = v2.fma(p0, a2);
+                a3 = v3.fma(p0, a3);
+                c0 = v0.fma(p1, c0);
+                c1 = v1.fma(p1, c1);
+                c2 = v2.fma(p1, c2);
+                c3 = v3.fma(p1, c3);
             }
-            acc.intoArray(O, o + fc);
+            a0.add(FloatVector.fromArray(SPECIES, O, o)).intoArray(O, o);
+            a1.add(FloatVector.fromArray(SPECIES, O, o + lanes)).intoArray(O, o + lanes);
+            a2.add(FloatVector.fromArray(SPECIES, O, o + 2 * lanes)).intoArray(O, o + 2 * lanes);
+            a3.add(FloatVector.fromArray(SPECIES, O, o + 3 * lanes)).intoArray(O, o + 3 * lanes);
+            c0.add(FloatVector.fromArray(SPECIES, O, o + ldO)).intoArray(O, o + ldO);
+            c1.add(FloatVector.fromArray(SPECIES, O, o + ldO + lanes)).intoArray(O, o + ldO + lanes);
+            c2.add(FloatVector.fromArray(SPECIES, O, o + ldO + 2 * lanes)).intoArray(O, o + ldO + 2 * lanes);
+            c3.add(FloatVector.fromArray(SPECIES, O, o + ldO + 3 * lanes)).intoArray(O, o + ldO + 3 * lanes);
         }
 
-        private static void oneVectorI8(MemorySegment mem, long values, int d, int tokens, float[] S, int p0, int fc, float[] O, int o) {
-            FloatVector acc = FloatVector.fromArray(SPECIES, O, o + fc);
-            for (int t = 0; t < tokens; t++) acc = bytes(mem, values + (long) t * d + fc).fma(FloatVector.broadcast(SPECIES, S[p0 + t]), acc);
-            acc.intoArray(O, o + fc);
+        /** As {@link #sumTwoRowsF32} for int8 values. */
+        private static void sumTwoRowsI8(MemorySegment mem, long at, long row, int tokens, float[] S, int p, int ldS, float[] O, int o,
+                                      int ldO) {
+            int lanes = SPECIES.length();
+            FloatVector a0 = FloatVector.zero(SPECIES), a1 = a0, a2 = a0, a3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+            for (int t = 0; t < tokens; t++) {
+                long x = at + t * row;
+                FloatVector v0 = bytes(mem, x), v1 = bytes(mem, x + lanes), v2 = bytes(mem, x + 2L * lanes), v3 = bytes(mem, x + 3L * lanes);
+                FloatVector p0 = FloatVector.broadcast(SPECIES, S[p + t]), p1 = FloatVector.broadcast(SPECIES, S[p + ldS + t]);
+                a0 = v0.fma(p0, a0);
+                a1 = v1.fma(p0, a1);
+                a2 = v2.fma(p0, a2);
+                a3 = v3.fma(p0, a3);
+                c0 = v0.fma(p1, c0);
+                c1 = v1.fma(p1, c1);
+                c2 = v2.fma(p1, c2);
+                c3 = v3.fma(p1, c3);
+            }
+            a0.add(FloatVector.fromArray(SPECIES, O, o)).intoArray(O, o);
+            a1.add(FloatVector.fromArray(SPECIES, O, o + lanes)).intoArray(O, o + lanes);
+            a2.add(FloatVector.fromArray(SPECIES, O, o + 2 * lanes)).intoArray(O, o + 2 * lanes);
+            a3.add(FloatVector.fromArray(SPECIES, O, o + 3 * lanes)).intoArray(O, o + 3 * lanes);
+            c0.add(FloatVector.fromArray(SPECIES, O, o + ldO)).intoArray(O, o + ldO);
+            c1.add(FloatVector.fromArray(SPECIES, O, o + ldO + lanes)).intoArray(O, o + ldO + lanes);
+            c2.add(FloatVector.fromArray(SPECIES, O, o + ldO + 2 * lanes)).intoArray(O, o + ldO + 2 * lanes);
+            c3.add(FloatVector.fromArray(SPECIES, O, o + ldO + 3 * lanes)).intoArray(O, o + ldO + 3 * lanes);
+        }
+
+        /** One row (4 accumulators); float32 values. */
+        private static void sumOneRowF32(MemorySegment mem, long at, long row, int tokens, float[] S, int p, float[] O, int o) {
+            int lanes = SPECIES.length();
+            long step = (long) lanes * Float.BYTES;
+            FloatVector a0 = FloatVector.zero(SPECIES), a1 = a0, a2 = a0, a3 = a0;
+            for (int t = 0; t < tokens; t++) {
+                long x = at + t * row;
+                FloatVector p0 = FloatVector.broadcast(SPECIES, S[p + t]);
+                a0 = FloatVector.fromMemorySegment(SPECIES, mem, x, ORDER).fma(p0, a0);
+                a1 = FloatVector.fromMemorySegment(SPECIES, mem, x + step, ORDER).fma(p0, a1);
+                a2 = FloatVector.fromMemorySegment(SPECIES, mem, x + 2 * step, ORDER).fma(p0, a2);
+                a3 = FloatVector.fromMemorySegment(SPECIES, mem, x + 3 * step, ORDER).fma(p0, a3);
+            }
+            a0.add(FloatVector.fromArray(SPECIES, O, o)).intoArray(O, o);
+            a1.add(FloatVector.fromArray(SPECIES, O, o + lanes)).intoArray(O, o + lanes);
+            a2.add(FloatVector.fromArray(SPECIES, O, o + 2 * lanes)).intoArray(O, o + 2 * lanes);
+            a3.add(FloatVector.fromArray(SPECIES, O, o + 3 * lanes)).intoArray(O, o + 3 * lanes);
+        }
+
+        /** As {@link #sumOneRowF32} for int8 values. */
+        private static void sumOneRowI8(MemorySegment mem, long at, long row, int tokens, float[] S, int p, float[] O, int o) {
+            int lanes = SPECIES.length();
+            FloatVector a0 = FloatVector.zero(SPECIES), a1 = a0, a2 = a0, a3 = a0;
+            for (int t = 0; t < tokens; t++) {
+                long x = at + t * row;
+                FloatVector p0 = FloatVector.broadcast(SPECIES, S[p + t]);
+                a0 = bytes(mem, x).fma(p0, a0);
+                a1 = bytes(mem, x + lanes).fma(p0, a1);
+                a2 = bytes(mem, x + 2L * lanes).fma(p0, a2);
+                a3 = bytes(mem, x + 3L * lanes).fma(p0, a3);
+            }
+            a0.add(FloatVector.fromArray(SPECIES, O, o)).intoArray(O, o);
+            a1.add(FloatVector.fromArray(SPECIES, O, o + lanes)).intoArray(O, o + lanes);
+            a2.add(FloatVector.fromArray(SPECIES, O, o + 2 * lanes)).intoArray(O, o + 2 * lanes);
+            a3.add(FloatVector.fromArray(SPECIES, O, o + 3 * lanes)).intoArray(O, o + 3 * lanes);
+        }
+
+        private static void sumOneVectorF32(MemorySegment mem, long at, long row, int tokens, float[] S, int p, float[] O, int o) {
+            FloatVector acc = FloatVector.zero(SPECIES);
+            for (int t = 0; t < tokens; t++) {
+                acc = FloatVector.fromMemorySegment(SPECIES, mem, at + t * row, ORDER).fma(FloatVector.broadcast(SPECIES, S[p + t]), acc);
+            }
+            acc.add(FloatVector.fromArray(SPECIES, O, o)).intoArray(O, o);
+        }
+
+        private static void sumOneVectorI8(MemorySegment mem, long at, long row, int tokens, float[] S, int p, float[] O, int o) {
+            FloatVector acc = FloatVector.zero(SPECIES);
+            for (int t = 0; t < tokens; t++) acc = bytes(mem, at + t * row).fma(FloatVector.broadcast(SPECIES, S[p + t]), acc);
+            acc.add(FloatVector.fromArray(SPECIES, O, o)).intoArray(O, o);
         }
     }
 }
