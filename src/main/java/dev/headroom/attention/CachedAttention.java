@@ -314,7 +314,7 @@ final class CachedAttention {
             DecodeScratch w = DecodeScratch.of(rowsMax, d, span, bs);
             /* q, qs: (R, d) query rows (qs turned at the sink positions); S: (R, span) scores; S2: (R, bs); O: (R, d); M, Lsum: (R). */
             float[] q = w.q, qs = w.qs, S = w.S, S2 = w.S2, O = w.O, M = w.M, Lsum = w.L;
-            MemorySegment Sm = MemorySegment.ofArray(S), Om = MemorySegment.ofArray(O);
+            MemorySegment Sm = MemorySegment.ofArray(S); // for the pattern and the bias
             for (int r = 0; r < R; r++) {
                 int h = g * gs + r / nNew, col = rows[i] + r % nNew;
                 for (int f = 0; f < d; f++) {
@@ -377,13 +377,13 @@ final class CachedAttention {
                 for (int r = 0; r < R; r++) {
                     long row = (long) r * span;
                     float oldMax = M[r];
-                    float newMax = Math.max(oldMax, softmax.max(Sm, row, cols));
-                    float sum = softmax.expInPlace(Sm, row, cols, newMax);
+                    float newMax = Math.max(oldMax, softmax.max(S, (int) row, cols));
+                    float sum = softmax.expInPlace(S, (int) row, cols, newMax);
                     if (newMax == Float.NEGATIVE_INFINITY) continue;                  // nothing allowed yet
                     float correction = oldMax == newMax ? 1f : (float) Math.exp(oldMax - newMax);
                     M[r] = newMax;
                     Lsum[r] = Lsum[r] * correction + sum;
-                    if (correction != 1f) softmax.scale(Om, (long) r * d, d, correction);
+                    if (correction != 1f) softmax.scale(O, r * d, d, correction);
                 }
                 cols = 0;
                 for (int s = 0; s < count; s++) {

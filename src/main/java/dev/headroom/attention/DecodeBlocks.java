@@ -110,8 +110,13 @@ interface DecodeBlocks {
         private static final boolean BYTES_MATCH = BYTES.length() == SPECIES.length();
         /** Weighted sums four rows at a time (16 accumulators) only with 512-bit vectors, which come with 32 registers. */
         private static final boolean FOUR_ROWS = SPECIES.vectorBitSize() >= 512;
-        /** Per thread: a float32 copy of one float16 block part (d × bs), and int8-scaled probabilities (R × bs). */
-        private static final ThreadLocal<float[][]> BUFFERS = ThreadLocal.withInitial(() -> new float[][]{new float[0], new float[0]});
+        /**
+         * Per thread: a float32 copy of one float16 block part (d × bs); int8-scaled probabilities
+         * (R × bs); the last two or three rows padded to four with zero rows (4 × d queries, or
+         * 4 × bs probabilities) and their four-row results (4 × lanes scores, or 4 × 4·lanes sums).
+         */
+        private static final ThreadLocal<float[][]> BUFFERS = ThreadLocal.withInitial(
+                () -> new float[][]{new float[0], new float[0], new float[0], new float[0]});
 
         private static float[] buffer(int which, int floats) {
             float[][] b = BUFFERS.get();
@@ -139,17 +144,30 @@ interface DecodeBlocks {
                 return;
             }
             int lanes = SPECIES.length(), full = tokens - tokens % lanes;
+            // the last two or three rows go through the four-row kernel with zero rows added (one pass over the keys)
+            int tail = R % 4, whole = R - tail;
+            float[] q4 = null, s4 = null;
+            if (tail >= 2 && full > 0) {
+                q4 = buffer(2, 4 * d);
+                s4 = buffer(3, 4 * lanes);
+                System.arraycopy(q, whole * d, q4, 0, tail * d);
+                java.util.Arrays.fill(q4, tail * d, 4 * d, 0f);
+            }
             for (int tc = 0; tc < full; tc += lanes) {
                 int r = 0;
                 if (dtype == KvDtype.F32) {
-                    for (; r + 4 <= R; r += 4) fourRowsF32(mem, keys + (long) tc * Float.BYTES, d, bs, q, r, scale, S, ldS, col + tc);
-                    for (; r < R; r++) oneRowF32(mem, keys + (long) tc * Float.BYTES, d, bs, q, r, scale, S, ldS, col + tc);
+                    long at = keys + (long) tc * Float.BYTES;
+                    for (; r + 4 <= R; r += 4) fourRowsF32(mem, at, d, bs, q, r, scale, S, ldS, col + tc);
+                    if (q4 != null) fourRowsF32(mem, at, d, bs, q4, 0, scale, s4, lanes, 0);
+                    else for (; r < R; r++) oneRowF32(mem, at, d, bs, q, r, scale, S, ldS, col + tc);
                 } else {
                     FloatVector tokenScale = FloatVector.fromMemorySegment(SPECIES, mem, keyScales + (long) tc * Float.BYTES, ORDER)
                             .mul(scale);
                     for (; r + 4 <= R; r += 4) fourRowsI8(mem, keys + tc, d, bs, q, r, tokenScale, S, ldS, col + tc);
-                    for (; r < R; r++) oneRowI8(mem, keys + tc, d, bs, q, r, tokenScale, S, ldS, col + tc);
+                    if (q4 != null) fourRowsI8(mem, keys + tc, d, bs, q4, 0, tokenScale, s4, lanes, 0);
+                    else for (; r < R; r++) oneRowI8(mem, keys + tc, d, bs, q, r, tokenScale, S, ldS, col + tc);
                 }
+                if (q4 != null) for (int k = 0; k < tail; k++) System.arraycopy(s4, k * lanes, S, (whole + k) * ldS + col + tc, lanes);
             }
             if (full < tokens) { // the tokens past the last whole vector
                 for (int r = 0; r < R; r++) {
@@ -284,6 +302,14 @@ interface DecodeBlocks {
             }
             boolean f32 = dtype == KvDtype.F32;
             int lanes = SPECIES.length(), wide = 4 * lanes, bytes = f32 ? Float.BYTES : 1;
+            int tail = R % 4;
+            float[] p4 = null, o4 = null;
+            if (FOUR_ROWS && tail >= 2) {
+                p4 = buffer(2, 4 * tokens);
+                o4 = buffer(3, 4 * wide);
+                for (int k = 0; k < tail; k++) System.arraycopy(S, (R - tail + k) * ldS + col, p4, k * tokens, tokens);
+                java.util.Arrays.fill(p4, tail * tokens, 4 * tokens, 0f);
+            }
             // one tile of features at a time: its rows (w features of each token) are contiguous, read once from memory
             for (int first = 0; first < d; first += KvCache.VALUE_TILE) {
                 int w = Math.min(KvCache.VALUE_TILE, d - first), fullWide = w - w % wide, full = w - w % lanes;
@@ -297,6 +323,18 @@ interface DecodeBlocks {
                             if (f32) sumFourRowsF32(mem, at, row, tokens, S, p, ldS, O, o, d);
                             else sumFourRowsI8(mem, at, row, tokens, S, p, ldS, O, o, d);
                         }
+                    }
+                    if (p4 != null) { // the last two or three rows, with zero rows added: one pass over the tile
+                        for (int fc = 0; fc < fullWide; fc += wide) {
+                            long at = tile + (long) fc * bytes;
+                            java.util.Arrays.fill(o4, 0, 4 * wide, 0f);
+                            if (f32) sumFourRowsF32(mem, at, row, tokens, p4, 0, tokens, o4, 0, wide);
+                            else sumFourRowsI8(mem, at, row, tokens, p4, 0, tokens, o4, 0, wide);
+                            for (int k = 0; k < R - r; k++) {
+                                for (int j = 0; j < wide; j++) O[(r + k) * d + first + fc + j] += o4[k * wide + j];
+                            }
+                        }
+                        r = R;
                     }
                 }
                 for (; r + 2 <= R; r += 2) {

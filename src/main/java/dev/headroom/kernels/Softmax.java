@@ -29,6 +29,29 @@ public interface Softmax {
     /** x ← x · factor in place. */
     void scale(MemorySegment x, long offset, int length, float factor);
 
+    /*
+     * The same three steps over a Java array (float index offset), for rows a worker keeps on the
+     * heap (the decode path's scores). The defaults view the array as a segment; the vector form
+     * has loops of its own, because a heap segment passed where native ones also pass is not
+     * compiled to vector stores (C2 fell back to FloatVector.memorySegmentSet, a tenth of a
+     * decode step's profile).
+     */
+
+    /** {@link #max(MemorySegment, long, int)} over {@code x[offset .. offset + length)}. */
+    default float max(float[] x, int offset, int length) {
+        return max(MemorySegment.ofArray(x), offset, length);
+    }
+
+    /** {@link #expInPlace(MemorySegment, long, int, float)} over {@code x[offset .. offset + length)}. */
+    default float expInPlace(float[] x, int offset, int length, float shift) {
+        return expInPlace(MemorySegment.ofArray(x), offset, length, shift);
+    }
+
+    /** {@link #scale(MemorySegment, long, int, float)} over {@code x[offset .. offset + length)}. */
+    default void scale(float[] x, int offset, int length, float factor) {
+        scale(MemorySegment.ofArray(x), offset, length, factor);
+    }
+
     /** The softmax of the row, in place; zeros for a fully masked row. */
     default void softmax(MemorySegment x, long offset, int length) {
         if (length == 0) return;

@@ -52,6 +52,21 @@ class SoftmaxKernelTest {
                 assertTrue(Math.abs(v - s) <= TOL, "vector p[" + j + "] = " + v + ", scalar " + s + " (length "
                         + x.length + ", offset " + offset + ", " + Softmax.VECTOR.name() + ")");
             }
+            // the array forms, in three steps as the decode path calls them
+            float[] c = new float[x.length + offset + 3];
+            java.util.Arrays.fill(c, Float.intBitsToFloat(0x7f7f7f7f));
+            System.arraycopy(x, 0, c, offset, x.length);
+            float max = Softmax.VECTOR.max(c, offset, x.length);
+            assertEquals(Softmax.SCALAR.max(x, 0, x.length), max, "array max");
+            float sum = Softmax.VECTOR.expInPlace(c, offset, x.length, max);
+            Softmax.VECTOR.scale(c, offset, x.length, sum > 0 ? 1f / sum : 0f);
+            for (int j = 0; j < x.length; j++) {
+                float s = a.getAtIndex(F, offset + j);
+                assertTrue(Math.abs(c[offset + j] - s) <= TOL, "vector array p[" + j + "] = " + c[offset + j] + ", scalar " + s);
+            }
+            for (int j = 0; j < c.length; j++) {
+                if (j < offset || j >= offset + x.length) assertEquals(0x7f7f7f7f, Float.floatToRawIntBits(c[j]), "array form wrote at " + j);
+            }
             for (int j = 0; j < offset; j++) assertEquals(0x7f7f7f7f, a.getAtIndex(ValueLayout.JAVA_INT, j));
             for (int j = offset + x.length; j < offset + x.length + 3; j++) {
                 assertEquals(0x7f7f7f7f, b.getAtIndex(ValueLayout.JAVA_INT_UNALIGNED, j), "vector wrote past the row at " + j);
