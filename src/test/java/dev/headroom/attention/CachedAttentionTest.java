@@ -158,6 +158,24 @@ class CachedAttentionTest {
         }
     }
 
+    @Test
+    void aTaskOverSeveralSpansCorrectsItsRunningSoftmax() {
+        // one worker and four key/value heads: one chunk per head, of 3 000 keys, i.e. several online-softmax spans
+        AttentionConfig c = AttentionConfig.of(32, 4, 4, 8);
+        int n = 3000;
+        assertEquals(1, CachedAttention.chunks(n, 4, 1), "one chunk per head");
+        assertTrue(n > 2 * CachedAttention.DECODE_SPAN_KEYS, "more than two spans per chunk");
+        try (Arena arena = TrackedArena.ofShared()) {
+            AttentionWeights w = AttentionWeights.random(c, true, 14, arena);
+            Tensor x = randomInput(arena, 15, n, c.dModel());
+            try (MultiHeadAttention mha = new MultiHeadAttention(w, MultiHeadAttention.Options.defaults().withThreads(1))) {
+                float[] whole = mha.forward(x, Mask.causal(), arena).toArray();
+                float[] cached = runCached(mha, x, Mask.causal(), 16, KvDtype.F32, new int[]{n - 4}, false);
+                assertClose(whole, cached, "decode over " + n + " keys in spans of " + CachedAttention.DECODE_SPAN_KEYS);
+            }
+        }
+    }
+
     /**
      * The error a quantised cache adds to the attention output, relative to the largest output,
      * against a float32 cache, over 300 tokens (prefill 200, decode 100) of a GQA layer with RoPE:
