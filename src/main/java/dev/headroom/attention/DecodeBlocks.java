@@ -293,8 +293,15 @@ interface DecodeBlocks {
                 }
                 // fold each token's value scale into the probabilities: p'_rt = p_rt · s_t
                 float[] scaled = buffer(1, R * tokens);
+                int lanes = SPECIES.length(), full = tokens - tokens % lanes;
                 for (int r = 0; r < R; r++) {
-                    for (int t = 0; t < tokens; t++) scaled[r * tokens + t] = S[r * ldS + col + t] * mem.get(F, valueScales + (long) t * Float.BYTES);
+                    int t = 0;
+                    for (; t < full; t += lanes) {
+                        FloatVector.fromArray(SPECIES, S, r * ldS + col + t)
+                                .mul(FloatVector.fromMemorySegment(SPECIES, mem, valueScales + (long) t * Float.BYTES, ORDER))
+                                .intoArray(scaled, r * tokens + t);
+                    }
+                    for (; t < tokens; t++) scaled[r * tokens + t] = S[r * ldS + col + t] * mem.get(F, valueScales + (long) t * Float.BYTES);
                 }
                 S = scaled;
                 ldS = tokens;
@@ -327,12 +334,11 @@ interface DecodeBlocks {
                     if (p4 != null) { // the last two or three rows, with zero rows added: one pass over the tile
                         for (int fc = 0; fc < fullWide; fc += wide) {
                             long at = tile + (long) fc * bytes;
-                            java.util.Arrays.fill(o4, 0, 4 * wide, 0f);
+                            // the rows' outputs in, the kernel adds to them (the zero rows add nothing to the rest), and back
+                            for (int k = 0; k < R - r; k++) System.arraycopy(O, (r + k) * d + first + fc, o4, k * wide, wide);
                             if (f32) sumFourRowsF32(mem, at, row, tokens, p4, 0, tokens, o4, 0, wide);
                             else sumFourRowsI8(mem, at, row, tokens, p4, 0, tokens, o4, 0, wide);
-                            for (int k = 0; k < R - r; k++) {
-                                for (int j = 0; j < wide; j++) O[(r + k) * d + first + fc + j] += o4[k * wide + j];
-                            }
+                            for (int k = 0; k < R - r; k++) System.arraycopy(o4, k * wide, O, (r + k) * d + first + fc, wide);
                         }
                         r = R;
                     }
