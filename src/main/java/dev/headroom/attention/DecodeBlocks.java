@@ -37,6 +37,18 @@ interface DecodeBlocks {
     void scores(MemorySegment mem, long keys, long keyScales, KvDtype dtype, int d, int bs, int tokens,
                 float[] q, int R, float scale, float[] S, int ldS, int col);
 
+    /**
+     * The scores of two full blocks (bs tokens each, of the same dtype, anywhere in the cache): block
+     * a's to columns col .. col + bs, block b's to col + bs .. col + 2bs. The same numbers as two
+     * {@link #scores} calls, which is what this default does; the vector form reads both in one
+     * pass, so that each query element it broadcasts serves a key vector of each block.
+     */
+    default void scoresOfTwo(MemorySegment memA, long keysA, long keyScalesA, MemorySegment memB, long keysB, long keyScalesB,
+                             KvDtype dtype, int d, int bs, float[] q, int R, float scale, float[] S, int ldS, int col) {
+        scores(memA, keysA, keyScalesA, dtype, d, bs, bs, q, R, scale, S, ldS, col);
+        scores(memB, keysB, keyScalesB, dtype, d, bs, bs, q, R, scale, S, ldS, col + bs);
+    }
+
     /** O_r += Σ_t S[r·ldS + col + t] · v_t for rows r &lt; R and tokens t &lt; tokens. */
     void accumulate(MemorySegment mem, long values, long valueScales, KvDtype dtype, int d, int bs, int tokens,
                     float[] S, int ldS, int col, int R, float[] O);
@@ -178,6 +190,105 @@ interface DecodeBlocks {
                     }
                 }
             }
+        }
+
+        @Override
+        public void scoresOfTwo(MemorySegment memA, long keysA, long keyScalesA, MemorySegment memB, long keysB, long keyScalesB,
+                                KvDtype dtype, int d, int bs, float[] q, int R, float scale, float[] S, int ldS, int col) {
+            int lanes = SPECIES.length();
+            if (bs != lanes || dtype == KvDtype.F16 || (dtype == KvDtype.INT8 && !BYTES_MATCH)) { // one vector of tokens per block only
+                DecodeBlocks.super.scoresOfTwo(memA, keysA, keyScalesA, memB, keysB, keyScalesB, dtype, d, bs, q, R, scale, S, ldS, col);
+                return;
+            }
+            boolean f32 = dtype == KvDtype.F32;
+            FloatVector scaleA = f32 ? null : FloatVector.fromMemorySegment(SPECIES, memA, keyScalesA, ORDER).mul(scale);
+            FloatVector scaleB = f32 ? null : FloatVector.fromMemorySegment(SPECIES, memB, keyScalesB, ORDER).mul(scale);
+            int tail = R % 4, r = 0;
+            for (; r + 4 <= R; r += 4) {
+                if (f32) fourRowsOfTwoF32(memA, keysA, memB, keysB, d, q, r, scale, S, ldS, col);
+                else fourRowsOfTwoI8(memA, keysA, memB, keysB, d, q, r, scaleA, scaleB, S, ldS, col);
+            }
+            if (tail >= 2) { // padded to four rows with zero rows, as in scores
+                float[] q4 = buffer(2, 4 * d), s4 = buffer(3, 8 * lanes);
+                System.arraycopy(q, r * d, q4, 0, tail * d);
+                java.util.Arrays.fill(q4, tail * d, 4 * d, 0f);
+                if (f32) fourRowsOfTwoF32(memA, keysA, memB, keysB, d, q4, 0, scale, s4, 2 * lanes, 0);
+                else fourRowsOfTwoI8(memA, keysA, memB, keysB, d, q4, 0, scaleA, scaleB, s4, 2 * lanes, 0);
+                for (int k = 0; k < tail; k++) System.arraycopy(s4, k * 2 * lanes, S, (r + k) * ldS + col, 2 * lanes);
+            } else if (tail == 1) {
+                if (f32) {
+                    oneRowF32(memA, keysA, d, bs, q, r, scale, S, ldS, col);
+                    oneRowF32(memB, keysB, d, bs, q, r, scale, S, ldS, col + bs);
+                } else {
+                    oneRowI8(memA, keysA, d, bs, q, r, scaleA, S, ldS, col);
+                    oneRowI8(memB, keysB, d, bs, q, r, scaleB, S, ldS, col + bs);
+                }
+            }
+        }
+
+        /**
+         * Scores of rows r..r+3 for two blocks of one vector of tokens each (Kᵀ rows of one vector):
+         * per feature, one load from each block and one broadcast per row serving both, eight chains.
+         */
+        private static void fourRowsOfTwoF32(MemorySegment memA, long atA, MemorySegment memB, long atB, int d, float[] q, int r,
+                                             float scale, float[] S, int ldS, int col) {
+            int q0 = r * d, q1 = q0 + d, q2 = q1 + d, q3 = q2 + d, lanes = SPECIES.length();
+            long row = (long) lanes * Float.BYTES;
+            FloatVector a0 = FloatVector.zero(SPECIES), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            for (int f = 0; f < d; f++) {
+                FloatVector ka = FloatVector.fromMemorySegment(SPECIES, memA, atA + f * row, ORDER);
+                FloatVector kb = FloatVector.fromMemorySegment(SPECIES, memB, atB + f * row, ORDER);
+                FloatVector x = FloatVector.broadcast(SPECIES, q[q0 + f]);
+                a0 = ka.fma(x, a0);
+                b0 = kb.fma(x, b0);
+                x = FloatVector.broadcast(SPECIES, q[q1 + f]);
+                a1 = ka.fma(x, a1);
+                b1 = kb.fma(x, b1);
+                x = FloatVector.broadcast(SPECIES, q[q2 + f]);
+                a2 = ka.fma(x, a2);
+                b2 = kb.fma(x, b2);
+                x = FloatVector.broadcast(SPECIES, q[q3 + f]);
+                a3 = ka.fma(x, a3);
+                b3 = kb.fma(x, b3);
+            }
+            a0.mul(scale).intoArray(S, r * ldS + col);
+            b0.mul(scale).intoArray(S, r * ldS + col + lanes);
+            a1.mul(scale).intoArray(S, (r + 1) * ldS + col);
+            b1.mul(scale).intoArray(S, (r + 1) * ldS + col + lanes);
+            a2.mul(scale).intoArray(S, (r + 2) * ldS + col);
+            b2.mul(scale).intoArray(S, (r + 2) * ldS + col + lanes);
+            a3.mul(scale).intoArray(S, (r + 3) * ldS + col);
+            b3.mul(scale).intoArray(S, (r + 3) * ldS + col + lanes);
+        }
+
+        /** As {@link #fourRowsOfTwoF32} for int8 keys, each block's tokens scaled by its {@code scaleA} / {@code scaleB}. */
+        private static void fourRowsOfTwoI8(MemorySegment memA, long atA, MemorySegment memB, long atB, int d, float[] q, int r,
+                                            FloatVector scaleA, FloatVector scaleB, float[] S, int ldS, int col) {
+            int q0 = r * d, q1 = q0 + d, q2 = q1 + d, q3 = q2 + d, lanes = SPECIES.length();
+            FloatVector a0 = FloatVector.zero(SPECIES), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            for (int f = 0; f < d; f++) {
+                FloatVector ka = bytes(memA, atA + (long) f * lanes), kb = bytes(memB, atB + (long) f * lanes);
+                FloatVector x = FloatVector.broadcast(SPECIES, q[q0 + f]);
+                a0 = ka.fma(x, a0);
+                b0 = kb.fma(x, b0);
+                x = FloatVector.broadcast(SPECIES, q[q1 + f]);
+                a1 = ka.fma(x, a1);
+                b1 = kb.fma(x, b1);
+                x = FloatVector.broadcast(SPECIES, q[q2 + f]);
+                a2 = ka.fma(x, a2);
+                b2 = kb.fma(x, b2);
+                x = FloatVector.broadcast(SPECIES, q[q3 + f]);
+                a3 = ka.fma(x, a3);
+                b3 = kb.fma(x, b3);
+            }
+            a0.mul(scaleA).intoArray(S, r * ldS + col);
+            b0.mul(scaleB).intoArray(S, r * ldS + col + lanes);
+            a1.mul(scaleA).intoArray(S, (r + 1) * ldS + col);
+            b1.mul(scaleB).intoArray(S, (r + 1) * ldS + col + lanes);
+            a2.mul(scaleA).intoArray(S, (r + 2) * ldS + col);
+            b2.mul(scaleB).intoArray(S, (r + 2) * ldS + col + lanes);
+            a3.mul(scaleA).intoArray(S, (r + 3) * ldS + col);
+            b3.mul(scaleB).intoArray(S, (r + 3) * ldS + col + lanes);
         }
 
         /** Scores of rows r..r+3 for one vector of tokens whose Kᵀ column starts at byte {@code at}; float32. */

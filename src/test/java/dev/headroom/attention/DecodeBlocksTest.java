@@ -36,6 +36,50 @@ class DecodeBlocksTest {
         }
     }
 
+    /** Two full blocks scored in one pass (the vector form's own kernel when a block is one vector of tokens) equal two scalar calls. */
+    @Test
+    void scoresOfTwoBlocksEqualTwoScalarScores() {
+        SplittableRandom rnd = new SplittableRandom(11);
+        try (Arena arena = Arena.ofConfined()) {
+            for (KvDtype dtype : KvDtype.values()) {
+                for (int d : new int[]{5, 16, 67, 128}) {
+                    for (int bs : new int[]{4, 8, 16, 7}) {
+                        for (int R = 1; R <= 9; R++) {
+                            MemorySegment a = block(arena, rnd, dtype, d, bs), b = block(arena, rnd, dtype, d, bs);
+                            long scalesAt = 8 + (long) d * bs * dtype.bytes() + 8;
+                            float[] q = new float[R * d];
+                            for (int i = 0; i < R * d; i++) q[i] = (float) rnd.nextDouble(-1, 1);
+                            int ldS = 2 * bs + 3, col = 2;
+                            float[] s1 = new float[R * ldS], s2 = new float[R * ldS];
+                            DecodeBlocks.SCALAR.scoresOfTwo(a, 8, scalesAt, b, 8, scalesAt, dtype, d, bs, q, R, 0.37f, s1, ldS, col);
+                            DecodeBlocks.VECTOR.scoresOfTwo(a, 8, scalesAt, b, 8, scalesAt, dtype, d, bs, q, R, 0.37f, s2, ldS, col);
+                            for (int i = 0; i < R * ldS; i++) {
+                                assertEquals(s1[i], s2[i], 1e-5f * (1 + Math.abs(s1[i])) * Math.sqrt(d),
+                                        dtype + " d=" + d + " bs=" + bs + " R=" + R + " score " + i / ldS + "," + i % ldS);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /** One block part (elements from byte 8, then its bs scales), random values of the dtype. */
+    private static MemorySegment block(Arena arena, SplittableRandom rnd, KvDtype dtype, int d, int bs) {
+        long elems = (long) d * bs, keys = 8, scales = keys + elems * dtype.bytes() + 8;
+        MemorySegment mem = arena.allocate(scales + bs * 4L + 64);
+        for (long i = 0; i < elems; i++) {
+            float v = (float) rnd.nextDouble(-2, 2);
+            switch (dtype) {
+                case F32 -> mem.set(F, keys + i * 4, v);
+                case F16 -> mem.set(ValueLayout.JAVA_SHORT_UNALIGNED, keys + i * 2, Float.floatToFloat16(v));
+                case INT8 -> mem.set(ValueLayout.JAVA_BYTE, keys + i, (byte) rnd.nextInt(-127, 128));
+            }
+        }
+        for (int t = 0; t < bs; t++) mem.set(F, scales + t * 4L, (float) rnd.nextDouble(0.001, 0.05));
+        return mem;
+    }
+
     private static void check(Arena arena, SplittableRandom rnd, KvDtype dtype, int d, int bs, int tokens, int R) {
         long elems = (long) d * bs;
         // one block part: Kᵀ or V elements, then scales; random bytes make valid int8 and (finite-ish) f16 values
