@@ -233,6 +233,16 @@ final class CachedAttention {
         return (int) Math.clamp(wanted, 1, Math.max(1, (long) L / MIN_CHUNK_KEYS));
     }
 
+    /**
+     * Query rows the decode kernels are given for a group of R: the vector kernels take rows four at
+     * a time, and two or three left over are padded here with zero rows, once per task, instead of
+     * being copied into padded buffers in every kernel call (the small shape's 3 rows spent a fifth
+     * of an int8 step in those copies).
+     */
+    static int kernelRows(int R) {
+        return R % 4 >= 2 ? (R + 3) / 4 * 4 : R;
+    }
+
     /** A worker's decode scratch, in Java arrays (reads need no memory-session checks), grown as needed and kept. */
     private static final class DecodeScratch {
         private static final ThreadLocal<DecodeScratch> MINE = ThreadLocal.withInitial(DecodeScratch::new);
@@ -318,7 +328,7 @@ final class CachedAttention {
             tables[i] = cache.blockTable(step.sequence(i));
             Mask.Bound bound = causal.bind(1, c.heads(), step.count(i), L, Positions.uniform(step.start(i)));
             bounds[i] = slopes != null ? bound.withAlibi(slopes) : bound;
-            maxRows = Math.max(maxRows, R);
+            maxRows = Math.max(maxRows, kernelRows(R));
             int chunks = chunks(L, G, threads), perChunk = (nb + chunks - 1) / chunks;
             for (int g = 0; g < G; g++) {
                 for (int b0 = 0; b0 < nb; b0 += perChunk) {
@@ -334,10 +344,14 @@ final class CachedAttention {
         int rowsMax = maxRows;
         layer.pool().run(tasks.size(), (index, worker) -> {
             Task task = tasks.get(index);
-            int i = task.i, g = task.g, nNew = step.count(i), R = gs * nNew, L = step.keys(i);
+            int i = task.i, g = task.g, nNew = step.count(i), R = gs * nNew, Rk = kernelRows(R), L = step.keys(i);
             Mask.Bound bound = bounds[i];
             DecodeScratch w = DecodeScratch.of(rowsMax, d, span, bs);
-            /* q, qs: (R, d) query rows (qs turned at the sink positions); S: (R, span) scores; S2: (R, bs); O: (R, d); M, Lsum: (R). */
+            /*
+             * q, qs: (Rk, d) query rows (qs turned at the sink positions), rows R.. zero; S: (Rk, span)
+             * scores; S2: (Rk, bs); O: (Rk, d); M, Lsum: (R). The zero rows' scores are exactly 0 and
+             * are never softmaxed, so they add nothing to their O rows, which are never read.
+             */
             float[] q = w.q, qs = w.qs, S = w.S, S2 = w.S2, O = w.O, M = w.M, Lsum = w.L;
             MemorySegment Sm = MemorySegment.ofArray(S); // for the pattern and the bias
             for (int r = 0; r < R; r++) {
@@ -347,7 +361,9 @@ final class CachedAttention {
                     if (qTSinks != null) qs[r * d + f] = qTSinks.get(h * d + f, col);
                 }
             }
-            java.util.Arrays.fill(O, 0, R * d, 0f);
+            java.util.Arrays.fill(q, R * d, Rk * d, 0f);
+            if (qTSinks != null) java.util.Arrays.fill(qs, R * d, Rk * d, 0f);
+            java.util.Arrays.fill(O, 0, Rk * d, 0f);
             java.util.Arrays.fill(M, 0, R, Float.NEGATIVE_INFINITY);
             java.util.Arrays.fill(Lsum, 0, R, 0f);
             int[] table = tables[i];
@@ -391,7 +407,7 @@ final class CachedAttention {
                         // two full int8 blocks in one pass of the scores kernel
                         int b2 = spanBlock[s + 1], phys2 = table[b2];
                         blocks.scoresOfTwo(mem, keys, keyScales, cache.slab(phys2), cache.keys(phys2, l, g), cache.keyScales(phys2, l, g),
-                                cache.shape().dtype(), d, bs, q, R, c.scale(), S, span, cols);
+                                cache.shape().dtype(), d, bs, q, Rk, c.scale(), S, span, cols);
                         mask(bound, pattern, S, Sm, span, cols, k0, bs, R, nNew, g * gs);
                         mask(bound, pattern, S, Sm, span, cols + bs, b2 * bs, bs, R, nNew, g * gs);
                         cols += 2 * bs;
@@ -400,9 +416,9 @@ final class CachedAttention {
                     }
                     boolean sinkPart = qTSinks != null && k0 < sinks;
                     blocks.scores(mem, keys, keyScales, cache.shape().dtype(), d, bs, tokens, sinkPart && k0 + tokens <= sinks ? qs : q,
-                            R, c.scale(), S, span, cols);
+                            Rk, c.scale(), S, span, cols);
                     if (sinkPart && k0 + tokens > sinks) { // a block across the sink boundary: its sink keys against qs
-                        blocks.scores(mem, keys, keyScales, cache.shape().dtype(), d, bs, tokens, qs, R, c.scale(), S2, bs, 0);
+                        blocks.scores(mem, keys, keyScales, cache.shape().dtype(), d, bs, tokens, qs, Rk, c.scale(), S2, bs, 0);
                         for (int r = 0; r < R; r++) System.arraycopy(S2, r * bs, S, r * span + cols, sinks - k0);
                     }
                     mask(bound, pattern, S, Sm, span, cols, k0, tokens, R, nNew, g * gs);
@@ -425,7 +441,7 @@ final class CachedAttention {
                 for (int s = 0; s < count; s++) {
                     int b = spanBlock[s], tokens = Math.min(bs, L - b * bs), phys = table[b];
                     blocks.accumulate(cache.slab(phys), cache.values(phys, l, g), cache.valueScales(phys, l, g),
-                            cache.shape().dtype(), d, bs, tokens, S, span, cols, R, O);
+                            cache.shape().dtype(), d, bs, tokens, S, span, cols, Rk, O);
                     cols += tokens;
                 }
             }
