@@ -156,7 +156,8 @@ interface DecodeBlocks {
                 return;
             }
             int lanes = SPECIES.length(), full = tokens - tokens % lanes;
-            // the last two or three rows go through the four-row kernel with zero rows added (one pass over the keys)
+            // the last two or three rows go through the four-row kernel with zero rows added (one pass over the keys);
+            // the decode path pads its groups itself (CachedAttention.kernelRows), so this serves other callers
             int tail = R % 4, whole = R - tail;
             float[] q4 = null, s4 = null;
             if (tail >= 2 && full > 0) {
