@@ -177,6 +177,35 @@ class CachedAttentionTest {
     }
 
     /**
+     * Head dim 136: V parts of two full tiles of 64 features and a partial one of 8, written by the
+     * cache, gathered by a prefill chunk and read in place by decode (vector and scalar), for
+     * every dtype; groups of 2 query rows (padded to four for the kernels).
+     */
+    @Test
+    void headsWiderThanOneValueTileDecodeAndGatherExactly() {
+        AttentionConfig c = AttentionConfig.of(272, 4, 2, 136).withRope(new RotaryEmbedding(10000, 136, RotaryEmbedding.Layout.PAIRS));
+        int n = 90;
+        try (Arena arena = TrackedArena.ofShared()) {
+            AttentionWeights w = AttentionWeights.random(c, true, 16, arena);
+            Tensor x = randomInput(arena, 17, n, c.dModel());
+            try (MultiHeadAttention mha = new MultiHeadAttention(w, MultiHeadAttention.Options.defaults().withThreads(2))) {
+                float[] whole = mha.forward(x, Mask.causal(), arena).toArray();
+                int[] chunks = {50, 3};                                  // a gathered prefill, a 3-token decode, then single tokens
+                assertClose(whole, runCached(mha, x, Mask.causal(), 16, KvDtype.F32, chunks, false), "d 136, float32");
+                assertClose(whole, runCached(mha, x, Mask.causal(), 16, KvDtype.F32, chunks, true), "d 136, float32, scalar kernels");
+                double max = 0;
+                for (float v : whole) max = Math.max(max, Math.abs(v));
+                for (KvDtype dtype : new KvDtype[]{KvDtype.F16, KvDtype.INT8}) {
+                    float[] y = runCached(mha, x, Mask.causal(), 16, dtype, chunks, false);
+                    double err = 0;
+                    for (int i = 0; i < y.length; i++) err = Math.max(err, Math.abs(y[i] - whole[i]));
+                    assertTrue(err / max < (dtype == KvDtype.F16 ? 1e-3 : 2e-2), "d 136, " + dtype + ": error " + err / max);
+                }
+            }
+        }
+    }
+
+    /**
      * The error a quantised cache adds to the attention output, relative to the largest output,
      * against a float32 cache, over 300 tokens (prefill 200, decode 100) of a GQA layer with RoPE:
      * float16 stays under 1e-3, int8 (a scale per token and head) under 2e-2.
