@@ -235,9 +235,10 @@ final class CachedAttention {
 
     /**
      * Query rows the decode kernels are given for a group of R: the vector kernels take rows four at
-     * a time, and two or three left over are padded here with zero rows, once per task, instead of
-     * being copied into padded buffers in every kernel call (the small shape's 3 rows spent a fifth
-     * of an int8 step in those copies).
+     * a time, and two or three left over are padded here with zero rows, once per task, so a block
+     * is read in one pass for them too (padding them inside every kernel call instead cost the small
+     * shape's 3 rows a fifth of an int8 step in copies; the kernels take leftover rows one or two at
+     * a time, for other callers).
      */
     static int kernelRows(int R) {
         return R % 4 >= 2 ? (R + 3) / 4 * 4 : R;

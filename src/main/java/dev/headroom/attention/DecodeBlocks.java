@@ -122,13 +122,8 @@ interface DecodeBlocks {
         private static final boolean BYTES_MATCH = BYTES.length() == SPECIES.length();
         /** Weighted sums four rows at a time (16 accumulators) only with 512-bit vectors, which come with 32 registers. */
         private static final boolean FOUR_ROWS = SPECIES.vectorBitSize() >= 512;
-        /**
-         * Per thread: a float32 copy of one float16 block part (d × bs); int8-scaled probabilities
-         * (R × bs); the last two or three rows padded to four with zero rows (4 × d queries, or
-         * 4 × bs probabilities) and their four-row results (4 × lanes scores, or 4 × 4·lanes sums).
-         */
-        private static final ThreadLocal<float[][]> BUFFERS = ThreadLocal.withInitial(
-                () -> new float[][]{new float[0], new float[0], new float[0], new float[0]});
+        /** Per thread: a float32 copy of one float16 block part (d × bs), and int8-scaled probabilities (R × bs). */
+        private static final ThreadLocal<float[][]> BUFFERS = ThreadLocal.withInitial(() -> new float[][]{new float[0], new float[0]});
 
         private static float[] buffer(int which, int floats) {
             float[][] b = BUFFERS.get();
@@ -155,32 +150,20 @@ interface DecodeBlocks {
                 SCALAR.scores(mem, keys, keyScales, dtype, d, bs, tokens, q, R, scale, S, ldS, col);
                 return;
             }
+            // rows four at a time, the rest one by one (the decode path pads its groups to whole fours: CachedAttention.kernelRows)
             int lanes = SPECIES.length(), full = tokens - tokens % lanes;
-            // the last two or three rows go through the four-row kernel with zero rows added (one pass over the keys);
-            // the decode path pads its groups itself (CachedAttention.kernelRows), so this serves other callers
-            int tail = R % 4, whole = R - tail;
-            float[] q4 = null, s4 = null;
-            if (tail >= 2 && full > 0) {
-                q4 = buffer(2, 4 * d);
-                s4 = buffer(3, 4 * lanes);
-                System.arraycopy(q, whole * d, q4, 0, tail * d);
-                java.util.Arrays.fill(q4, tail * d, 4 * d, 0f);
-            }
             for (int tc = 0; tc < full; tc += lanes) {
                 int r = 0;
                 if (dtype == KvDtype.F32) {
                     long at = keys + (long) tc * Float.BYTES;
                     for (; r + 4 <= R; r += 4) fourRowsF32(mem, at, d, bs, q, r, scale, S, ldS, col + tc);
-                    if (q4 != null) fourRowsF32(mem, at, d, bs, q4, 0, scale, s4, lanes, 0);
-                    else for (; r < R; r++) oneRowF32(mem, at, d, bs, q, r, scale, S, ldS, col + tc);
+                    for (; r < R; r++) oneRowF32(mem, at, d, bs, q, r, scale, S, ldS, col + tc);
                 } else {
                     FloatVector tokenScale = FloatVector.fromMemorySegment(SPECIES, mem, keyScales + (long) tc * Float.BYTES, ORDER)
                             .mul(scale);
                     for (; r + 4 <= R; r += 4) fourRowsI8(mem, keys + tc, d, bs, q, r, tokenScale, S, ldS, col + tc);
-                    if (q4 != null) fourRowsI8(mem, keys + tc, d, bs, q4, 0, tokenScale, s4, lanes, 0);
-                    else for (; r < R; r++) oneRowI8(mem, keys + tc, d, bs, q, r, tokenScale, S, ldS, col + tc);
+                    for (; r < R; r++) oneRowI8(mem, keys + tc, d, bs, q, r, tokenScale, S, ldS, col + tc);
                 }
-                if (q4 != null) for (int k = 0; k < tail; k++) System.arraycopy(s4, k * lanes, S, (whole + k) * ldS + col + tc, lanes);
             }
             if (full < tokens) { // the tokens past the last whole vector
                 for (int r = 0; r < R; r++) {
@@ -204,19 +187,12 @@ interface DecodeBlocks {
             boolean f32 = dtype == KvDtype.F32;
             FloatVector scaleA = f32 ? null : FloatVector.fromMemorySegment(SPECIES, memA, keyScalesA, ORDER).mul(scale);
             FloatVector scaleB = f32 ? null : FloatVector.fromMemorySegment(SPECIES, memB, keyScalesB, ORDER).mul(scale);
-            int tail = R % 4, r = 0;
+            int r = 0;
             for (; r + 4 <= R; r += 4) {
                 if (f32) fourRowsOfTwoF32(memA, keysA, memB, keysB, d, q, r, scale, S, ldS, col);
                 else fourRowsOfTwoI8(memA, keysA, memB, keysB, d, q, r, scaleA, scaleB, S, ldS, col);
             }
-            if (tail >= 2) { // padded to four rows with zero rows, as in scores
-                float[] q4 = buffer(2, 4 * d), s4 = buffer(3, 8 * lanes);
-                System.arraycopy(q, r * d, q4, 0, tail * d);
-                java.util.Arrays.fill(q4, tail * d, 4 * d, 0f);
-                if (f32) fourRowsOfTwoF32(memA, keysA, memB, keysB, d, q4, 0, scale, s4, 2 * lanes, 0);
-                else fourRowsOfTwoI8(memA, keysA, memB, keysB, d, q4, 0, scaleA, scaleB, s4, 2 * lanes, 0);
-                for (int k = 0; k < tail; k++) System.arraycopy(s4, k * 2 * lanes, S, (r + k) * ldS + col, 2 * lanes);
-            } else if (tail == 1) {
+            for (; r < R; r++) { // the rest one by one, as in scores
                 if (f32) {
                     oneRowF32(memA, keysA, d, bs, q, r, scale, S, ldS, col);
                     oneRowF32(memB, keysB, d, bs, q, r, scale, S, ldS, col + bs);
@@ -421,14 +397,6 @@ interface DecodeBlocks {
             }
             boolean f32 = dtype == KvDtype.F32;
             int lanes = SPECIES.length(), wide = 4 * lanes, bytes = f32 ? Float.BYTES : 1;
-            int tail = R % 4;
-            float[] p4 = null, o4 = null;
-            if (FOUR_ROWS && tail >= 2) {
-                p4 = buffer(2, 4 * tokens);
-                o4 = buffer(3, 4 * wide);
-                for (int k = 0; k < tail; k++) System.arraycopy(S, (R - tail + k) * ldS + col, p4, k * tokens, tokens);
-                java.util.Arrays.fill(p4, tail * tokens, 4 * tokens, 0f);
-            }
             // one tile of features at a time: its rows (w features of each token) are contiguous, read once from memory
             for (int first = 0; first < d; first += KvCache.VALUE_TILE) {
                 int w = Math.min(KvCache.VALUE_TILE, d - first), fullWide = w - w % wide, full = w - w % lanes;
@@ -442,17 +410,6 @@ interface DecodeBlocks {
                             if (f32) sumFourRowsF32(mem, at, row, tokens, S, p, ldS, O, o, d);
                             else sumFourRowsI8(mem, at, row, tokens, S, p, ldS, O, o, d);
                         }
-                    }
-                    if (p4 != null) { // the last two or three rows, with zero rows added: one pass over the tile
-                        for (int fc = 0; fc < fullWide; fc += wide) {
-                            long at = tile + (long) fc * bytes;
-                            // the rows' outputs in, the kernel adds to them (the zero rows add nothing to the rest), and back
-                            for (int k = 0; k < R - r; k++) System.arraycopy(O, (r + k) * d + first + fc, o4, k * wide, wide);
-                            if (f32) sumFourRowsF32(mem, at, row, tokens, p4, 0, tokens, o4, 0, wide);
-                            else sumFourRowsI8(mem, at, row, tokens, p4, 0, tokens, o4, 0, wide);
-                            for (int k = 0; k < R - r; k++) System.arraycopy(o4, k * wide, O, (r + k) * d + first + fc, wide);
-                        }
-                        r = R;
                     }
                 }
                 for (; r + 2 <= R; r += 2) {

@@ -141,6 +141,16 @@ class CachedAttentionTest {
         assertTrue(err <= TOLERANCE * max, what + ": max |Δ| " + err + " at " + worst + " > " + TOLERANCE + " · " + max);
     }
 
+    /** max |y − reference| / max |reference|. */
+    private static double relativeError(float[] y, float[] reference) {
+        double err = 0, max = 0;
+        for (int i = 0; i < y.length; i++) {
+            err = Math.max(err, Math.abs(y[i] - reference[i]));
+            max = Math.max(max, Math.abs(reference[i]));
+        }
+        return err / max;
+    }
+
     @Test
     void longContextsAreSplitOverWorkersAndMergedExactly() {
         // one key/value head and 2 000 keys: the decode path cuts the keys into chunks (split-K)
@@ -193,13 +203,9 @@ class CachedAttentionTest {
                 int[] chunks = {50, 3};                                  // a gathered prefill, a 3-token decode, then single tokens
                 assertClose(whole, runCached(mha, x, Mask.causal(), 16, KvDtype.F32, chunks, false), "d 136, float32");
                 assertClose(whole, runCached(mha, x, Mask.causal(), 16, KvDtype.F32, chunks, true), "d 136, float32, scalar kernels");
-                double max = 0;
-                for (float v : whole) max = Math.max(max, Math.abs(v));
                 for (KvDtype dtype : new KvDtype[]{KvDtype.F16, KvDtype.INT8}) {
-                    float[] y = runCached(mha, x, Mask.causal(), 16, dtype, chunks, false);
-                    double err = 0;
-                    for (int i = 0; i < y.length; i++) err = Math.max(err, Math.abs(y[i] - whole[i]));
-                    assertTrue(err / max < (dtype == KvDtype.F16 ? 1e-3 : 2e-2), "d 136, " + dtype + ": error " + err / max);
+                    double relative = relativeError(runCached(mha, x, Mask.causal(), 16, dtype, chunks, false), whole);
+                    assertTrue(relative < (dtype == KvDtype.F16 ? 1e-3 : 2e-2), "d 136, " + dtype + ": error " + relative);
                 }
             }
         }
@@ -218,16 +224,12 @@ class CachedAttentionTest {
             Tensor x = randomInput(arena, 31, 300, c.dModel());
             try (MultiHeadAttention mha = new MultiHeadAttention(w)) {
                 float[] exact = runCached(mha, x, Mask.causal(), 16, KvDtype.F32, new int[]{200}, false);
-                double max = 0;
-                for (float v : exact) max = Math.max(max, Math.abs(v));
                 for (KvDtype dtype : new KvDtype[]{KvDtype.F16, KvDtype.INT8}) {
-                    float[] y = runCached(mha, x, Mask.causal(), 16, dtype, new int[]{200}, false);
-                    double err = 0;
-                    for (int i = 0; i < y.length; i++) err = Math.max(err, Math.abs(y[i] - exact[i]));
+                    double relative = relativeError(runCached(mha, x, Mask.causal(), 16, dtype, new int[]{200}, false), exact);
                     double bound = dtype == KvDtype.F16 ? 1e-3 : 2e-2;
-                    System.out.printf("KV %s: max |Δ| / max |y| = %.2e (bound %.0e)%n", dtype, err / max, bound);
-                    assertTrue(err / max < bound, dtype + " error " + err / max);
-                    assertTrue(err > 0, dtype + " must differ from float32 somewhere (else the test proves nothing)");
+                    System.out.printf("KV %s: max |Δ| / max |y| = %.2e (bound %.0e)%n", dtype, relative, bound);
+                    assertTrue(relative < bound, dtype + " error " + relative);
+                    assertTrue(relative > 0, dtype + " must differ from float32 somewhere (else the test proves nothing)");
                 }
             }
         }

@@ -46,7 +46,7 @@ class DecodeBlocksTest {
                     for (int bs : new int[]{4, 8, 16, 7}) {
                         for (int R = 1; R <= 9; R++) {
                             MemorySegment a = block(arena, rnd, dtype, d, bs), b = block(arena, rnd, dtype, d, bs);
-                            long scalesAt = 8 + (long) d * bs * dtype.bytes() + 8;
+                            long scalesAt = scalesAt(dtype, d, bs);
                             float[] q = new float[R * d];
                             for (int i = 0; i < R * d; i++) q[i] = (float) rnd.nextDouble(-1, 1);
                             int ldS = 2 * bs + 3, col = 2;
@@ -64,9 +64,17 @@ class DecodeBlocksTest {
         }
     }
 
-    /** One block part (elements from byte 8, then its bs scales), random values of the dtype. */
+    /** Byte offset of a {@link #block}'s scales. */
+    private static long scalesAt(KvDtype dtype, int d, int bs) {
+        return 8 + (long) d * bs * dtype.bytes() + 8;
+    }
+
+    /**
+     * One block part (Kᵀ or V elements from byte 8, then its bs scales at {@link #scalesAt}), random
+     * values of the dtype: random bytes make valid int8, and values in ±2 finite float16.
+     */
     private static MemorySegment block(Arena arena, SplittableRandom rnd, KvDtype dtype, int d, int bs) {
-        long elems = (long) d * bs, keys = 8, scales = keys + elems * dtype.bytes() + 8;
+        long elems = (long) d * bs, keys = 8, scales = scalesAt(dtype, d, bs);
         MemorySegment mem = arena.allocate(scales + bs * 4L + 64);
         for (long i = 0; i < elems; i++) {
             float v = (float) rnd.nextDouble(-2, 2);
@@ -81,19 +89,8 @@ class DecodeBlocksTest {
     }
 
     private static void check(Arena arena, SplittableRandom rnd, KvDtype dtype, int d, int bs, int tokens, int R) {
-        long elems = (long) d * bs;
-        // one block part: Kᵀ or V elements, then scales; random bytes make valid int8 and (finite-ish) f16 values
-        MemorySegment mem = arena.allocate(2 * elems * dtype.bytes() + 2L * bs * 4 + 64);
-        long keys = 8, scales = keys + elems * dtype.bytes() + 8;
-        for (long i = 0; i < elems; i++) {
-            float v = (float) rnd.nextDouble(-2, 2);
-            switch (dtype) {
-                case F32 -> mem.set(F, keys + i * 4, v);
-                case F16 -> mem.set(ValueLayout.JAVA_SHORT_UNALIGNED, keys + i * 2, Float.floatToFloat16(v));
-                case INT8 -> mem.set(ValueLayout.JAVA_BYTE, keys + i, (byte) rnd.nextInt(-127, 128));
-            }
-        }
-        for (int t = 0; t < bs; t++) mem.set(F, scales + t * 4L, (float) rnd.nextDouble(0.001, 0.05));
+        MemorySegment mem = block(arena, rnd, dtype, d, bs);
+        long keys = 8, scales = scalesAt(dtype, d, bs);
         float[] q = new float[R * d];
         for (int i = 0; i < R * d; i++) q[i] = (float) rnd.nextDouble(-1, 1);
         int ldS = tokens + 5, col = 3;
