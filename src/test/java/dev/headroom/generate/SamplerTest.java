@@ -79,6 +79,24 @@ class SamplerTest {
     }
 
     @Test
+    void idsAreOrderedAsAStableSortByDecreasingLogit() {
+        java.util.SplittableRandom random = new java.util.SplittableRandom(12);
+        for (int trial = 0; trial < 50; trial++) {
+            int V = 1 + random.nextInt(600);
+            float[] z = new float[V];
+            // few distinct values, so ties are everywhere; signed zeros, infinities and extremes among them
+            float[] values = {0f, -0f, 1.5f, -1.5f, Float.NEGATIVE_INFINITY, Float.MAX_VALUE, -Float.MAX_VALUE, Float.MIN_VALUE,
+                    -Float.MIN_VALUE, 3e-39f, 7f};
+            for (int i = 0; i < V; i++) z[i] = random.nextInt(3) == 0 ? (float) random.nextGaussian() : values[random.nextInt(values.length)];
+            Integer[] expected = new Integer[V];
+            for (int i = 0; i < V; i++) expected[i] = i;
+            Arrays.sort(expected, (a, b) -> Float.compare(z[b], z[a])); // stable: lower id first on ties
+            int[] order = Sampler.byDecreasingLogit(z);
+            for (int k = 0; k < V; k++) assertEquals(expected[k], order[k], "V " + V + ", position " + k);
+        }
+    }
+
+    @Test
     void greedyIsTheArgmaxWithTheLowestIdOnTies() {
         assertEquals(4, new Sampler(Sampling.greedy()).next(LOGITS));
         assertEquals(1, Sampler.argmax(new float[]{0f, 3f, 3f, Float.NaN}));
