@@ -17,12 +17,13 @@ import java.lang.foreign.Arena;
  * sees the same context.
  */
 public final class DecodeWorkload implements AutoCloseable {
-    /** Named shapes: llama = 32 query heads over 8 key/value heads of 128 (Llama 3 8B's attention); small = 12 over 4 of 64. */
+    /** Named shapes: llama = 32 query heads over 8 key/value heads of 128 (Llama 3 8B's attention); small = 12 over 4 of 64; tiny = 4 over 2 of 64 (the tiny decoder's layer). */
     public static int[] shape(String name) {
         return switch (name) {
             case "llama" -> new int[]{32, 8, 128};
             case "small" -> new int[]{12, 4, 64};
-            default -> throw new IllegalArgumentException("shape must be llama or small, got '" + name + "'");
+            case "tiny" -> new int[]{4, 2, 64};
+            default -> throw new IllegalArgumentException("shape must be llama, small or tiny, got '" + name + "'");
         };
     }
 
