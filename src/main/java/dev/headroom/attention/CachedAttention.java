@@ -303,14 +303,19 @@ final class CachedAttention {
         }
     }
 
-    /** One split-K task: rows of sequence i's key/value head g against its key blocks [b0, b1). */
-    private record Task(int i, int g, int b0, int b1, long out) {}
+    /**
+     * One split-K task: rows of sequence i's key/value head g against its key blocks [b0, b1);
+     * {@code whole}: the only chunk of its (sequence, head), which writes its rows itself.
+     */
+    private record Task(int i, int g, int b0, int b1, long out, boolean whole) {}
 
     /**
      * The decode path: tasks (sequence, key/value head, chunk of key blocks); each keeps per query
      * row a running max M, sum L and unnormalised output O over its chunk, written to its own
      * slot; then one pass per (sequence, head) merges the chunks: M = max M_c,
-     * O = Σ e^(M_c − M) O_c / Σ e^(M_c − M) L_c.
+     * O = Σ e^(M_c − M) O_c / Σ e^(M_c − M) L_c. A (sequence, head) of one chunk (short contexts:
+     * every one of a tiny model's) writes O / L itself, the same numbers, and when no pair is split
+     * the merge pass and its hand-off to the workers are skipped.
      */
     private static void decode(MultiHeadAttention layer, KvCache cache, KvCache.Step step, int l, List<Integer> seqs, int[] rows,
                                Mask causal, Matrix qT, Matrix qTSinks, Matrix concat, Workspace ws, DecodeBlocks blocks) {
@@ -333,13 +338,14 @@ final class CachedAttention {
             int chunks = chunks(L, G, threads), perChunk = (nb + chunks - 1) / chunks;
             for (int g = 0; g < G; g++) {
                 for (int b0 = 0; b0 < nb; b0 += perChunk) {
-                    tasks.add(new Task(i, g, b0, Math.min(nb, b0 + perChunk), out));
-                    out += (long) R * (d + 2);
+                    boolean whole = perChunk >= nb;
+                    tasks.add(new Task(i, g, b0, Math.min(nb, b0 + perChunk), out, whole));
+                    if (!whole) out += (long) R * (d + 2);
                 }
             }
         }
         int spanBlocks = Math.max(1, DECODE_SPAN_KEYS / bs), span = spanBlocks * bs;
-        /* the task slots: per task O (R, d), then M (R), L (R), unnormalised, for the merge. */
+        /* the task slots: per task of a split (sequence, head) O (R, d), then M (R), L (R), unnormalised, for the merge. */
         MemorySegment buffer = ws.extra(Workspace.Extra.DECODE, Math.max(1, out));
         Softmax softmax = layer.options().softmax();
         int rowsMax = maxRows;
@@ -446,19 +452,28 @@ final class CachedAttention {
                     cols += tokens;
                 }
             }
+            if (task.whole) { // the only chunk: its rows are the output, as the merge of one chunk would write them
+                for (int r = 0; r < R; r++) {
+                    int h = g * gs + r / nNew, col = rows[i] + r % nNew;
+                    double sum = M[r] == Float.NEGATIVE_INFINITY ? 0 : Lsum[r];
+                    for (int f = 0; f < d; f++) concat.set(col, h * d + f, sum > 0 ? (float) (O[r * d + f] / sum) : 0f);
+                }
+                return;
+            }
             // this task's (O, M, L) into its slot
             MemorySegment.copy(O, 0, buffer, F, task.out * Float.BYTES, R * d);
             MemorySegment.copy(M, 0, buffer, F, (task.out + (long) R * d) * Float.BYTES, R);
             MemorySegment.copy(Lsum, 0, buffer, F, (task.out + (long) R * d + R) * Float.BYTES, R);
         });
 
-        // merge the chunks of each (sequence, head): exact, as one softmax over all keys
+        // merge the chunks of each (sequence, head) split in several: exact, as one softmax over all keys
         List<int[]> groups = new ArrayList<>();
         for (int t = 0; t < tasks.size(); ) {
             int from = t;
             while (t < tasks.size() && tasks.get(t).i == tasks.get(from).i && tasks.get(t).g == tasks.get(from).g) t++;
-            groups.add(new int[]{from, t});
+            if (!tasks.get(from).whole) groups.add(new int[]{from, t});
         }
+        if (groups.isEmpty()) return;
         layer.pool().run(groups.size(), (index, worker) -> {
             int from = groups.get(index)[0], to = groups.get(index)[1];
             Task first = tasks.get(from);
