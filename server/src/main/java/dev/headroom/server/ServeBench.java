@@ -77,8 +77,13 @@ final class ServeBench implements Callable<Integer> {
     @Option(names = "--duration", defaultValue = "30", description = "Seconds of load per level (default ${DEFAULT-VALUE}).")
     double duration;
 
-    @Option(names = "--warmup", defaultValue = "5", description = "Seconds of load before each level's window (default ${DEFAULT-VALUE}).")
+    @Option(names = "--warmup", defaultValue = "5", description = "Seconds of load at least before each level's window; then more, "
+            + "until the level is steady (default ${DEFAULT-VALUE}; 0: none). Steady: " + WarmUp.RULE + ".")
     double warmup;
+
+    @Option(names = "--max-warmup", defaultValue = "90", description = "Seconds of warm-up at most per level; a level that never settles is "
+            + "measured anyway and marked so (default ${DEFAULT-VALUE}).")
+    double maxWarmup;
 
     @Option(names = "--max-tokens", defaultValue = "128", description = "max_tokens of each completion (default ${DEFAULT-VALUE}).")
     int maxTokens;
@@ -109,10 +114,74 @@ final class ServeBench implements Callable<Integer> {
     @Option(names = "--threads", description = "In-process server: worker threads per model (default: all processors).")
     Integer threads;
 
-    /** One level's figures. */
-    record Level(int concurrency, int requests, long tokens, double seconds, double[] ttftMs, double[] itlMs, int rejected, int errors) {
+    /** One level's figures; {@code warmupSeconds} and {@code steady} say how its warm-up ended (NaN and true for a warm-up window itself). */
+    record Level(int concurrency, int requests, long tokens, double seconds, double[] ttftMs, double[] itlMs, int rejected, int errors,
+                 double warmupSeconds, boolean steady) {
         double tokensPerSecond() {
             return tokens / seconds;
+        }
+
+        Level warmedUp(double seconds, boolean steady) {
+            return new Level(concurrency, requests, tokens, this.seconds, ttftMs, itlMs, rejected, errors, seconds, steady);
+        }
+    }
+
+    /**
+     * When a level is warm, the way {@code headroom bench} warms a forward up (steady speed, the JIT
+     * quiet), in windows of load instead of calls: a fixed 5 s left C2 compiling the server, the
+     * HTTP client and the model's 32-row paths through the measured window (14 % of a 32-stream
+     * profile in compiler threads, and the model's forward recompiled 10 s into it).
+     */
+    static final class WarmUp {
+        static final double WINDOW_SECONDS = 3, TOLERANCE = 0.05, JIT_SHARE = 0.02;
+        static final String RULE = "windows of " + (int) WINDOW_SECONDS + " s until the generated tokens/s of the last is within "
+                + (int) (100 * TOLERANCE) + " % of the one before and, for a server in this process, the JIT compiled for at most "
+                + (int) (100 * JIT_SHARE) + " % of the last window's time";
+
+        private WarmUp() {}
+
+        /**
+         * Whether a level is steady after a window of {@code rate} tokens/s that followed one of
+         * {@code previous} (NaN: none), {@code jitShare} of the window's time spent compiling
+         * (NaN: unknown, a remote server), {@code elapsed} seconds of warm-up in all, at least
+         * {@code minSeconds}.
+         */
+        static boolean steady(double previous, double rate, double jitShare, double elapsed, double minSeconds) {
+            if (elapsed < minSeconds || Double.isNaN(previous) || !(previous > 0)) return false;
+            boolean even = Math.abs(rate - previous) / previous <= TOLERANCE;
+            return even && (Double.isNaN(jitShare) || jitShare <= JIT_SHARE);
+        }
+    }
+
+    /** Milliseconds the JIT of this process has spent compiling so far, or -1 when unknown. */
+    private static long jitMillis() {
+        java.lang.management.CompilationMXBean jit = java.lang.management.ManagementFactory.getCompilationMXBean();
+        return jit != null && jit.isCompilationTimeMonitoringSupported() ? jit.getTotalCompilationTime() : -1;
+    }
+
+    /**
+     * Loads the server with {@code clients} streams in windows until {@link WarmUp#steady}, at
+     * least {@code --warmup} and at most {@code --max-warmup} seconds; returns the seconds taken
+     * and whether it settled (as a level with no figures). The JIT is only watched when the server
+     * runs in this process.
+     */
+    private Level warmUp(URI base, String corpus, int[] range, int clients) throws Exception {
+        long start = System.nanoTime();
+        double previous = Double.NaN;
+        while (true) {
+            long jit0 = url == null ? jitMillis() : -1;
+            Level window = completions(base, corpus, range, clients, WarmUp.WINDOW_SECONDS);
+            long jit1 = url == null ? jitMillis() : -1;
+            double jitShare = jit0 < 0 || jit1 < 0 ? Double.NaN : (jit1 - jit0) / (1000 * window.seconds());
+            double elapsed = (System.nanoTime() - start) / 1e9, rate = window.tokensPerSecond();
+            boolean steady = WarmUp.steady(previous, rate, jitShare, elapsed, warmup);
+            log.printf(Locale.ROOT, "serve-bench:   warm-up window: %.1f tokens/s, JIT %s of the window%s%n", rate,
+                    Double.isNaN(jitShare) ? "unknown" : String.format(Locale.ROOT, "%.1f %%", 100 * jitShare), steady ? ": steady" : "");
+            if (steady || elapsed >= maxWarmup) {
+                if (!steady) log.printf(Locale.ROOT, "serve-bench:   NOT steady after %.0f s (--max-warmup): measured anyway%n", elapsed);
+                return new Level(clients, 0, 0, 0, new double[0], new double[0], 0, 0, elapsed, steady);
+            }
+            previous = rate;
         }
     }
 
@@ -128,7 +197,9 @@ final class ServeBench implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         int[] range = range(promptChars);
-        if (duration <= 0 || warmup < 0 || maxTokens < 1) throw new IllegalArgumentException("--duration > 0, --warmup >= 0, --max-tokens >= 1");
+        if (duration <= 0 || warmup < 0 || maxWarmup < warmup || maxTokens < 1) {
+            throw new IllegalArgumentException("--duration > 0, 0 <= --warmup <= --max-warmup, --max-tokens >= 1");
+        }
         for (int c : concurrency) if (c < 1) throw new IllegalArgumentException("--concurrency levels must be >= 1, got " + c);
         String corpus = new String(ServeBench.class.getResourceAsStream("/dev/headroom/model/sentences.txt").readAllBytes(),
                 StandardCharsets.UTF_8).replace('\n', ' ');
@@ -154,9 +225,11 @@ final class ServeBench implements Callable<Integer> {
                 completions(base, corpus, range, most, 2 * warmup);
             }
             for (int c : concurrency) {
-                log.printf("serve-bench: %d stream%s, %.0f s warm-up, %.0f s measured%n", c, c == 1 ? "" : "s", warmup, duration);
-                if (warmup > 0) completions(base, corpus, range, c, warmup);
-                levels.add(completions(base, corpus, range, c, duration));
+                log.printf("serve-bench: %d stream%s, warm-up until steady (at least %.0f s), %.0f s measured%n", c, c == 1 ? "" : "s", warmup,
+                        duration);
+                Level warm = warmup > 0 ? warmUp(base, corpus, range, c) : null;
+                Level level = completions(base, corpus, range, c, duration);
+                levels.add(warm == null ? level : level.warmedUp(warm.warmupSeconds(), warm.steady()));
             }
             EmbeddingResult emb = null;
             if (embeddingClients > 0) {
@@ -232,7 +305,7 @@ final class ServeBench implements Callable<Integer> {
             for (double v : s.itlMs()) itl.add(v);
         }
         return new Level(clients, samples.size(), tokens, (lastEnd.get() - t0) / 1e9, sorted(ttft), sorted(itl), (int) rejected.get(),
-                (int) errors.get());
+                (int) errors.get(), Double.NaN, true);
     }
 
     /** Sends one streaming request and reads it to [DONE]; null when refused with 503. */
@@ -351,12 +424,13 @@ final class ServeBench implements Callable<Integer> {
     }
 
     private void report(List<Level> levels, EmbeddingResult emb, PrintStream o) {
-        o.printf(Locale.ROOT, "%n%-8s %8s %8s %12s %10s %10s %10s %10s %8s %6s%n", "streams", "requests", "tokens", "tokens/s",
-                "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "503s", "errors");
+        o.printf(Locale.ROOT, "%n%-8s %8s %8s %12s %10s %10s %10s %10s %8s %6s  %s%n", "streams", "requests", "tokens", "tokens/s",
+                "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "503s", "errors", "warm-up");
         for (Level l : levels) {
-            o.printf(Locale.ROOT, "%-8d %8d %8d %12.1f %8.1fms %8.1fms %8.2fms %8.2fms %8d %6d%n", l.concurrency(), l.requests(), l.tokens(),
+            o.printf(Locale.ROOT, "%-8d %8d %8d %12.1f %8.1fms %8.1fms %8.2fms %8.2fms %8d %6d  %s%n", l.concurrency(), l.requests(), l.tokens(),
                     l.tokensPerSecond(), quantile(l.ttftMs(), 0.5), quantile(l.ttftMs(), 0.99), quantile(l.itlMs(), 0.5),
-                    quantile(l.itlMs(), 0.99), l.rejected(), l.errors());
+                    quantile(l.itlMs(), 0.99), l.rejected(), l.errors(), Double.isNaN(l.warmupSeconds()) ? "none"
+                            : String.format(Locale.ROOT, "%.0f s%s", l.warmupSeconds(), l.steady() ? "" : ", NOT steady"));
         }
         Level one = levels.stream().filter(l -> l.concurrency() == 1).findFirst().orElse(null);
         Level at32 = levels.stream().filter(l -> l.concurrency() == 32).findFirst().orElse(null);
@@ -382,14 +456,15 @@ final class ServeBench implements Callable<Integer> {
     private void write(List<Level> levels, EmbeddingResult emb) throws IOException {
         Files.createDirectories(out);
         StringBuilder csv = new StringBuilder("kind,concurrency,requests,tokens,seconds,tokens_per_s,requests_per_s,ttft_p50_ms,ttft_p99_ms,"
-                + "itl_p50_ms,itl_p99_ms,latency_p50_ms,latency_p99_ms,rejected,errors,reference_per_s\n");
+                + "itl_p50_ms,itl_p99_ms,latency_p50_ms,latency_p99_ms,rejected,errors,reference_per_s,warmup_s,warmup_steady\n");
         for (Level l : levels) {
-            csv.append(String.format(Locale.ROOT, "completions,%d,%d,%d,%.3f,%.2f,%.3f,%.2f,%.2f,%.3f,%.3f,,,%d,%d,%n", l.concurrency(),
+            csv.append(String.format(Locale.ROOT, "completions,%d,%d,%d,%.3f,%.2f,%.3f,%.2f,%.2f,%.3f,%.3f,,,%d,%d,,%.1f,%b%n", l.concurrency(),
                     l.requests(), l.tokens(), l.seconds(), l.tokensPerSecond(), l.requests() / l.seconds(), quantile(l.ttftMs(), 0.5),
-                    quantile(l.ttftMs(), 0.99), quantile(l.itlMs(), 0.5), quantile(l.itlMs(), 0.99), l.rejected(), l.errors()));
+                    quantile(l.ttftMs(), 0.99), quantile(l.itlMs(), 0.5), quantile(l.itlMs(), 0.99), l.rejected(), l.errors(),
+                    l.warmupSeconds(), l.steady()));
         }
         if (emb != null) {
-            csv.append(String.format(Locale.ROOT, "embeddings,%d,%d,,%.3f,,%.2f,,,,,%.2f,%.2f,%d,%d,%.2f%n", emb.clients(), emb.requests(),
+            csv.append(String.format(Locale.ROOT, "embeddings,%d,%d,,%.3f,,%.2f,,,,,%.2f,%.2f,%d,%d,%.2f,,%n", emb.clients(), emb.requests(),
                     emb.seconds(), emb.requestsPerSecond(), quantile(emb.latencyMs(), 0.5), quantile(emb.latencyMs(), 0.99), emb.rejected(),
                     emb.errors(), emb.referencePerSecond()));
         }

@@ -22,6 +22,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -274,5 +275,17 @@ class HttpApiTest {
         assertEquals(10, ServeBench.quantile(v, 0.99));
         assertEquals(1, ServeBench.quantile(v, 0.0));
         assertTrue(Double.isNaN(ServeBench.quantile(new double[0], 0.5)));
+    }
+
+    @Test
+    void serveBenchWarmsUpUntilTheRateIsEvenAndTheJitQuiet() {
+        // previous window, this window, JIT share of the window, seconds of warm-up so far, at least
+        assertFalse(ServeBench.WarmUp.steady(Double.NaN, 1000, 0, 10, 5), "no window to compare with");
+        assertFalse(ServeBench.WarmUp.steady(1000, 1000, 0, 4, 5), "shorter than --warmup");
+        assertTrue(ServeBench.WarmUp.steady(1000, 1040, 0.01, 6, 5));
+        assertTrue(ServeBench.WarmUp.steady(1000, 960, Double.NaN, 6, 5), "a remote server's JIT is unknown: the rate decides");
+        assertFalse(ServeBench.WarmUp.steady(1000, 1060, 0, 6, 5), "6 % faster: still warming");
+        assertFalse(ServeBench.WarmUp.steady(1000, 930, 0, 6, 5), "7 % slower");
+        assertFalse(ServeBench.WarmUp.steady(1000, 1000, 0.05, 6, 5), "even, but the JIT compiled for 5 % of the window");
     }
 }
