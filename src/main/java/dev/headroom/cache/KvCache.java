@@ -727,7 +727,7 @@ public final class KvCache implements AutoCloseable, OffHeap.CacheUsage {
         if (slabs[slab] != null) return;
         long blocks = Math.min(slabBlocks, capacity - (long) slab * slabBlocks);
         try {
-            slabs[slab] = arena.allocate(blocks * blockBytes, TrackedArena.ALIGNMENT);
+            slabs[slab] = arena.allocateLarge(blocks * blockBytes); // huge pages where it can: blocks are read from all over it
         } catch (OutOfMemoryError e) {
             // malloc refused the slab: the cache's own budget was not reached, the machine's was
             refusals++;

@@ -46,6 +46,26 @@ public final class TrackedArena implements Arena {
     }
 
     /**
+     * {@code byteSize} zeroed bytes for a large, long-lived buffer (a KV cache's slab): on Linux on
+     * transparent huge pages, 2 MiB aligned, every page backed before this returns
+     * ({@link HugePages}); elsewhere, or when the system refuses, as {@link #allocate(long, long)}
+     * with {@link #ALIGNMENT}. Counted like any allocation.
+     */
+    public MemorySegment allocateLarge(long byteSize) {
+        if (byteSize < HugePages.SIZE) return allocate(byteSize, ALIGNMENT);
+        java.util.Optional<MemorySegment> huge = HugePages.allocate(arena, byteSize);
+        if (huge.isEmpty()) return allocate(byteSize, ALIGNMENT);
+        allocated.addAndGet(byteSize);
+        OffHeap.allocated(byteSize);
+        return huge.get();
+    }
+
+    /** Whether {@link #allocateLarge} can use huge pages in this JVM (Linux, native access allowed). */
+    public static boolean hugePagesAvailable() {
+        return HugePages.available();
+    }
+
+    /**
      * Maps {@code size} bytes of {@code channel} from {@code offset}, read-only, for the life of
      * this arena. Counted in {@link OffHeap#mappedBytes()}, not as an allocation.
      */
