@@ -83,12 +83,14 @@ public final class LlamaModel implements AutoCloseable {
      * property {@code headroom.smallRows} overrides it (0: sgemm always), for measuring. Micro
      * measurements on a loaded machine favoured SmallMatmul up to 32 rows (the feed-forward's W,
      * 640 × 256: 1 row 8.8 µs of CPU time against sgemm's 59, 8 rows 23 against 65, 32 rows 94
-     * against 153), but whole decode runs on a quiet machine did not: the tiny model's decode at
-     * batch 32 took 777 ± 108 ms per 128 steps with 8 against 1,187 ± 228 with 32 (JMH
-     * DecoderBenchmark, two forks, AMD EPYC Zen 5, 2 threads; {@code -jvmArgsAppend
-     * "... -Dheadroom.smallRows=N"}). Batches up to 8 are the same either way.
+     * against 153), but whole decode runs on a quiet machine did not (JMH DecoderBenchmark, two
+     * forks, AMD EPYC Zen 5, 2 threads; {@code -jvmArgsAppend "... -Dheadroom.smallRows=N"}): ms
+     * per 128 steps, SmallMatmul against sgemm, at batch 2 46 ± 5 against 107 ± 27, batch 4 90 ± 9
+     * against 116 ± 22, batch 8 214 ± 103 against 169 ± 23 (earlier pairs 197/208 and 217/195),
+     * batch 32 1,187 ± 228 against 777 ± 108. The server at 8 streams agreed
+     * (serve-bench: 4,339 tokens/s with sgemm, 3,528 with SmallMatmul up to 8 rows).
      */
-    static final int SMALL_ROWS = Integer.getInteger("headroom.smallRows", 8);
+    static final int SMALL_ROWS = Integer.getInteger("headroom.smallRows", 4);
     /** Rows per task at least, before a product is split by rows instead of by output columns. */
     static final int MIN_ROWS_PER_TASK = 64;
     /** Row-wise kernels (norms, gating) run on the calling thread up to this many rows. */
