@@ -95,7 +95,7 @@ final class ServeBench implements Callable<Integer> {
     @Option(names = "--embedding-clients", defaultValue = "32", description = "Concurrent embedding clients (default ${DEFAULT-VALUE}; 0: skip).")
     int embeddingClients;
 
-    @Option(names = "--embedding-duration", defaultValue = "20", description = "Seconds of embedding load (default ${DEFAULT-VALUE}).")
+    @Option(names = "--embedding-duration", defaultValue = "30", description = "Seconds of embedding load (default ${DEFAULT-VALUE}).")
     double embeddingDuration;
 
     @Option(names = "--out", defaultValue = "serve-bench", description = "Directory of the CSV and the plots (default ${DEFAULT-VALUE}).")
@@ -134,7 +134,8 @@ final class ServeBench implements Callable<Integer> {
      */
     static final class WarmUp {
         static final double WINDOW_SECONDS = 3, TOLERANCE = 0.05, JIT_SHARE = 0.02;
-        static final String RULE = "windows of " + (int) WINDOW_SECONDS + " s until the generated tokens/s of the last is within "
+        static final String RULE = "windows of " + (int) WINDOW_SECONDS + " s (" + (int) (2 * WINDOW_SECONDS) + " s for embeddings) "
+                + "until the rate (generated tokens/s, embedding requests/s) of the last is within "
                 + (int) (100 * TOLERANCE) + " % of the one before and, for a server in this process, the JIT compiled for at most "
                 + (int) (100 * JIT_SHARE) + " % of the last window's time";
 
@@ -159,33 +160,42 @@ final class ServeBench implements Callable<Integer> {
         return jit != null && jit.isCompilationTimeMonitoringSupported() ? jit.getTotalCompilationTime() : -1;
     }
 
+    /** How a warm-up ended: its seconds, and whether it settled before --max-warmup. */
+    record Warm(double seconds, boolean steady) {}
+
+    /** One window of load: its rate (tokens or requests per second). */
+    @FunctionalInterface
+    private interface Window {
+        double rate(double seconds) throws Exception;
+    }
+
     /**
-     * Loads the server with {@code clients} streams in windows until {@link WarmUp#steady}, at
-     * least {@code --warmup} and at most {@code --max-warmup} seconds; returns the seconds taken
-     * and whether it settled (as a level with no figures). The JIT is only watched when the server
-     * runs in this process.
+     * Loads the server in windows of {@code windowSeconds} until {@link WarmUp#steady}, at least
+     * {@code minSeconds} and at most {@code --max-warmup} seconds. The JIT is only watched when
+     * the server runs in this process.
      */
-    private Level warmUp(URI base, String corpus, int[] range, int clients) throws Exception {
+    private Warm warmUp(String unit, double windowSeconds, double minSeconds, Window window) throws Exception {
         long start = System.nanoTime();
         double previous = Double.NaN;
         while (true) {
-            long jit0 = url == null ? jitMillis() : -1;
-            Level window = completions(base, corpus, range, clients, WarmUp.WINDOW_SECONDS);
+            long jit0 = url == null ? jitMillis() : -1, w0 = System.nanoTime();
+            double rate = window.rate(windowSeconds);
             long jit1 = url == null ? jitMillis() : -1;
-            double jitShare = jit0 < 0 || jit1 < 0 ? Double.NaN : (jit1 - jit0) / (1000 * window.seconds());
-            double elapsed = (System.nanoTime() - start) / 1e9, rate = window.tokensPerSecond();
-            boolean steady = WarmUp.steady(previous, rate, jitShare, elapsed, warmup);
-            log.printf(Locale.ROOT, "serve-bench:   warm-up window: %.1f tokens/s, JIT %s of the window%s%n", rate,
+            double jitShare = jit0 < 0 || jit1 < 0 ? Double.NaN : (jit1 - jit0) / ((System.nanoTime() - w0) / 1e6);
+            double elapsed = (System.nanoTime() - start) / 1e9;
+            boolean steady = WarmUp.steady(previous, rate, jitShare, elapsed, minSeconds);
+            log.printf(Locale.ROOT, "serve-bench:   warm-up window: %.1f %s, JIT %s of the window%s%n", rate, unit,
                     Double.isNaN(jitShare) ? "unknown" : String.format(Locale.ROOT, "%.1f %%", 100 * jitShare), steady ? ": steady" : "");
             if (steady || elapsed >= maxWarmup) {
                 if (!steady) log.printf(Locale.ROOT, "serve-bench:   NOT steady after %.0f s (--max-warmup): measured anyway%n", elapsed);
-                return new Level(clients, 0, 0, 0, new double[0], new double[0], 0, 0, elapsed, steady);
+                return new Warm(elapsed, steady);
             }
             previous = rate;
         }
     }
 
-    record EmbeddingResult(int clients, int requests, double seconds, double[] latencyMs, int rejected, int errors, double referencePerSecond) {
+    record EmbeddingResult(int clients, int requests, double seconds, double[] latencyMs, int rejected, int errors, double referencePerSecond,
+                           double warmupSeconds, boolean steady) {
         double requestsPerSecond() {
             return requests / seconds;
         }
@@ -227,16 +237,21 @@ final class ServeBench implements Callable<Integer> {
             for (int c : concurrency) {
                 log.printf("serve-bench: %d stream%s, warm-up until steady (at least %.0f s), %.0f s measured%n", c, c == 1 ? "" : "s", warmup,
                         duration);
-                Level warm = warmup > 0 ? warmUp(base, corpus, range, c) : null;
+                URI at = base;
+                Warm warm = warmup > 0 ? warmUp("tokens/s", WarmUp.WINDOW_SECONDS, warmup,
+                        seconds -> completions(at, corpus, range, c, seconds).tokensPerSecond()) : null;
                 Level level = completions(base, corpus, range, c, duration);
-                levels.add(warm == null ? level : level.warmedUp(warm.warmupSeconds(), warm.steady()));
+                levels.add(warm == null ? level : level.warmedUp(warm.seconds(), warm.steady()));
             }
             EmbeddingResult emb = null;
             if (embeddingClients > 0) {
                 log.printf("serve-bench: %d embedding clients, %.0f s%n", embeddingClients, embeddingDuration);
-                embeddings(base, corpus, embeddingClients, Math.min(warmup, 5)); // warm-up
+                URI server = base;
+                Warm warm = warmup > 0 ? warmUp("requests/s", 2 * WarmUp.WINDOW_SECONDS, warmup, // a batch of 32 takes ~0.6 s
+                        seconds -> embeddings(server, corpus, embeddingClients, seconds).requestsPerSecond()) : null;
                 emb = embeddings(base, corpus, embeddingClients, embeddingDuration);
-                emb = new EmbeddingResult(emb.clients(), emb.requests(), emb.seconds(), emb.latencyMs(), emb.rejected(), emb.errors(), reference);
+                emb = new EmbeddingResult(emb.clients(), emb.requests(), emb.seconds(), emb.latencyMs(), emb.rejected(), emb.errors(), reference,
+                        warm == null ? Double.NaN : warm.seconds(), warm == null || warm.steady());
             }
             report(levels, emb, System.out);
             write(levels, emb);
@@ -405,7 +420,7 @@ final class ServeBench implements Callable<Integer> {
             for (Future<?> f : running) f.get();
         }
         return new EmbeddingResult(clients, latencies.size(), (lastEnd.get() - t0) / 1e9, sorted(new ArrayList<>(latencies)),
-                (int) rejected.get(), (int) errors.get(), Double.NaN);
+                (int) rejected.get(), (int) errors.get(), Double.NaN, Double.NaN, true);
     }
 
     // ---- report ---------------------------------------------------------------------------
@@ -442,8 +457,10 @@ final class ServeBench implements Callable<Integer> {
         }
         if (emb != null) {
             o.printf(Locale.ROOT, "%nembeddings, %d clients, one 128-token input per request: %d requests in %.1f s = %.1f requests/s; "
-                            + "latency p50 %.1f ms, p99 %.1f ms; %d × 503, %d errors%n", emb.clients(), emb.requests(), emb.seconds(),
-                    emb.requestsPerSecond(), quantile(emb.latencyMs(), 0.5), quantile(emb.latencyMs(), 0.99), emb.rejected(), emb.errors());
+                            + "latency p50 %.1f ms, p99 %.1f ms; %d × 503, %d errors; warm-up %s%n", emb.clients(), emb.requests(), emb.seconds(),
+                    emb.requestsPerSecond(), quantile(emb.latencyMs(), 0.5), quantile(emb.latencyMs(), 0.99), emb.rejected(), emb.errors(),
+                    Double.isNaN(emb.warmupSeconds()) ? "none" : String.format(Locale.ROOT, "%.0f s%s", emb.warmupSeconds(),
+                            emb.steady() ? "" : ", NOT steady"));
             if (!Double.isNaN(emb.referencePerSecond())) {
                 double share = emb.requestsPerSecond() / emb.referencePerSecond();
                 o.printf(Locale.ROOT, "  = %.0f %% of MiniLmEncoder.embed's batch-32 rate measured in this process (%.1f sentences/s; "
@@ -464,9 +481,9 @@ final class ServeBench implements Callable<Integer> {
                     l.warmupSeconds(), l.steady()));
         }
         if (emb != null) {
-            csv.append(String.format(Locale.ROOT, "embeddings,%d,%d,,%.3f,,%.2f,,,,,%.2f,%.2f,%d,%d,%.2f,,%n", emb.clients(), emb.requests(),
+            csv.append(String.format(Locale.ROOT, "embeddings,%d,%d,,%.3f,,%.2f,,,,,%.2f,%.2f,%d,%d,%.2f,%.1f,%b%n", emb.clients(), emb.requests(),
                     emb.seconds(), emb.requestsPerSecond(), quantile(emb.latencyMs(), 0.5), quantile(emb.latencyMs(), 0.99), emb.rejected(),
-                    emb.errors(), emb.referencePerSecond()));
+                    emb.errors(), emb.referencePerSecond(), emb.warmupSeconds(), emb.steady()));
         }
         Files.writeString(out.resolve("serve-bench.csv"), csv);
         Map<String, List<double[]>> tput = new LinkedHashMap<>();
