@@ -1,0 +1,97 @@
+package dev.headroom.bench;
+
+import dev.headroom.blas.Blas;
+import dev.headroom.blas.OpenBlas;
+import dev.headroom.memory.TrackedArena;
+import dev.headroom.model.Models;
+import dev.headroom.model.llama.LlamaConfig;
+import dev.headroom.tensor.Matrix;
+import dev.headroom.tensor.Tensor;
+import org.openjdk.jmh.annotations.Benchmark;
+import org.openjdk.jmh.annotations.BenchmarkMode;
+import org.openjdk.jmh.annotations.Fork;
+import org.openjdk.jmh.annotations.Level;
+import org.openjdk.jmh.annotations.Measurement;
+import org.openjdk.jmh.annotations.Mode;
+import org.openjdk.jmh.annotations.OutputTimeUnit;
+import org.openjdk.jmh.annotations.Param;
+import org.openjdk.jmh.annotations.Scope;
+import org.openjdk.jmh.annotations.Setup;
+import org.openjdk.jmh.annotations.State;
+import org.openjdk.jmh.annotations.TearDown;
+import org.openjdk.jmh.annotations.Warmup;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * The compute limit of one decode step of the tiny decoder with {@code rows} new tokens: every
+ * matrix product of the step (per layer Q, K and V as one product of the concatenated weights,
+ * the output projection, gate and up as one, down; then the output layer), each one
+ * {@code cblas_sgemm} with OpenBLAS's own {@code threads} threads on random operands of the
+ * step's shapes. The products alone, at OpenBLAS's rate for exactly these shapes: no norms, no
+ * attention, no hand-offs. Set against {@code DecoderBenchmark} (the whole step) and
+ * {@code ReadBandwidthBenchmark} (the step's key/value reads at the machine's streaming rate),
+ * it bounds what batching can give on this machine: a step of 32 rows cannot take less than
+ * this plus its cache reads at the streaming rate.
+ */
+@BenchmarkMode(Mode.AverageTime)
+@OutputTimeUnit(TimeUnit.MICROSECONDS)
+@Warmup(iterations = 3, time = 1)
+@Measurement(iterations = 5, time = 1)
+@Fork(value = 1, jvmArgsAppend = {"--add-modules=jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED"})
+@State(Scope.Benchmark)
+public class DecodeStepBoundBenchmark {
+    @Param({"1", "32"})
+    public int rows;
+
+    @Param({"2"})
+    public int threads;
+
+    private TrackedArena arena;
+    /** Per product: its input (rows, in), weight (out, in) and output (rows, out). */
+    private final List<Matrix[]> products = new ArrayList<>();
+
+    /** Multiply-adds of one step: rows · Σ out · in over the products. */
+    public long macs;
+
+    @Setup(Level.Trial)
+    public void setUp() throws Exception {
+        OpenBlas.setThreads(threads);
+        LlamaConfig c = Models.tinyConfig();
+        int E = c.hiddenSize(), I = c.intermediateSize(), q = c.heads() * c.headDim(), kv = c.kvHeads() * c.headDim();
+        arena = TrackedArena.ofShared();
+        long seed = 1;
+        for (int l = 0; l < c.layers(); l++) {
+            add(E, q + 2 * kv, seed++);  // Q, K, V
+            add(q, E, seed++);           // output projection
+            add(E, 2 * I, seed++);       // gate, up
+            add(I, E, seed++);           // down
+        }
+        add(E, c.vocabSize(), seed);     // output layer
+    }
+
+    private void add(int in, int out, long seed) {
+        Matrix x = Tensor.uniform(arena, seed, 1, rows, in).matrix();
+        Matrix w = Tensor.uniform(arena, seed + 1000, 0.05f, out, in).matrix();
+        Matrix y = Tensor.allocate(arena, rows, out).matrix();
+        products.add(new Matrix[]{x, w, y});
+        macs += (long) rows * in * out;
+    }
+
+    @Benchmark
+    public Matrix products() {
+        Matrix last = null;
+        for (Matrix[] p : products) {
+            Blas.sgemm(1f, p[0], false, p[1], true, 0f, p[2]); // y = x Wᵀ
+            last = p[2];
+        }
+        return last;
+    }
+
+    @TearDown(Level.Trial)
+    public void tearDown() {
+        arena.close();
+    }
+}
