@@ -103,7 +103,7 @@ final class BenchCommand implements Callable<Integer> {
     List<String> kvDtypes;
 
     @Option(names = "--shape", defaultValue = "llama", description = "With --decode: llama (32 query heads over 8 key/value heads of 128) "
-            + "or small (12 over 4 of 64) (default ${DEFAULT-VALUE}).")
+            + ", small (12 over 4 of 64) or tiny (4 over 2 of 64, the tiny decoder's) (default ${DEFAULT-VALUE}).")
     String shape;
 
     @Option(names = "--block-size", defaultValue = "16", description = "With --decode: tokens per cache block (default ${DEFAULT-VALUE}).")
