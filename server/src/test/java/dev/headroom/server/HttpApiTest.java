@@ -263,6 +263,13 @@ class HttpApiTest {
     }
 
     @Test
+    void oversizedBodiesGetTheir413NotAReset() throws Exception {
+        // refused on Content-Length before a byte of the body is read: the server drains it so the client reads the answer
+        String big = "{\"model\": \"tiny\", \"prompt\": \"" + "a".repeat(3 << 20) + "\"}";
+        for (int i = 0; i < 10; i++) refused("/v1/completions", big, 413, null, "request_too_large");
+    }
+
+    @Test
     void streamsAreWrittenWithoutNagleDelays() {
         // The JDK's server reads this once; without it each small SSE write waits for the client's delayed ACK.
         assertEquals("true", System.getProperty("sun.net.httpserver.nodelay"));
