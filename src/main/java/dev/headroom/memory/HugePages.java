@@ -13,8 +13,9 @@ import java.util.Optional;
 /**
  * Large off-heap allocations on transparent huge pages (Linux): anonymous memory from
  * {@code mmap}, advised with {@code madvise(MADV_HUGEPAGE)} before any page of it is touched,
- * aligned to 2 MiB, then touched once per huge page so that the kernel backs it now and no later
- * caller pays for the faults. A KV cache's blocks are scattered over its whole budget (prefixes
+ * aligned to 2 MiB, then touched once per 4 KiB so that the kernel backs all of it now, huge pages
+ * or not ({@code madvise} succeeds even where THP is set to "never"), and no later caller pays for
+ * the faults. A KV cache's blocks are scattered over its whole budget (prefixes
  * stay cached, new blocks come from anywhere), so with 4 KiB pages nearly every block of a decode
  * step missed the TLB; 2 MiB pages cover a 2 GiB budget with 1,024 entries. PyTorch does the same
  * for large CPU tensors ({@code THP_MEM_ALLOC_ENABLE}); the JVM's own heap has
@@ -30,6 +31,8 @@ import java.util.Optional;
 final class HugePages {
     /** A huge page on x86-64 and AArch64 with 4 KiB base pages. */
     static final long SIZE = 2L << 20;
+    /** The base page, which every page of an allocation is touched at. */
+    private static final long BASE_PAGE = 4096;
 
     private static final int PROT_READ = 1, PROT_WRITE = 2, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20, MADV_HUGEPAGE = 14;
     private static final MethodHandle MMAP, MADVISE, MUNMAP;
@@ -93,9 +96,17 @@ final class HugePages {
             unmap(address, length);
             return Optional.empty();
         }
-        MemorySegment owned = MemorySegment.ofAddress(address).reinterpret(length, arena, s -> unmap(s.address(), length));
+        MemorySegment owned;
+        try {
+            owned = MemorySegment.ofAddress(address).reinterpret(length, arena, s -> unmap(s.address(), length));
+        } catch (RuntimeException e) { // a closed arena, or a confined one used from another thread: nothing may outlive this
+            unmap(address, length);
+            throw e;
+        }
         MemorySegment segment = owned.asSlice(start - address, byteSize);
-        for (long at = 0; at < byteSize; at += SIZE) segment.set(ValueLayout.JAVA_BYTE, at, (byte) 0); // fault every page in now
+        // back every page now, as zeroing an ordinary allocation does: where the kernel gave no huge page (THP set to
+        // "never", or none free) each 4 KiB page would otherwise fault in the middle of a later decode step
+        for (long at = 0; at < byteSize; at += BASE_PAGE) segment.set(ValueLayout.JAVA_BYTE, at, (byte) 0);
         return Optional.of(segment);
     }
 

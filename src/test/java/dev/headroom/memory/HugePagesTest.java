@@ -46,6 +46,15 @@ class HugePagesTest {
     }
 
     @Test
+    void aClosedArenaIsRefusedAndCountsNothing() {
+        TrackedArena arena = TrackedArena.ofShared();
+        arena.close();
+        long before = OffHeap.currentBytes();
+        assertThrows(IllegalStateException.class, () -> arena.allocateLarge(4 * HugePages.SIZE));
+        assertEquals(before, OffHeap.currentBytes());
+    }
+
+    @Test
     void onLinuxTheMappingIsEligibleForHugePages() throws IOException {
         Path mode = Path.of("/sys/kernel/mm/transparent_hugepage/enabled");
         assumeTrue(Files.isReadable(mode) && TrackedArena.hugePagesAvailable(), "no transparent huge pages here");
