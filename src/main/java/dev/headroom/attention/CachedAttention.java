@@ -456,7 +456,8 @@ final class CachedAttention {
                 for (int r = 0; r < R; r++) {
                     int h = g * gs + r / nNew, col = rows[i] + r % nNew;
                     double sum = M[r] == Float.NEGATIVE_INFINITY ? 0 : Lsum[r];
-                    for (int f = 0; f < d; f++) concat.set(col, h * d + f, sum > 0 ? (float) (O[r * d + f] / sum) : 0f);
+                    // 0.0 + O as the merge's sum starts (it turns −0 into +0): bitwise what the merge writes
+                    for (int f = 0; f < d; f++) concat.set(col, h * d + f, sum > 0 ? (float) ((0.0 + O[r * d + f]) / sum) : 0f);
                 }
                 return;
             }
