@@ -39,9 +39,12 @@ public final class TrackedArena implements Arena {
 
     @Override
     public MemorySegment allocate(long byteSize, long byteAlignment) {
-        MemorySegment s = arena.allocate(byteSize, Math.max(byteAlignment, ALIGNMENT));
-        allocated.addAndGet(byteSize);
-        OffHeap.allocated(byteSize);
+        return counted(arena.allocate(byteSize, Math.max(byteAlignment, ALIGNMENT)));
+    }
+
+    private MemorySegment counted(MemorySegment s) {
+        allocated.addAndGet(s.byteSize());
+        OffHeap.allocated(s.byteSize());
         return s;
     }
 
@@ -53,11 +56,7 @@ public final class TrackedArena implements Arena {
      */
     public MemorySegment allocateLarge(long byteSize) {
         if (byteSize < HugePages.SIZE) return allocate(byteSize, ALIGNMENT);
-        java.util.Optional<MemorySegment> huge = HugePages.allocate(arena, byteSize);
-        if (huge.isEmpty()) return allocate(byteSize, ALIGNMENT);
-        allocated.addAndGet(byteSize);
-        OffHeap.allocated(byteSize);
-        return huge.get();
+        return counted(HugePages.allocate(arena, byteSize).orElseGet(() -> arena.allocate(byteSize, ALIGNMENT)));
     }
 
     /** Whether {@link #allocateLarge} can use huge pages in this JVM (Linux, native access allowed). */

@@ -53,9 +53,6 @@ public class DecodeStepBoundBenchmark {
     /** Per product: its input (rows, in), weight (out, in) and output (rows, out). */
     private final List<Matrix[]> products = new ArrayList<>();
 
-    /** Multiply-adds of one step: rows · Σ out · in over the products. */
-    public long macs;
-
     @Setup(Level.Trial)
     public void setUp() throws Exception {
         OpenBlas.setThreads(threads);
@@ -77,7 +74,6 @@ public class DecodeStepBoundBenchmark {
         Matrix w = Tensor.uniform(arena, seed + 1000, 0.05f, out, in).matrix();
         Matrix y = Tensor.allocate(arena, rows, out).matrix();
         products.add(new Matrix[]{x, w, y});
-        macs += (long) rows * in * out;
     }
 
     @Benchmark

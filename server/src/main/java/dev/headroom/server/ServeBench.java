@@ -114,15 +114,15 @@ final class ServeBench implements Callable<Integer> {
     @Option(names = "--threads", description = "In-process server: worker threads per model (default: all processors).")
     Integer threads;
 
-    /** One level's figures; {@code warmupSeconds} and {@code steady} say how its warm-up ended (NaN and true for a warm-up window itself). */
+    /** One level's figures; {@code warm}: how its warm-up ended (null: none). */
     record Level(int concurrency, int requests, long tokens, double seconds, double[] ttftMs, double[] itlMs, int rejected, int errors,
-                 double warmupSeconds, boolean steady) {
+                 Warm warm) {
         double tokensPerSecond() {
             return tokens / seconds;
         }
 
-        Level warmedUp(double seconds, boolean steady) {
-            return new Level(concurrency, requests, tokens, this.seconds, ttftMs, itlMs, rejected, errors, seconds, steady);
+        Level warmedUp(Warm warm) {
+            return new Level(concurrency, requests, tokens, seconds, ttftMs, itlMs, rejected, errors, warm);
         }
     }
 
@@ -161,7 +161,17 @@ final class ServeBench implements Callable<Integer> {
     }
 
     /** How a warm-up ended: its seconds, and whether it settled before --max-warmup. */
-    record Warm(double seconds, boolean steady) {}
+    record Warm(double seconds, boolean steady) {
+        /** For the table: "none", "12 s" or "90 s, NOT steady". */
+        static String describe(Warm w) {
+            return w == null ? "none" : String.format(Locale.ROOT, "%.0f s%s", w.seconds, w.steady ? "" : ", NOT steady");
+        }
+
+        /** For the CSV's warmup_s and warmup_steady columns (NaN and true: none). */
+        static String csv(Warm w) {
+            return w == null ? "NaN,true" : String.format(Locale.ROOT, "%.1f,%b", w.seconds, w.steady);
+        }
+    }
 
     /** One window of load: its rate (tokens or requests per second). */
     @FunctionalInterface
@@ -195,7 +205,7 @@ final class ServeBench implements Callable<Integer> {
     }
 
     record EmbeddingResult(int clients, int requests, double seconds, double[] latencyMs, int rejected, int errors, double referencePerSecond,
-                           double warmupSeconds, boolean steady) {
+                           Warm warm) {
         double requestsPerSecond() {
             return requests / seconds;
         }
@@ -241,7 +251,7 @@ final class ServeBench implements Callable<Integer> {
                 Warm warm = warmup > 0 ? warmUp("tokens/s", WarmUp.WINDOW_SECONDS, warmup,
                         seconds -> completions(at, corpus, range, c, seconds).tokensPerSecond()) : null;
                 Level level = completions(base, corpus, range, c, duration);
-                levels.add(warm == null ? level : level.warmedUp(warm.seconds(), warm.steady()));
+                levels.add(level.warmedUp(warm));
             }
             EmbeddingResult emb = null;
             if (embeddingClients > 0) {
@@ -251,7 +261,7 @@ final class ServeBench implements Callable<Integer> {
                         seconds -> embeddings(server, corpus, embeddingClients, seconds).requestsPerSecond()) : null;
                 emb = embeddings(base, corpus, embeddingClients, embeddingDuration);
                 emb = new EmbeddingResult(emb.clients(), emb.requests(), emb.seconds(), emb.latencyMs(), emb.rejected(), emb.errors(), reference,
-                        warm == null ? Double.NaN : warm.seconds(), warm == null || warm.steady());
+                        warm);
             }
             report(levels, emb, System.out);
             write(levels, emb);
@@ -320,7 +330,7 @@ final class ServeBench implements Callable<Integer> {
             for (double v : s.itlMs()) itl.add(v);
         }
         return new Level(clients, samples.size(), tokens, (lastEnd.get() - t0) / 1e9, sorted(ttft), sorted(itl), (int) rejected.get(),
-                (int) errors.get(), Double.NaN, true);
+                (int) errors.get(), null);
     }
 
     /** Sends one streaming request and reads it to [DONE]; null when refused with 503. */
@@ -420,7 +430,7 @@ final class ServeBench implements Callable<Integer> {
             for (Future<?> f : running) f.get();
         }
         return new EmbeddingResult(clients, latencies.size(), (lastEnd.get() - t0) / 1e9, sorted(new ArrayList<>(latencies)),
-                (int) rejected.get(), (int) errors.get(), Double.NaN, Double.NaN, true);
+                (int) rejected.get(), (int) errors.get(), Double.NaN, null);
     }
 
     // ---- report ---------------------------------------------------------------------------
@@ -444,8 +454,7 @@ final class ServeBench implements Callable<Integer> {
         for (Level l : levels) {
             o.printf(Locale.ROOT, "%-8d %8d %8d %12.1f %8.1fms %8.1fms %8.2fms %8.2fms %8d %6d  %s%n", l.concurrency(), l.requests(), l.tokens(),
                     l.tokensPerSecond(), quantile(l.ttftMs(), 0.5), quantile(l.ttftMs(), 0.99), quantile(l.itlMs(), 0.5),
-                    quantile(l.itlMs(), 0.99), l.rejected(), l.errors(), Double.isNaN(l.warmupSeconds()) ? "none"
-                            : String.format(Locale.ROOT, "%.0f s%s", l.warmupSeconds(), l.steady() ? "" : ", NOT steady"));
+                    quantile(l.itlMs(), 0.99), l.rejected(), l.errors(), Warm.describe(l.warm()));
         }
         Level one = levels.stream().filter(l -> l.concurrency() == 1).findFirst().orElse(null);
         Level at32 = levels.stream().filter(l -> l.concurrency() == 32).findFirst().orElse(null);
@@ -459,8 +468,7 @@ final class ServeBench implements Callable<Integer> {
             o.printf(Locale.ROOT, "%nembeddings, %d clients, one 128-token input per request: %d requests in %.1f s = %.1f requests/s; "
                             + "latency p50 %.1f ms, p99 %.1f ms; %d × 503, %d errors; warm-up %s%n", emb.clients(), emb.requests(), emb.seconds(),
                     emb.requestsPerSecond(), quantile(emb.latencyMs(), 0.5), quantile(emb.latencyMs(), 0.99), emb.rejected(), emb.errors(),
-                    Double.isNaN(emb.warmupSeconds()) ? "none" : String.format(Locale.ROOT, "%.0f s%s", emb.warmupSeconds(),
-                            emb.steady() ? "" : ", NOT steady"));
+                    Warm.describe(emb.warm()));
             if (!Double.isNaN(emb.referencePerSecond())) {
                 double share = emb.requestsPerSecond() / emb.referencePerSecond();
                 o.printf(Locale.ROOT, "  = %.0f %% of MiniLmEncoder.embed's batch-32 rate measured in this process (%.1f sentences/s; "
@@ -475,15 +483,15 @@ final class ServeBench implements Callable<Integer> {
         StringBuilder csv = new StringBuilder("kind,concurrency,requests,tokens,seconds,tokens_per_s,requests_per_s,ttft_p50_ms,ttft_p99_ms,"
                 + "itl_p50_ms,itl_p99_ms,latency_p50_ms,latency_p99_ms,rejected,errors,reference_per_s,warmup_s,warmup_steady\n");
         for (Level l : levels) {
-            csv.append(String.format(Locale.ROOT, "completions,%d,%d,%d,%.3f,%.2f,%.3f,%.2f,%.2f,%.3f,%.3f,,,%d,%d,,%.1f,%b%n", l.concurrency(),
+            csv.append(String.format(Locale.ROOT, "completions,%d,%d,%d,%.3f,%.2f,%.3f,%.2f,%.2f,%.3f,%.3f,,,%d,%d,,%s%n", l.concurrency(),
                     l.requests(), l.tokens(), l.seconds(), l.tokensPerSecond(), l.requests() / l.seconds(), quantile(l.ttftMs(), 0.5),
                     quantile(l.ttftMs(), 0.99), quantile(l.itlMs(), 0.5), quantile(l.itlMs(), 0.99), l.rejected(), l.errors(),
-                    l.warmupSeconds(), l.steady()));
+                    Warm.csv(l.warm())));
         }
         if (emb != null) {
-            csv.append(String.format(Locale.ROOT, "embeddings,%d,%d,,%.3f,,%.2f,,,,,%.2f,%.2f,%d,%d,%.2f,%.1f,%b%n", emb.clients(), emb.requests(),
+            csv.append(String.format(Locale.ROOT, "embeddings,%d,%d,,%.3f,,%.2f,,,,,%.2f,%.2f,%d,%d,%.2f,%s%n", emb.clients(), emb.requests(),
                     emb.seconds(), emb.requestsPerSecond(), quantile(emb.latencyMs(), 0.5), quantile(emb.latencyMs(), 0.99), emb.rejected(),
-                    emb.errors(), emb.referencePerSecond(), emb.warmupSeconds(), emb.steady()));
+                    emb.errors(), emb.referencePerSecond(), Warm.csv(emb.warm())));
         }
         Files.writeString(out.resolve("serve-bench.csv"), csv);
         Map<String, List<double[]>> tput = new LinkedHashMap<>();

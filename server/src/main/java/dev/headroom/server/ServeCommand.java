@@ -84,7 +84,7 @@ final class ServeCommand implements Callable<Integer> {
         System.err.printf("headroom serve: listening on %s (completions: %s, embeddings: %s); KV cache %s (%d blocks%s); "
                         + "queue %d, batch %d, %d tokens per step; %d threads per model%n", stack.server.baseUri(), "tiny", "minilm",
                 OffHeap.format(stack.engine.cacheStats().reservedBytes()), stack.engine.cacheStats().capacityBlocks(),
-                dev.headroom.memory.TrackedArena.hugePagesAvailable() ? ", huge pages asked for" : "", maxQueue, maxRunning,
+                TrackedArena.hugePagesAvailable() ? ", huge pages asked for" : "", maxQueue, maxRunning,
                 maxStepTokens, t);
         if (!address.getAddress().isLoopbackAddress()) {
             System.err.println("headroom serve: WARNING: listening on " + host + ", not loopback: anyone who reaches it can use it "
