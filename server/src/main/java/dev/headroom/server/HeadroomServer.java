@@ -28,6 +28,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Consumer;
 
 /**
  * An OpenAI-compatible HTTP server over an {@link Engine} (text completion) and an
@@ -95,6 +96,8 @@ public final class HeadroomServer implements AutoCloseable {
     private final long created = System.currentTimeMillis() / 1000;
     private final AtomicLong ids = new AtomicLong();
     private volatile boolean closed;
+    /** Also told of every engine step (serve-bench's step times), on the engine thread. */
+    private volatile Consumer<Engine.StepInfo> stepTap = step -> {};
 
     private HeadroomServer(HttpServer http, Engine engine, String completionModel, EmbeddingBatcher embeddings, String embeddingModel,
                            Options options) {
@@ -106,7 +109,10 @@ public final class HeadroomServer implements AutoCloseable {
         this.dimensions = embeddings.encoder().config().hidden();
         this.options = options;
         this.metrics = new ServerMetrics(engine, embeddings);
-        engine.setStepObserver(metrics::step);
+        engine.setStepObserver(step -> {
+            metrics.step(step);
+            stepTap.accept(step);
+        });
         this.executor = Executors.newVirtualThreadPerTaskExecutor();
         http.setExecutor(executor);
         http.createContext("/", this::handle);
@@ -605,6 +611,11 @@ public final class HeadroomServer implements AutoCloseable {
         metrics.write(bytes);
         r.ex.getResponseHeaders().set("Content-Type", metrics.contentType());
         r.send(200, bytes.toByteArray());
+    }
+
+    /** Tells {@code tap} of every engine step from now on (null: no one), on the engine thread: it must return at once. */
+    void tapSteps(Consumer<Engine.StepInfo> tap) {
+        stepTap = tap == null ? step -> {} : tap;
     }
 
     /** Stops accepting connections and ends those open (streams are cut); the engine and batcher stay the caller's. */

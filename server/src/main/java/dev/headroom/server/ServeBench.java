@@ -116,13 +116,63 @@ final class ServeBench implements Callable<Integer> {
 
     /** One level's figures; {@code warm}: how its warm-up ended (null: none). */
     record Level(int concurrency, int requests, long tokens, double seconds, double[] ttftMs, double[] itlMs, int rejected, int errors,
-                 Warm warm) {
+                 Warm warm, Steps steps) {
         double tokensPerSecond() {
             return tokens / seconds;
         }
 
-        Level warmedUp(Warm warm) {
-            return new Level(concurrency, requests, tokens, seconds, ttftMs, itlMs, rejected, errors, warm);
+        Level with(Warm warm, Steps steps) {
+            return new Level(concurrency, requests, tokens, seconds, ttftMs, itlMs, rejected, errors, warm, steps);
+        }
+    }
+
+    /**
+     * The engine's steps during a level's window (a server in this process only): what the
+     * inter-token latency is made of. A step that carries prompt tokens (prefill chunks of newly
+     * admitted requests) delays every running stream by its whole time.
+     *
+     * @param decodeOnlyMs  wall times of steps with decode rows only, sorted
+     * @param withPrefillMs wall times of steps that also carried prompt tokens, sorted
+     * @param prefillTokens prompt tokens those steps carried, in all
+     */
+    record Steps(double[] decodeOnlyMs, double[] withPrefillMs, long prefillTokens) {
+        int count() {
+            return decodeOnlyMs.length + withPrefillMs.length;
+        }
+
+        double prefillShare() {
+            return count() == 0 ? Double.NaN : (double) withPrefillMs.length / count();
+        }
+
+        String describe() {
+            return String.format(Locale.ROOT, "%d steps: decode only p50 %.2f ms, p99 %.2f ms; %.0f %% carried prompt tokens (%.0f on average): "
+                            + "p50 %.2f ms, p99 %.2f ms", count(), quantile(decodeOnlyMs, 0.5), quantile(decodeOnlyMs, 0.99), 100 * prefillShare(),
+                    withPrefillMs.length == 0 ? 0.0 : (double) prefillTokens / withPrefillMs.length, quantile(withPrefillMs, 0.5),
+                    quantile(withPrefillMs, 0.99));
+        }
+
+        /** Records the steps of {@code server} while {@code load} runs. */
+        static <T> T during(HeadroomServer server, Callable<T> load, java.util.function.BiFunction<T, Steps, T> attach) throws Exception {
+            if (server == null) return load.call();
+            ConcurrentLinkedQueue<Engine.StepInfo> seen = new ConcurrentLinkedQueue<>();
+            server.tapSteps(seen::add);
+            T result;
+            try {
+                result = load.call();
+            } finally {
+                server.tapSteps(null);
+            }
+            List<Double> decodeOnly = new ArrayList<>(), withPrefill = new ArrayList<>();
+            long prompt = 0;
+            for (Engine.StepInfo s : seen) {
+                if (s.prefillTokens() == 0) {
+                    decodeOnly.add(s.nanos() / 1e6);
+                } else {
+                    withPrefill.add(s.nanos() / 1e6);
+                    prompt += s.prefillTokens();
+                }
+            }
+            return attach.apply(result, new Steps(sorted(decodeOnly), sorted(withPrefill), prompt));
         }
     }
 
@@ -250,8 +300,9 @@ final class ServeBench implements Callable<Integer> {
                 URI at = base;
                 Warm warm = warmup > 0 ? warmUp("tokens/s", WarmUp.WINDOW_SECONDS, warmup,
                         seconds -> completions(at, corpus, range, c, seconds).tokensPerSecond()) : null;
-                Level level = completions(base, corpus, range, c, duration);
-                levels.add(level.warmedUp(warm));
+                Level level = Steps.during(stack == null ? null : stack.server, () -> completions(at, corpus, range, c, duration),
+                        (l, steps) -> l.with(null, steps));
+                levels.add(level.with(warm, level.steps()));
             }
             EmbeddingResult emb = null;
             if (embeddingClients > 0) {
@@ -330,7 +381,7 @@ final class ServeBench implements Callable<Integer> {
             for (double v : s.itlMs()) itl.add(v);
         }
         return new Level(clients, samples.size(), tokens, (lastEnd.get() - t0) / 1e9, sorted(ttft), sorted(itl), (int) rejected.get(),
-                (int) errors.get(), null);
+                (int) errors.get(), null, null);
     }
 
     /** Sends one streaming request and reads it to [DONE]; null when refused with 503. */
@@ -456,6 +507,8 @@ final class ServeBench implements Callable<Integer> {
                     l.tokensPerSecond(), quantile(l.ttftMs(), 0.5), quantile(l.ttftMs(), 0.99), quantile(l.itlMs(), 0.5),
                     quantile(l.itlMs(), 0.99), l.rejected(), l.errors(), Warm.describe(l.warm()));
         }
+        for (Level l : levels) if (l.steps() != null) o.printf(Locale.ROOT, "  engine at %d stream%s: %s%n", l.concurrency(),
+                l.concurrency() == 1 ? "" : "s", l.steps().describe());
         Level one = levels.stream().filter(l -> l.concurrency() == 1).findFirst().orElse(null);
         Level at32 = levels.stream().filter(l -> l.concurrency() == 32).findFirst().orElse(null);
         if (one != null && at32 != null) {
@@ -481,17 +534,21 @@ final class ServeBench implements Callable<Integer> {
     private void write(List<Level> levels, EmbeddingResult emb) throws IOException {
         Files.createDirectories(out);
         StringBuilder csv = new StringBuilder("kind,concurrency,requests,tokens,seconds,tokens_per_s,requests_per_s,ttft_p50_ms,ttft_p99_ms,"
-                + "itl_p50_ms,itl_p99_ms,latency_p50_ms,latency_p99_ms,rejected,errors,reference_per_s,warmup_s,warmup_steady\n");
+                + "itl_p50_ms,itl_p99_ms,latency_p50_ms,latency_p99_ms,rejected,errors,reference_per_s,warmup_s,warmup_steady,"
+                + "step_decode_p50_ms,step_decode_p99_ms,prefill_step_share,step_prefill_p50_ms,step_prefill_p99_ms\n");
         for (Level l : levels) {
-            csv.append(String.format(Locale.ROOT, "completions,%d,%d,%d,%.3f,%.2f,%.3f,%.2f,%.2f,%.3f,%.3f,,,%d,%d,,%s%n", l.concurrency(),
+            Steps st = l.steps();
+            csv.append(String.format(Locale.ROOT, "completions,%d,%d,%d,%.3f,%.2f,%.3f,%.2f,%.2f,%.3f,%.3f,,,%d,%d,,%s,%s%n", l.concurrency(),
                     l.requests(), l.tokens(), l.seconds(), l.tokensPerSecond(), l.requests() / l.seconds(), quantile(l.ttftMs(), 0.5),
                     quantile(l.ttftMs(), 0.99), quantile(l.itlMs(), 0.5), quantile(l.itlMs(), 0.99), l.rejected(), l.errors(),
-                    Warm.csv(l.warm())));
+                    Warm.csv(l.warm()), st == null ? ",,,," : String.format(Locale.ROOT, "%.3f,%.3f,%.3f,%.3f,%.3f", quantile(st.decodeOnlyMs(), 0.5),
+                            quantile(st.decodeOnlyMs(), 0.99), st.prefillShare(), quantile(st.withPrefillMs(), 0.5),
+                            quantile(st.withPrefillMs(), 0.99))));
         }
         if (emb != null) {
             csv.append(String.format(Locale.ROOT, "embeddings,%d,%d,,%.3f,,%.2f,,,,,%.2f,%.2f,%d,%d,%.2f,%s%n", emb.clients(), emb.requests(),
                     emb.seconds(), emb.requestsPerSecond(), quantile(emb.latencyMs(), 0.5), quantile(emb.latencyMs(), 0.99), emb.rejected(),
-                    emb.errors(), emb.referencePerSecond(), Warm.csv(emb.warm())));
+                    emb.errors(), emb.referencePerSecond(), Warm.csv(emb.warm()) + ",,,,,"));
         }
         Files.writeString(out.resolve("serve-bench.csv"), csv);
         Map<String, List<double[]>> tput = new LinkedHashMap<>();
