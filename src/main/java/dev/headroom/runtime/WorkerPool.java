@@ -19,6 +19,16 @@ import java.util.concurrent.locks.LockSupport;
  * back-to-back calls find them awake. A helper that has not started when the caller has run out
  * of tasks is withdrawn instead of waited for.
  *
+ * <p><b>Waiting.</b> How the spin window is spent is the pool's {@link Waiting} policy. With
+ * {@link Waiting#SPIN} (the default) a waiting thread keeps its core: right when the pool's
+ * threads are all the process runs (a forward, a benchmark, a batch job). A server's own threads
+ * (HTTP handlers writing tokens, clients on loopback) need the same cores between steps: with
+ * every core held by a spinning worker, a woken handler waited for the scheduler's next slice
+ * (single-stream inter-token latency p99 4.1 ms against 0.3 ms steps), and a helper preempted by
+ * a handler left its caller spinning on the other core. {@link Waiting#YIELD} gives the core up on
+ * every turn of the window ({@code Thread.yield}, which returns at once when nothing else is
+ * runnable), as Intel's OpenMP runtime does when oversubscribed ({@code KMP_USE_YIELD}).
+ *
  * <p>Several threads may call {@code run} at once; their helpers share the pool threads.
  *
  * <p><b>Cancellation.</b> Interrupting the thread that called {@code run} cancels the call: no
@@ -37,10 +47,19 @@ public final class WorkerPool implements AutoCloseable {
     /** How long an idle pool thread (or a caller waiting for helpers) spins before it parks. */
     static final long SPIN_NANOS = 200_000;
 
+    /** How a thread waits in the spin window (see the class comment). */
+    public enum Waiting {
+        /** Busy-waits: the lowest hand-off latency, when nothing else needs the cores. */
+        SPIN,
+        /** Yields the core on every turn: other threads of the process (a server's I/O) run at once. */
+        YIELD
+    }
+
     private final int threads;
     private final Worker[] workers;
     private final ConcurrentLinkedQueue<Helper> queue = new ConcurrentLinkedQueue<>();
     private volatile boolean closed;
+    private volatile Waiting waiting = Waiting.SPIN;
 
     public WorkerPool(int threads) {
         if (threads < 1) throw new IllegalArgumentException("threads must be >= 1, got " + threads);
@@ -54,6 +73,22 @@ public final class WorkerPool implements AutoCloseable {
 
     public int threads() {
         return threads;
+    }
+
+    public Waiting waiting() {
+        return waiting;
+    }
+
+    /** Sets how this pool's threads and its callers wait from now on; any time, from any thread. */
+    public void setWaiting(Waiting waiting) {
+        if (waiting == null) throw new IllegalArgumentException("the waiting policy must be given");
+        this.waiting = waiting;
+    }
+
+    /** One turn of a spin window. */
+    private static void spinTurn(Waiting waiting) {
+        if (waiting == Waiting.YIELD) Thread.yield();
+        else Thread.onSpinWait();
     }
 
     /** A thread that is not the caller's: what a segment must be accessible from for pool threads. */
@@ -107,7 +142,7 @@ public final class WorkerPool implements AutoCloseable {
             }
             return;
         }
-        Call call = new Call(count, body, helpers);
+        Call call = new Call(count, body, helpers, waiting);
         for (int w = 1; w <= helpers; w++) queue.add(new Helper(call, w));
         for (Worker w : workers) if (w.parked) LockSupport.unpark(w);
         try {
@@ -131,6 +166,8 @@ public final class WorkerPool implements AutoCloseable {
         final int count;
         final Body body;
         final int helpers;
+        /** How the caller waits for its helpers at the end. */
+        final Waiting waiting;
         final Thread caller = Thread.currentThread();
         final AtomicInteger next = new AtomicInteger();
         /** Helpers not yet started; a helper or the caller (withdrawing) takes each one exactly once. */
@@ -141,10 +178,11 @@ public final class WorkerPool implements AutoCloseable {
         /** Set when the caller was seen interrupted (its flag is cleared while it parks, so it is kept here too). */
         volatile boolean interrupted;
 
-        Call(int count, Body body, int helpers) {
+        Call(int count, Body body, int helpers, Waiting waiting) {
             this.count = count;
             this.body = body;
             this.helpers = helpers;
+            this.waiting = waiting;
             this.unstarted = new AtomicInteger(helpers);
         }
 
@@ -202,7 +240,7 @@ public final class WorkerPool implements AutoCloseable {
             boolean interrupted = false;
             while (finished.get() < started) {
                 if (System.nanoTime() < deadline) {
-                    Thread.onSpinWait();
+                    spinTurn(waiting);
                     continue;
                 }
                 callerParked = true;
@@ -239,7 +277,7 @@ public final class WorkerPool implements AutoCloseable {
                 Helper h = queue.poll();
                 if (h == null) {
                     long deadline = System.nanoTime() + SPIN_NANOS;
-                    while ((h = queue.poll()) == null && !closed && System.nanoTime() < deadline) Thread.onSpinWait();
+                    while ((h = queue.poll()) == null && !closed && System.nanoTime() < deadline) spinTurn(waiting);
                 }
                 if (h == null) {
                     parked = true;

@@ -210,6 +210,11 @@ public final class LlamaModel implements AutoCloseable {
         return pool.threads();
     }
 
+    /** Sets how the model's worker threads wait between tasks ({@link WorkerPool.Waiting}; a server yields to its I/O threads). */
+    public void setWaiting(WorkerPool.Waiting waiting) {
+        pool.setWaiting(waiting);
+    }
+
     /** Layer {@code layer}'s attention (0 first). */
     public MultiHeadAttention attention(int layer) {
         return attention.get(layer);

@@ -152,6 +152,11 @@ public final class MiniLmEncoder implements AutoCloseable {
         return pool.threads();
     }
 
+    /** Sets how the encoder's worker threads wait between tasks ({@link WorkerPool.Waiting}; a server yields to its I/O threads). */
+    public void setWaiting(WorkerPool.Waiting waiting) {
+        pool.setWaiting(waiting);
+    }
+
     /**
      * The same model without the given heads: {@code prunedHeads[l]} lists layer l's heads to
      * remove (see {@link MultiHeadAttention#prune}); their W_Q/W_K/W_V rows and W_O columns are
