@@ -40,9 +40,11 @@ import java.util.function.Consumer;
  *       a prompt that shares a prefix with one computed earlier, even one still running,
  *       computes only the rest;</li>
  *   <li>plans the step: one token for every running sequence that is decoding, then chunks of
- *       prompts still being prefilled, oldest first, up to {@code maxStepTokens} tokens in all.
+ *       prompts still being prefilled, oldest first, up to {@code maxPrefillTokens} prompt tokens
+ *       while any sequence decodes (up to {@code maxStepTokens} tokens in all, when none does).
  *       So a long prompt is prefilled over several steps while the running streams each get a
- *       token in every one of them;</li>
+ *       token in every one of them, none of them slower than a decode step plus one chunk
+ *       (Sarathi-Serve's chunked prefill, vLLM's {@code long_prefill_token_threshold});</li>
  *   <li>reserves the step in the cache, all or nothing. When the blocks are not there, the most
  *       recently admitted sequence is preempted: its cache sequence is freed (its full blocks
  *       stay registered, so its recomputation mostly reuses them) and it goes back to the front
@@ -87,11 +89,16 @@ public final class Engine implements AutoCloseable {
      * @param maxStepTokens tokens per step at most (decode rows plus prefill chunks): bounds the
      *                      time of a step, so the latency between two tokens of a running stream,
      *                      against how fast new prompts are taken in
+     * @param maxPrefillTokens prompt tokens per step at most while any sequence decodes: the chunk
+     *                      a step adds to the decode rows, so what a new prompt costs every running
+     *                      stream's next token
      * @param blockSize     tokens per cache block
      * @param kvDtype       how keys and values are stored
      */
-    public record Config(long kvBudgetBytes, int maxQueue, int maxRunning, int maxStepTokens, int blockSize, KvDtype kvDtype) {
+    public record Config(long kvBudgetBytes, int maxQueue, int maxRunning, int maxStepTokens, int maxPrefillTokens, int blockSize,
+                         KvDtype kvDtype) {
         public Config {
+            if (maxPrefillTokens < 1) throw new IllegalArgumentException("max prefill tokens per step must be >= 1, got " + maxPrefillTokens);
             if (kvBudgetBytes <= 0) throw new IllegalArgumentException("the KV budget must be > 0 bytes, got " + kvBudgetBytes);
             if (maxQueue < 0) throw new IllegalArgumentException("max queue must be >= 0, got " + maxQueue);
             if (maxRunning < 1) throw new IllegalArgumentException("max running sequences must be >= 1, got " + maxRunning);
@@ -104,30 +111,37 @@ public final class Engine implements AutoCloseable {
         }
 
         /**
-         * 2 GiB of float32 cache in blocks of 16, 256 waiting, 64 running, 128 tokens per step. On a
-         * CPU a step's time grows with its tokens, so the step cap bounds the time between two
-         * tokens of a running stream: 128 lets 32 decoding streams take in up to 96 prompt tokens
-         * per step, twice what 32 streams of 64-token answers to 100-token prompts need on average.
-         * A first choice, to be tuned with serve-bench on a quiet machine.
+         * 2 GiB of float32 cache in blocks of 16, 256 waiting, 64 running, 128 tokens per step, 32
+         * prompt tokens per step beside decoding streams. On a CPU a step's time grows with its
+         * tokens, so the caps bound the time between two tokens of a running stream. Measured with
+         * serve-bench at 32 streams (README, server workers yielding): with prompt chunks of up to
+         * 96 tokens a fifth of the steps carried one and set the p99 inter-token latency (14.2 and
+         * 15.3 ms in two runs); chunks of 32 gave 11.1–12.3 ms in three, at the same throughput.
+         * 32 prompt tokens per step take in 32 × ~150 steps/s, twice what 32 streams of 128-token
+         * answers to 16–96-token prompts need.
          */
         public static Config defaults() {
-            return new Config(2L << 30, 256, 64, 128, Generator.BLOCK_SIZE, KvDtype.F32);
+            return new Config(2L << 30, 256, 64, 128, 32, Generator.BLOCK_SIZE, KvDtype.F32);
         }
 
         public Config withKvBudget(long bytes) {
-            return new Config(bytes, maxQueue, maxRunning, maxStepTokens, blockSize, kvDtype);
+            return new Config(bytes, maxQueue, maxRunning, maxStepTokens, maxPrefillTokens, blockSize, kvDtype);
         }
 
         public Config withMaxQueue(int n) {
-            return new Config(kvBudgetBytes, n, maxRunning, maxStepTokens, blockSize, kvDtype);
+            return new Config(kvBudgetBytes, n, maxRunning, maxStepTokens, maxPrefillTokens, blockSize, kvDtype);
         }
 
         public Config withMaxRunning(int n) {
-            return new Config(kvBudgetBytes, maxQueue, n, maxStepTokens, blockSize, kvDtype);
+            return new Config(kvBudgetBytes, maxQueue, n, maxStepTokens, maxPrefillTokens, blockSize, kvDtype);
         }
 
         public Config withMaxStepTokens(int n) {
-            return new Config(kvBudgetBytes, maxQueue, maxRunning, n, blockSize, kvDtype);
+            return new Config(kvBudgetBytes, maxQueue, maxRunning, n, maxPrefillTokens, blockSize, kvDtype);
+        }
+
+        public Config withMaxPrefillTokens(int n) {
+            return new Config(kvBudgetBytes, maxQueue, maxRunning, maxStepTokens, n, blockSize, kvDtype);
         }
     }
 
@@ -587,6 +601,7 @@ public final class Engine implements AutoCloseable {
                 budget--;
                 decodeRows++;
             }
+            if (decodeRows > 0) budget = Math.min(budget, config.maxPrefillTokens()); // the chunk beside running streams
             for (Job j : running) { // then prefill (or recompute) chunks, oldest first
                 int pending = j.decoding.pending();
                 if (pending <= 1 || budget == 0) continue;

@@ -222,6 +222,44 @@ class EngineTest {
     }
 
     @Test
+    void besideDecodingStreamsAStepCarriesAtMostMaxPrefillTokensOfPromptAloneItTakesTheWholeStep() throws Exception {
+        SplittableRandom rnd = new SplittableRandom(11);
+        List<Engine.StepInfo> steps = Collections.synchronizedList(new ArrayList<>());
+        try (Engine engine = Engine.start(model, tokenizer, small(4, 64, 1L << 20, 8).withMaxPrefillTokens(8))) {
+            engine.setStepObserver(steps::add);
+            int[] first = prompt(rnd, 150);
+            Collector alone = new Collector();
+            CountDownLatch decoding = new CountDownLatch(3);
+            engine.submit(greedy(first, 100), new Collector() {
+                @Override
+                public void token(int token, String text) {
+                    super.token(token, text);
+                    decoding.countDown();
+                }
+            });
+            assertTrue(decoding.await(60, TimeUnit.SECONDS));
+            int[] late = prompt(rnd, 120);
+            engine.submit(greedy(late, 5), alone);
+            compareGreedy("prompt prefilled beside a stream", late, alone(greedy(late, 5)), alone.get());
+            assertTrue(engine.awaitIdle(Duration.ofSeconds(60)));
+        }
+        // the first prompt, with nothing decoding: chunks of the whole step (64, 64, 22)
+        List<Engine.StepInfo> prefillOnly = steps.stream().filter(st -> st.decodeRows() == 0).toList();
+        assertEquals(List.of(64, 64, 22), prefillOnly.stream().map(Engine.StepInfo::prefillTokens).toList());
+        // the late one beside the decoding stream: its 120 tokens (none cached) in chunks of at most 8
+        List<Engine.StepInfo> mixed = steps.stream().filter(st -> st.prefillTokens() > 0 && st.decodeRows() > 0).toList();
+        assertEquals(120, mixed.stream().mapToInt(Engine.StepInfo::prefillTokens).sum(), mixed.toString());
+        for (Engine.StepInfo st : mixed) assertTrue(st.prefillTokens() <= 8, st.toString());
+        assertEquals(120 / 8, mixed.size());
+    }
+
+    @Test
+    void aPrefillCapBelowOneIsRefused() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Engine.Config.defaults().withMaxPrefillTokens(0));
+        assertTrue(e.getMessage().contains("max prefill tokens per step must be >= 1, got 0"), e.getMessage());
+    }
+
+    @Test
     void aFullQueueRefusesAndPositionsMoveAsTheQueueDoes() throws Exception {
         SplittableRandom rnd = new SplittableRandom(9);
         CountDownLatch hold = new CountDownLatch(1), holding = new CountDownLatch(1);
