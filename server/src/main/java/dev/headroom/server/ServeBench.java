@@ -7,6 +7,7 @@ import dev.headroom.memory.TrackedArena;
 import dev.headroom.model.minilm.EncoderWorkspace;
 import dev.headroom.model.minilm.MiniLmEncoder;
 import dev.headroom.report.Charts;
+import dev.headroom.runtime.WorkerPool;
 import dev.headroom.serve.Engine;
 import dev.headroom.tensor.Tensor;
 import picocli.CommandLine.Command;
@@ -110,6 +111,14 @@ final class ServeBench implements Callable<Integer> {
 
     @Option(names = "--max-step-tokens", defaultValue = "128", description = "In-process server: tokens per step (default ${DEFAULT-VALUE}).")
     int maxStepTokens;
+
+    @Option(names = "--max-prefill-tokens", defaultValue = "32",
+            description = "In-process server: prompt tokens per step beside decoding streams (default ${DEFAULT-VALUE}).")
+    int maxPrefillTokens;
+
+    @Option(names = "--worker-wait", defaultValue = "yield", converter = ServeCommand.WaitingConverter.class, paramLabel = "yield|spin",
+            description = "In-process server: how the models' worker threads wait (default ${DEFAULT-VALUE}; see serve --help).")
+    WorkerPool.Waiting workerWait;
 
     @Option(names = "--threads", description = "In-process server: worker threads per model (default: all processors).")
     Integer threads;
@@ -279,11 +288,13 @@ final class ServeBench implements Callable<Integer> {
             double reference = Double.NaN;
             if (base == null) {
                 int t = threads != null ? threads : Runtime.getRuntime().availableProcessors();
-                Engine.Config config = Engine.Config.defaults().withKvBudget(kvBudget).withMaxRunning(maxRunning).withMaxStepTokens(maxStepTokens)
+                Engine.Config config = Engine.Config.defaults().withKvBudget(kvBudget).withMaxRunning(maxRunning).withMaxStepTokens(maxStepTokens).withMaxPrefillTokens(maxPrefillTokens)
                         .withMaxQueue(Math.max(256, 2 * concurrency.stream().mapToInt(Integer::intValue).max().orElse(1)));
-                stack = ServeCommand.Stack.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), config, t, Duration.ofMillis(2));
+                stack = ServeCommand.Stack.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), config, t, workerWait,
+                        Duration.ofMillis(2));
                 base = URI.create("http://127.0.0.1:" + stack.server.address().getPort());
-                log.printf("serve-bench: server started in this process at %s (%s)%n", base, config);
+                log.printf("serve-bench: server started in this process at %s (%s; %d threads per model, waiting by %s)%n", base, config, t,
+                        workerWait.name().toLowerCase(Locale.ROOT));
                 if (embeddingClients > 0) reference = referenceSentencesPerSecond(stack.encoder, corpus);
             } else {
                 base = URI.create(base.toString().replaceAll("/+$", "").replaceAll("/v1$", ""));

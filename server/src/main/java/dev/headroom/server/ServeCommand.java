@@ -8,6 +8,7 @@ import dev.headroom.model.llama.ByteTokenizer;
 import dev.headroom.model.llama.LlamaModel;
 import dev.headroom.model.minilm.MiniLmEncoder;
 import dev.headroom.serve.EmbeddingBatcher;
+import dev.headroom.runtime.WorkerPool;
 import dev.headroom.serve.Engine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -58,6 +59,18 @@ final class ServeCommand implements Callable<Integer> {
                     + "the time between tokens of running streams short, higher takes new prompts in faster.")
     int maxStepTokens;
 
+    @Option(names = "--max-prefill-tokens", defaultValue = "32",
+            description = "Prompt tokens per step at most while streams are decoding (default ${DEFAULT-VALUE}): each new prompt is "
+                    + "prefilled in chunks this size beside the running streams' tokens, so it delays each of their next tokens by "
+                    + "one chunk's time at most.")
+    int maxPrefillTokens;
+
+    @Option(names = "--worker-wait", defaultValue = "yield", converter = WaitingConverter.class, paramLabel = "yield|spin",
+            description = "How the models' worker threads wait between tasks (default ${DEFAULT-VALUE}): yield gives the core to the "
+                    + "server's HTTP threads at once; spin keeps it (lower hand-off latency when nothing else runs, but a woken HTTP "
+                    + "thread may wait a scheduler slice, milliseconds, to send a token).")
+    WorkerPool.Waiting workerWait;
+
     @Option(names = "--embedding-wait", defaultValue = "2", paramLabel = "MS",
             description = "Milliseconds an embedding request waits for others to share its batch of up to 32 (default ${DEFAULT-VALUE}).")
     int embeddingWaitMs;
@@ -72,9 +85,9 @@ final class ServeCommand implements Callable<Integer> {
         int t = threads != null ? threads : Runtime.getRuntime().availableProcessors();
         if (t < 1) throw new IllegalArgumentException("--threads must be >= 1, got " + t);
         Engine.Config config = Engine.Config.defaults().withKvBudget(kvBudget).withMaxQueue(maxQueue).withMaxRunning(maxRunning)
-                .withMaxStepTokens(maxStepTokens);
+                .withMaxStepTokens(maxStepTokens).withMaxPrefillTokens(maxPrefillTokens);
         InetSocketAddress address = new InetSocketAddress(InetAddress.getByName(host), port);
-        Stack stack = Stack.start(address, config, t, Duration.ofMillis(embeddingWaitMs));
+        Stack stack = Stack.start(address, config, t, workerWait, Duration.ofMillis(embeddingWaitMs));
         SERVING.set(true);
         CountDownLatch stopped = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
@@ -82,10 +95,11 @@ final class ServeCommand implements Callable<Integer> {
             stopped.countDown();
         }, "headroom-serve-shutdown"));
         System.err.printf("headroom serve: listening on %s (completions: %s, embeddings: %s); KV cache %s (%d blocks%s); "
-                        + "queue %d, batch %d, %d tokens per step; %d threads per model%n", stack.server.baseUri(), "tiny", "minilm",
+                        + "queue %d, batch %d, %d tokens per step (%d of prompt beside decoding streams); %d threads per model, "
+                        + "waiting by %s%n", stack.server.baseUri(), "tiny", "minilm",
                 OffHeap.format(stack.engine.cacheStats().reservedBytes()), stack.engine.cacheStats().capacityBlocks(),
                 TrackedArena.hugePagesAvailable() ? ", huge pages asked for" : "", maxQueue, maxRunning,
-                maxStepTokens, t);
+                maxStepTokens, maxPrefillTokens, t, workerWait.name().toLowerCase(java.util.Locale.ROOT));
         if (!address.getAddress().isLoopbackAddress()) {
             System.err.println("headroom serve: WARNING: listening on " + host + ", not loopback: anyone who reaches it can use it "
                     + "(no authentication, no TLS)");
@@ -114,8 +128,10 @@ final class ServeCommand implements Callable<Integer> {
             this.server = server;
         }
 
-        static Stack start(InetSocketAddress address, Engine.Config config, int threads, Duration embeddingWait) throws IOException {
+        static Stack start(InetSocketAddress address, Engine.Config config, int threads, WorkerPool.Waiting waiting, Duration embeddingWait)
+                throws IOException {
             LlamaModel decoder = Models.tiny(MultiHeadAttention.Options.defaults().withThreads(threads));
+            decoder.setWaiting(waiting);
             TrackedArena arena = null;
             MiniLmEncoder encoder = null;
             Engine engine = null;
@@ -123,6 +139,7 @@ final class ServeCommand implements Callable<Integer> {
             try {
                 arena = TrackedArena.ofShared();
                 encoder = Models.minilm(arena, threads);
+                encoder.setWaiting(waiting);
                 engine = Engine.start(decoder, ByteTokenizer.of(decoder.config()), config);
                 batcher = new EmbeddingBatcher(encoder, embeddingWait, 4096);
                 HeadroomServer server = HeadroomServer.start(address, engine, "tiny", batcher, "minilm", HeadroomServer.Options.defaults());
@@ -146,6 +163,15 @@ final class ServeCommand implements Callable<Integer> {
             encoder.close();
             encoderArena.close();
             decoder.close();
+        }
+    }
+
+    /** {@code yield} or {@code spin}, any case. */
+    static final class WaitingConverter implements picocli.CommandLine.ITypeConverter<WorkerPool.Waiting> {
+        @Override
+        public WorkerPool.Waiting convert(String value) {
+            for (WorkerPool.Waiting w : WorkerPool.Waiting.values()) if (w.name().equalsIgnoreCase(value.trim())) return w;
+            throw new picocli.CommandLine.TypeConversionException("expected yield or spin, got '" + value + "'");
         }
     }
 }

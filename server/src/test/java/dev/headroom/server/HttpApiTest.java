@@ -285,6 +285,24 @@ class HttpApiTest {
     }
 
     @Test
+    void serveBenchSplitsStepsIntoDecodeOnlyAndPrefillCarrying() {
+        ServeBench.Steps st = new ServeBench.Steps(new double[]{1, 2, 3}, new double[]{9}, 40);
+        assertEquals(4, st.count());
+        assertEquals(0.25, st.prefillShare());
+        String d = st.describe();
+        assertTrue(d.startsWith("4 steps: decode only p50 2.00 ms, p99 3.00 ms; 25 % carried prompt tokens (40 on average): p50 9.00 ms"), d);
+    }
+
+    @Test
+    void workerWaitIsYieldOrSpinAndNothingElse() {
+        ServeCommand.WaitingConverter c = new ServeCommand.WaitingConverter();
+        assertEquals(dev.headroom.runtime.WorkerPool.Waiting.YIELD, c.convert("Yield"));
+        assertEquals(dev.headroom.runtime.WorkerPool.Waiting.SPIN, c.convert(" spin "));
+        Exception e = org.junit.jupiter.api.Assertions.assertThrows(picocli.CommandLine.TypeConversionException.class, () -> c.convert("busy"));
+        assertTrue(e.getMessage().contains("expected yield or spin, got 'busy'"), e.getMessage());
+    }
+
+    @Test
     void serveBenchWarmsUpUntilTheRateIsEvenAndTheJitQuiet() {
         // previous window, this window, JIT share of the window, seconds of warm-up so far, at least
         assertFalse(ServeBench.WarmUp.steady(Double.NaN, 1000, 0, 10, 5), "no window to compare with");
