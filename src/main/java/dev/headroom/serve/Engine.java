@@ -66,6 +66,12 @@ import java.util.function.Consumer;
  * thread whose submit or cancel moved the queue): they must hand the event on and return, never
  * block. A listener that throws has its request cancelled; the engine goes on.
  *
+ * <p><b>Cores.</b> The model's worker threads and the threads that carry its tokens to clients
+ * share the machine's cores. With the pool's default {@link dev.headroom.runtime.WorkerPool.Waiting#SPIN}
+ * a woken I/O thread can wait a scheduler slice for a core; a server should call
+ * {@code model.setWaiting(WorkerPool.Waiting.YIELD)} as {@code headroom serve} does (README, "Why
+ * the server yields").
+ *
  * <p><b>Memory.</b> The engine owns its cache, a {@link DecoderWorkspace} and a logits buffer,
  * all freed by {@link #close()}; the model is the caller's and must outlive the engine. The
  * cache's whole budget is allocated when the engine starts (as vLLM takes its share of GPU memory
