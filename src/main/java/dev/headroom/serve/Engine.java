@@ -97,7 +97,8 @@ public final class Engine implements AutoCloseable {
      *                      against how fast new prompts are taken in
      * @param maxPrefillTokens prompt tokens per step at most while any sequence decodes: the chunk
      *                      a step adds to the decode rows, so what a new prompt costs every running
-     *                      stream's next token
+     *                      stream's next token (within maxStepTokens: a larger value acts as
+     *                      maxStepTokens minus the decode rows)
      * @param blockSize     tokens per cache block
      * @param kvDtype       how keys and values are stored
      */

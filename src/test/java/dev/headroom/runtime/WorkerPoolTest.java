@@ -1,18 +1,25 @@
 package dev.headroom.runtime;
 
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicIntegerArray;
+import java.util.concurrent.locks.LockSupport;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-/** The pool's contract under both waiting policies: every task once, failures after every worker stopped. */
+/**
+ * The pool's contract under both waiting policies: every task once, on a worker of the call,
+ * failures after every worker stopped; a lost wake-up would hang a call (the timeout).
+ */
+@Timeout(60)
 class WorkerPoolTest {
     @ParameterizedTest
     @EnumSource(WorkerPool.Waiting.class)
@@ -22,15 +29,16 @@ class WorkerPoolTest {
             for (int count = 1; count <= 40; count++) {
                 AtomicIntegerArray runs = new AtomicIntegerArray(count);
                 AtomicBoolean badWorker = new AtomicBoolean();
+                int workers = Math.min(3, count);
                 for (int round = 0; round < 25; round++) {
                     pool.run(count, (task, worker) -> {
                         runs.incrementAndGet(task);
-                        if (worker < 0 || worker >= 3) badWorker.set(true);
+                        if (worker < 0 || worker >= workers) badWorker.set(true);
                     });
                     if (round % 5 == 4) Thread.sleep(1); // past the spin window now and then: helpers park and are woken
                 }
                 for (int t = 0; t < count; t++) assertEquals(25, runs.get(t), "task " + t + " of " + count + " (" + waiting + ")");
-                assertTrue(!badWorker.get(), "worker index outside [0, 3)");
+                assertFalse(badWorker.get(), "a worker index outside [0, " + workers + ") for " + count + " tasks");
             }
         }
     }
@@ -60,7 +68,10 @@ class WorkerPoolTest {
         try (WorkerPool pool = new WorkerPool(2)) {
             AtomicBoolean stop = new AtomicBoolean();
             Thread flipper = Thread.ofPlatform().start(() -> {
-                for (int i = 0; !stop.get(); i++) pool.setWaiting(WorkerPool.Waiting.values()[i % 2]);
+                for (int i = 0; !stop.get(); i++) {
+                    pool.setWaiting(WorkerPool.Waiting.values()[i % 2]);
+                    LockSupport.parkNanos(20_000); // a few flips per call, without taking a core from the pool
+                }
             });
             try {
                 AtomicIntegerArray runs = new AtomicIntegerArray(16);

@@ -7,10 +7,10 @@ import dev.headroom.memory.TrackedArena;
 import dev.headroom.model.minilm.EncoderWorkspace;
 import dev.headroom.model.minilm.MiniLmEncoder;
 import dev.headroom.report.Charts;
-import dev.headroom.runtime.WorkerPool;
 import dev.headroom.serve.Engine;
 import dev.headroom.tensor.Tensor;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 import java.io.BufferedReader;
@@ -65,8 +65,8 @@ import java.util.concurrent.atomic.AtomicLong;
         description = {"Load the OpenAI-compatible server over loopback and report generated tokens per second and p50/p99 time to "
                 + "first token and inter-token latency at each concurrency, and requests per second and p99 latency of "
                 + "/v1/embeddings, against the targets of issue 12. Writes serve-bench.csv, serve-throughput.png and serve-latency.png.",
-                "Starts the server in this process unless --url names a running one. Measure on a quiet machine: every client "
-                        + "and the server share its cores."})
+                "Starts the server in this process unless --url names a running one (the engine options, --kv-budget to --threads, "
+                        + "are that server's). Measure on a quiet machine: every client and the server share its cores."})
 final class ServeBench implements Callable<Integer> {
     @Option(names = "--url", description = "A running server's base URL (e.g. http://127.0.0.1:8080); default: start one here.")
     URI url;
@@ -102,26 +102,9 @@ final class ServeBench implements Callable<Integer> {
     @Option(names = "--out", defaultValue = "serve-bench", description = "Directory of the CSV and the plots (default ${DEFAULT-VALUE}).")
     Path out;
 
-    @Option(names = "--kv-budget", defaultValue = "2g", converter = ServerMain.ByteSize.class, paramLabel = "SIZE",
-            description = "In-process server: KV cache memory (default ${DEFAULT-VALUE}).")
-    long kvBudget;
-
-    @Option(names = "--max-running", defaultValue = "64", description = "In-process server: running batch (default ${DEFAULT-VALUE}).")
-    int maxRunning;
-
-    @Option(names = "--max-step-tokens", defaultValue = "128", description = "In-process server: tokens per step (default ${DEFAULT-VALUE}).")
-    int maxStepTokens;
-
-    @Option(names = "--max-prefill-tokens", defaultValue = "32",
-            description = "In-process server: prompt tokens per step beside decoding streams (default ${DEFAULT-VALUE}).")
-    int maxPrefillTokens;
-
-    @Option(names = "--worker-wait", defaultValue = "yield", converter = ServeCommand.WaitingConverter.class, paramLabel = "yield|spin",
-            description = "In-process server: how the models' worker threads wait (default ${DEFAULT-VALUE}; see serve --help).")
-    WorkerPool.Waiting workerWait;
-
-    @Option(names = "--threads", description = "In-process server: worker threads per model (default: all processors).")
-    Integer threads;
+    /** The server started in this process (without --url): its engine and models. */
+    @Mixin
+    EngineOptions engine;
 
     /** One level's figures; {@code warm}: how its warm-up ended (null: none). */
     record Level(int concurrency, int requests, long tokens, double seconds, double[] ttftMs, double[] itlMs, int rejected, int errors,
@@ -160,17 +143,31 @@ final class ServeBench implements Callable<Integer> {
                     quantile(withPrefillMs, 0.99));
         }
 
-        /** Records the steps of {@code server} while {@code load} runs. */
-        static <T> T during(HeadroomServer server, Callable<T> load, java.util.function.BiFunction<T, Steps, T> attach) throws Exception {
-            if (server == null) return load.call();
-            ConcurrentLinkedQueue<Engine.StepInfo> seen = new ConcurrentLinkedQueue<>();
-            server.tapSteps(seen::add);
-            T result;
-            try {
-                result = load.call();
-            } finally {
-                server.tapSteps(null);
+        /** Starts recording the steps of {@code server} (null: a server elsewhere, nothing recorded). */
+        static Recorder record(HeadroomServer server) {
+            Recorder r = new Recorder(server);
+            if (server != null) server.tapSteps(r.seen::add);
+            return r;
+        }
+
+        /** The steps seen since {@link #record}. */
+        static final class Recorder {
+            private final HeadroomServer server;
+            private final ConcurrentLinkedQueue<Engine.StepInfo> seen = new ConcurrentLinkedQueue<>();
+
+            private Recorder(HeadroomServer server) {
+                this.server = server;
             }
+
+            /** Stops recording; the steps seen, or null when there was no server to watch. */
+            Steps stop() {
+                if (server == null) return null;
+                server.tapSteps(null);
+                return of(seen);
+            }
+        }
+
+        static Steps of(Iterable<Engine.StepInfo> seen) {
             List<Double> decodeOnly = new ArrayList<>(), withPrefill = new ArrayList<>();
             long prompt = 0;
             for (Engine.StepInfo s : seen) {
@@ -181,7 +178,7 @@ final class ServeBench implements Callable<Integer> {
                     prompt += s.prefillTokens();
                 }
             }
-            return attach.apply(result, new Steps(sorted(decodeOnly), sorted(withPrefill), prompt));
+            return new Steps(sorted(decodeOnly), sorted(withPrefill), prompt);
         }
     }
 
@@ -287,14 +284,13 @@ final class ServeBench implements Callable<Integer> {
         try {
             double reference = Double.NaN;
             if (base == null) {
-                int t = threads != null ? threads : Runtime.getRuntime().availableProcessors();
-                Engine.Config config = Engine.Config.defaults().withKvBudget(kvBudget).withMaxRunning(maxRunning).withMaxStepTokens(maxStepTokens).withMaxPrefillTokens(maxPrefillTokens)
-                        .withMaxQueue(Math.max(256, 2 * concurrency.stream().mapToInt(Integer::intValue).max().orElse(1)));
-                stack = ServeCommand.Stack.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), config, t, workerWait,
+                int t = engine.threads();
+                Engine.Config config = engine.config(Math.max(256, 2 * concurrency.stream().mapToInt(Integer::intValue).max().orElse(1)));
+                stack = ServeCommand.Stack.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), config, t, engine.workerWait,
                         Duration.ofMillis(2));
                 base = URI.create("http://127.0.0.1:" + stack.server.address().getPort());
                 log.printf("serve-bench: server started in this process at %s (%s; %d threads per model, waiting by %s)%n", base, config, t,
-                        workerWait.name().toLowerCase(Locale.ROOT));
+                        engine.workerWait.name().toLowerCase(Locale.ROOT));
                 if (embeddingClients > 0) reference = referenceSentencesPerSecond(stack.encoder, corpus);
             } else {
                 base = URI.create(base.toString().replaceAll("/+$", "").replaceAll("/v1$", ""));
@@ -311,9 +307,9 @@ final class ServeBench implements Callable<Integer> {
                 URI at = base;
                 Warm warm = warmup > 0 ? warmUp("tokens/s", WarmUp.WINDOW_SECONDS, warmup,
                         seconds -> completions(at, corpus, range, c, seconds).tokensPerSecond()) : null;
-                Level level = Steps.during(stack == null ? null : stack.server, () -> completions(at, corpus, range, c, duration),
-                        (l, steps) -> l.with(null, steps));
-                levels.add(level.with(warm, level.steps()));
+                Steps.Recorder steps = Steps.record(stack == null ? null : stack.server);
+                Level level = completions(base, corpus, range, c, duration);
+                levels.add(level.with(warm, steps.stop()));
             }
             EmbeddingResult emb = null;
             if (embeddingClients > 0) {

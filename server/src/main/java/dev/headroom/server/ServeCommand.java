@@ -7,10 +7,11 @@ import dev.headroom.model.Models;
 import dev.headroom.model.llama.ByteTokenizer;
 import dev.headroom.model.llama.LlamaModel;
 import dev.headroom.model.minilm.MiniLmEncoder;
-import dev.headroom.serve.EmbeddingBatcher;
 import dev.headroom.runtime.WorkerPool;
+import dev.headroom.serve.EmbeddingBatcher;
 import dev.headroom.serve.Engine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 import java.io.IOException;
@@ -43,51 +44,25 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--model", defaultValue = "tiny", description = "The completion model: tiny (default, the built-in byte-level decoder).")
     String model;
 
-    @Option(names = "--kv-budget", defaultValue = "2g", converter = ServerMain.ByteSize.class, paramLabel = "SIZE",
-            description = "KV cache memory, e.g. 512m or 2g (default ${DEFAULT-VALUE}); requests wait for it, never over-commit it.")
-    long kvBudget;
+    @Mixin
+    EngineOptions engine;
 
     @Option(names = "--max-queue", defaultValue = "256",
             description = "Requests that may wait for cache memory (default ${DEFAULT-VALUE}); more get 503 with Retry-After.")
     int maxQueue;
 
-    @Option(names = "--max-running", defaultValue = "64", description = "Sequences in the running batch at most (default ${DEFAULT-VALUE}).")
-    int maxRunning;
-
-    @Option(names = "--max-step-tokens", defaultValue = "128",
-            description = "Tokens per engine step at most, decode and prefill chunks together (default ${DEFAULT-VALUE}): lower keeps "
-                    + "the time between tokens of running streams short, higher takes new prompts in faster.")
-    int maxStepTokens;
-
-    @Option(names = "--max-prefill-tokens", defaultValue = "32",
-            description = "Prompt tokens per step at most while streams are decoding (default ${DEFAULT-VALUE}): each new prompt is "
-                    + "prefilled in chunks this size beside the running streams' tokens, so it delays each of their next tokens by "
-                    + "one chunk's time at most.")
-    int maxPrefillTokens;
-
-    @Option(names = "--worker-wait", defaultValue = "yield", converter = WaitingConverter.class, paramLabel = "yield|spin",
-            description = "How the models' worker threads wait between tasks (default ${DEFAULT-VALUE}): yield gives the core to the "
-                    + "server's HTTP threads at once; spin keeps it (lower hand-off latency when nothing else runs, but a woken HTTP "
-                    + "thread may wait a scheduler slice, milliseconds, to send a token).")
-    WorkerPool.Waiting workerWait;
-
     @Option(names = "--embedding-wait", defaultValue = "2", paramLabel = "MS",
             description = "Milliseconds an embedding request waits for others to share its batch of up to 32 (default ${DEFAULT-VALUE}).")
     int embeddingWaitMs;
-
-    @Option(names = "--threads", description = "Worker threads of each model (default: all processors).")
-    Integer threads;
 
     @Override
     public Integer call() throws IOException, InterruptedException {
         if (!model.equals("tiny")) throw new IllegalArgumentException("unknown model '" + model + "'; built in: tiny");
         if (port < 0 || port > 65535) throw new IllegalArgumentException("--port must be in [0, 65535], got " + port);
-        int t = threads != null ? threads : Runtime.getRuntime().availableProcessors();
-        if (t < 1) throw new IllegalArgumentException("--threads must be >= 1, got " + t);
-        Engine.Config config = Engine.Config.defaults().withKvBudget(kvBudget).withMaxQueue(maxQueue).withMaxRunning(maxRunning)
-                .withMaxStepTokens(maxStepTokens).withMaxPrefillTokens(maxPrefillTokens);
+        int t = engine.threads();
+        Engine.Config config = engine.config(maxQueue);
         InetSocketAddress address = new InetSocketAddress(InetAddress.getByName(host), port);
-        Stack stack = Stack.start(address, config, t, workerWait, Duration.ofMillis(embeddingWaitMs));
+        Stack stack = Stack.start(address, config, t, engine.workerWait, Duration.ofMillis(embeddingWaitMs));
         SERVING.set(true);
         CountDownLatch stopped = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
@@ -98,8 +73,8 @@ final class ServeCommand implements Callable<Integer> {
                         + "queue %d, batch %d, %d tokens per step (%d of prompt beside decoding streams); %d threads per model, "
                         + "waiting by %s%n", stack.server.baseUri(), "tiny", "minilm",
                 OffHeap.format(stack.engine.cacheStats().reservedBytes()), stack.engine.cacheStats().capacityBlocks(),
-                TrackedArena.hugePagesAvailable() ? ", huge pages asked for" : "", maxQueue, maxRunning,
-                maxStepTokens, maxPrefillTokens, t, workerWait.name().toLowerCase(java.util.Locale.ROOT));
+                TrackedArena.hugePagesAvailable() ? ", huge pages asked for" : "", maxQueue, config.maxRunning(),
+                config.maxStepTokens(), Math.min(config.maxPrefillTokens(), config.maxStepTokens()), t, engine.workerWait.name().toLowerCase(java.util.Locale.ROOT));
         if (!address.getAddress().isLoopbackAddress()) {
             System.err.println("headroom serve: WARNING: listening on " + host + ", not loopback: anyone who reaches it can use it "
                     + "(no authentication, no TLS)");
@@ -163,15 +138,6 @@ final class ServeCommand implements Callable<Integer> {
             encoder.close();
             encoderArena.close();
             decoder.close();
-        }
-    }
-
-    /** {@code yield} or {@code spin}, any case. */
-    static final class WaitingConverter implements picocli.CommandLine.ITypeConverter<WorkerPool.Waiting> {
-        @Override
-        public WorkerPool.Waiting convert(String value) {
-            for (WorkerPool.Waiting w : WorkerPool.Waiting.values()) if (w.name().equalsIgnoreCase(value.trim())) return w;
-            throw new picocli.CommandLine.TypeConversionException("expected yield or spin, got '" + value + "'");
         }
     }
 }

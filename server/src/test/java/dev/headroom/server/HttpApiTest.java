@@ -295,7 +295,7 @@ class HttpApiTest {
 
     @Test
     void workerWaitIsYieldOrSpinAndNothingElse() {
-        ServeCommand.WaitingConverter c = new ServeCommand.WaitingConverter();
+        EngineOptions.WaitingConverter c = new EngineOptions.WaitingConverter();
         assertEquals(dev.headroom.runtime.WorkerPool.Waiting.YIELD, c.convert("Yield"));
         assertEquals(dev.headroom.runtime.WorkerPool.Waiting.SPIN, c.convert(" spin "));
         Exception e = org.junit.jupiter.api.Assertions.assertThrows(picocli.CommandLine.TypeConversionException.class, () -> c.convert("busy"));
