@@ -70,7 +70,6 @@ public final class HeadroomServer implements AutoCloseable {
         }
     }
 
-
     /**
      * Limits and timings of the HTTP layer.
      *

@@ -265,6 +265,10 @@ final class ServeBench implements Callable<Integer> {
         double requestsPerSecond() {
             return requests / seconds;
         }
+
+        EmbeddingResult with(double referencePerSecond, Warm warm) {
+            return new EmbeddingResult(clients, requests, seconds, latencyMs, rejected, errors, referencePerSecond, warm);
+        }
     }
 
     private final HttpClient client = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).connectTimeout(Duration.ofSeconds(10)).build();
@@ -317,9 +321,7 @@ final class ServeBench implements Callable<Integer> {
                 URI server = base;
                 Warm warm = warmup > 0 ? warmUp("requests/s", 2 * WarmUp.WINDOW_SECONDS, warmup, // a batch of 32 takes ~0.6 s
                         seconds -> embeddings(server, corpus, embeddingClients, seconds).requestsPerSecond()) : null;
-                emb = embeddings(base, corpus, embeddingClients, embeddingDuration);
-                emb = new EmbeddingResult(emb.clients(), emb.requests(), emb.seconds(), emb.latencyMs(), emb.rejected(), emb.errors(), reference,
-                        warm);
+                emb = embeddings(base, corpus, embeddingClients, embeddingDuration).with(reference, warm);
             }
             report(levels, emb, System.out);
             write(levels, emb);

@@ -18,6 +18,7 @@ import java.io.IOException;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.time.Duration;
+import java.util.Locale;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.Callable;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -74,7 +75,8 @@ final class ServeCommand implements Callable<Integer> {
                         + "waiting by %s%n", stack.server.baseUri(), "tiny", "minilm",
                 OffHeap.format(stack.engine.cacheStats().reservedBytes()), stack.engine.cacheStats().capacityBlocks(),
                 TrackedArena.hugePagesAvailable() ? ", huge pages asked for" : "", maxQueue, config.maxRunning(),
-                config.maxStepTokens(), Math.min(config.maxPrefillTokens(), config.maxStepTokens()), t, engine.workerWait.name().toLowerCase(java.util.Locale.ROOT));
+                config.maxStepTokens(), Math.min(config.maxPrefillTokens(), config.maxStepTokens()), t,
+                engine.workerWait.name().toLowerCase(Locale.ROOT));
         if (!address.getAddress().isLoopbackAddress()) {
             System.err.println("headroom serve: WARNING: listening on " + host + ", not loopback: anyone who reaches it can use it "
                     + "(no authentication, no TLS)");
