@@ -24,6 +24,9 @@ import java.util.Set;
  *       {@code LD_LIBRARY_PATH}, {@code java.library.path} and the usual system directories.</li>
  * </ol>
  * A path given explicitly that does not load is an error; it does not fall back silently.
+ *
+ * <p>Before loading, {@link OpenBlasCore} applies {@code -Dheadroom.openblas.core} when the
+ * environment names no kernel; {@link #coreChoice()} says which kernel ran, why, and what it costs.
  */
 public final class OpenBlas {
     public static final String PATH_PROPERTY = "headroom.openblas";
@@ -39,6 +42,8 @@ public final class OpenBlas {
             "/opt/OpenBLAS/lib");
 
     private static volatile Path loadedFrom;
+    /** What {@link OpenBlasCore} decided before loading (set with {@link #loadedFrom}). */
+    private static volatile OpenBlasCore.Decision coreDecision;
 
     private OpenBlas() {}
 
@@ -47,7 +52,10 @@ public final class OpenBlas {
         Path path = loadedFrom;
         if (path != null) return path;
         synchronized (OpenBlas.class) {
-            if (loadedFrom == null) loadedFrom = locateAndLoad();
+            if (loadedFrom == null) {
+                coreDecision = OpenBlasCore.applyBeforeLoading();
+                loadedFrom = locateAndLoad();
+            }
             return loadedFrom;
         }
     }
@@ -132,6 +140,24 @@ public final class OpenBlas {
     public static String coreName() {
         load();
         return cString(cblas_h.openblas_get_corename());
+    }
+
+    /**
+     * The kernel OpenBLAS runs, why, and what it leaves on the table, e.g. {@code "Cooperlake
+     * (OpenBLAS's own detection)"} or {@code "Haswell (OPENBLAS_CORETYPE=Haswell in the
+     * environment; this CPU has AVX-512, which the Haswell kernel does not use: ...)"}.
+     */
+    public static String coreChoice() {
+        String core = coreName();
+        OpenBlasCore.Decision d = coreDecision;
+        StringBuilder s = new StringBuilder(core).append(" (").append(d.why());
+        if (d.core() != null && !d.core().equalsIgnoreCase(core)) {
+            s.append(", but the library runs ").append(core)
+                    .append(": a name it does not know, not a DYNAMIC_ARCH build, or loaded before Headroom set it");
+        }
+        String cost = OpenBlasCore.cost(core, OpenBlasCore.cpuFlags());
+        if (cost != null) s.append("; ").append(cost);
+        return s.append(')').toString();
     }
 
     /** The number of threads OpenBLAS uses for one call. */

@@ -1,5 +1,7 @@
 package dev.headroom.cli;
 
+import dev.headroom.blas.OpenBlas;
+
 import dev.headroom.attention.AttentionConfig;
 import dev.headroom.attention.AttentionWeights;
 import dev.headroom.attention.CallOptions;
@@ -150,8 +152,8 @@ final class BenchCommand implements Callable<Integer> {
         out.printf("Headroom bench: %s, batch %d, %d threads, %s, query block %d%n", RunCommand.describe(config),
                 batch, t, causal ? "causal" : "no mask", queryBlock);
         double sgemm = SgemmRate.measure(t, 2048, 5);
-        out.printf("OpenBLAS sgemm 2048×2048×2048 on %d threads: %.1f GFLOP/s (the limit the figures below are set against)%n",
-                t, sgemm);
+        out.printf("OpenBLAS sgemm 2048×2048×2048 on %d threads: %.1f GFLOP/s (the limit the figures below are set against), kernel %s%n",
+                t, sgemm, OpenBlas.coreChoice());
         List<Result> results = new ArrayList<>();
         try (TrackedArena arena = TrackedArena.ofShared()) {
             AttentionWeights w = AttentionWeights.random(config, true, 42, arena);

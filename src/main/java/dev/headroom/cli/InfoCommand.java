@@ -16,7 +16,7 @@ final class InfoCommand implements Runnable {
                 System.getProperty("os.arch"), rt.availableProcessors(), rt.maxMemory() >> 20);
         System.out.printf("OpenBLAS         %s%n", OpenBlas.path());
         System.out.printf("OpenBLAS config  %s%n", OpenBlas.config().trim());
-        System.out.printf("OpenBLAS core    %s, %d threads per call, %d processors%n", OpenBlas.coreName(),
+        System.out.printf("OpenBLAS core    %s, %d threads per call, %d processors%n", OpenBlas.coreChoice(),
                 OpenBlas.threads(), OpenBlas.processors());
         System.out.printf("Vector API       %s: %d-bit, %d floats per vector%n", Vectors.SPECIES,
                 Vectors.SPECIES.vectorBitSize(), Vectors.lanes());

@@ -8,6 +8,8 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.TimeUnit;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -23,6 +25,11 @@ class OpenBlasLoaderTest {
     Path dir;
 
     private static String[] run(String... properties) throws Exception {
+        return run(Map.of(), properties);
+    }
+
+    /** {@code headroom info} in a child JVM with {@code env} added to this one's environment (and OPENBLAS_CORETYPE removed unless given). */
+    private static String[] run(Map<String, String> env, String... properties) throws Exception {
         List<String> cmd = new ArrayList<>();
         cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         cmd.add("--enable-native-access=ALL-UNNAMED");
@@ -32,7 +39,10 @@ class OpenBlasLoaderTest {
         cmd.add(System.getProperty("java.class.path"));
         cmd.add("dev.headroom.cli.Main");
         cmd.add("info");
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(false).start();
+        ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(false);
+        pb.environment().remove(OpenBlasCore.ENV);
+        pb.environment().putAll(env);
+        Process p = pb.start();
         String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         String err = new String(p.getErrorStream().readAllBytes(), StandardCharsets.UTF_8);
         assertTrue(p.waitFor(60, TimeUnit.SECONDS));
@@ -60,5 +70,33 @@ class OpenBlasLoaderTest {
         String[] r = run();
         assertEquals("0", r[0], r[2]);
         assertTrue(r[1].contains("libopenblas.so"), r[1]);
+    }
+
+    /** The core line of {@code headroom info}'s output. */
+    private static String coreLine(String[] r) {
+        assertEquals("0", r[0], r[2]);
+        return r[1].lines().filter(l -> l.startsWith("OpenBLAS core")).findFirst().orElseThrow(() -> new AssertionError(r[1]));
+    }
+
+    @Test
+    void theCoreLineSaysWhoChoseTheKernelAndWhatAForcedOneCosts() throws Exception {
+        String own = coreLine(run());
+        assertTrue(own.contains("(OpenBLAS's own detection"), own);
+        // Haswell named in the environment on a CPU with AVX-512: it runs, and the line names the cost
+        String forced = coreLine(run(Map.of(OpenBlasCore.ENV, "Haswell")));
+        assertTrue(forced.contains("Haswell (" + OpenBlasCore.ENV + "=Haswell in the environment"), forced);
+        assertEquals(OpenBlasCore.cpuFlags().containsAll(OpenBlasCore.AVX512), forced.contains("does not use"), forced);
+    }
+
+    @Test
+    void aCoreNamedByTheUserIsTheOneThatRunsAndTheEnvironmentComesFirst() throws Exception {
+        // Nehalem (SSE4.2) runs on any x86-64 CPU this project runs on; info calls no product
+        String named = coreLine(run("-D" + OpenBlasCore.PROPERTY + "=Nehalem"));
+        assertTrue(named.contains("Nehalem (-D" + OpenBlasCore.PROPERTY + "=Nehalem"), named);
+        String env = coreLine(run(Map.of(OpenBlasCore.ENV, "Nehalem"), "-D" + OpenBlasCore.PROPERTY + "=SkylakeX"));
+        assertTrue(env.contains("Nehalem (" + OpenBlasCore.ENV + "=Nehalem in the environment"), env);
+        String unknown = coreLine(run("-D" + OpenBlasCore.PROPERTY + "=Zen9"));
+        assertTrue(unknown.contains("-D" + OpenBlasCore.PROPERTY + "=Zen9, but the library runs") && unknown.contains("a name it does not know"),
+                unknown);
     }
 }

@@ -3,6 +3,7 @@ package dev.headroom.server;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 import com.google.gson.JsonPrimitive;
+import dev.headroom.blas.OpenBlas;
 import dev.headroom.memory.TrackedArena;
 import dev.headroom.model.minilm.EncoderWorkspace;
 import dev.headroom.model.minilm.MiniLmEncoder;
@@ -273,6 +274,8 @@ final class ServeBench implements Callable<Integer> {
 
     private final HttpClient client = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).connectTimeout(Duration.ofSeconds(10)).build();
     private final PrintStream log = System.err;
+    /** The OpenBLAS kernel and why (OpenBlas.coreChoice), when the server runs in this process; else null. */
+    private String kernel;
 
     @Override
     public Integer call() throws Exception {
@@ -295,6 +298,8 @@ final class ServeBench implements Callable<Integer> {
                 base = URI.create("http://127.0.0.1:" + stack.server.address().getPort());
                 log.printf("serve-bench: server started in this process at %s (%s; %d threads per model, waiting by %s)%n", base, config, t,
                         engine.workerWait.name().toLowerCase(Locale.ROOT));
+                kernel = OpenBlas.coreChoice();
+                log.printf("serve-bench: OpenBLAS kernel %s%n", kernel);
                 if (embeddingClients > 0) reference = referenceSentencesPerSecond(stack.encoder, corpus);
             } else {
                 base = URI.create(base.toString().replaceAll("/+$", "").replaceAll("/v1$", ""));
@@ -509,6 +514,7 @@ final class ServeBench implements Callable<Integer> {
     }
 
     private void report(List<Level> levels, EmbeddingResult emb, PrintStream o) {
+        if (kernel != null) o.printf(Locale.ROOT, "%nserver in this process; OpenBLAS kernel %s%n", kernel);
         o.printf(Locale.ROOT, "%n%-8s %8s %8s %12s %10s %10s %10s %10s %8s %6s  %s%n", "streams", "requests", "tokens", "tokens/s",
                 "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "503s", "errors", "warm-up");
         for (Level l : levels) {
