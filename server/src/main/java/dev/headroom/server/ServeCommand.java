@@ -1,6 +1,7 @@
 package dev.headroom.server;
 
 import dev.headroom.attention.MultiHeadAttention;
+import dev.headroom.blas.OpenBlas;
 import dev.headroom.memory.OffHeap;
 import dev.headroom.memory.TrackedArena;
 import dev.headroom.model.Models;
@@ -72,11 +73,11 @@ final class ServeCommand implements Callable<Integer> {
         }, "headroom-serve-shutdown"));
         System.err.printf("headroom serve: listening on %s (completions: %s, embeddings: %s); KV cache %s (%d blocks%s); "
                         + "queue %d, batch %d, %d tokens per step (%d of prompt beside decoding streams); %d threads per model, "
-                        + "waiting by %s%n", stack.server.baseUri(), "tiny", "minilm",
+                        + "waiting by %s; OpenBLAS kernel %s%n", stack.server.baseUri(), "tiny", "minilm",
                 OffHeap.format(stack.engine.cacheStats().reservedBytes()), stack.engine.cacheStats().capacityBlocks(),
                 TrackedArena.hugePagesAvailable() ? ", huge pages asked for" : "", maxQueue, config.maxRunning(),
                 config.maxStepTokens(), Math.min(config.maxPrefillTokens(), config.maxStepTokens()), t,
-                engine.workerWait.name().toLowerCase(Locale.ROOT));
+                engine.workerWait.name().toLowerCase(Locale.ROOT), OpenBlas.coreChoice());
         if (!address.getAddress().isLoopbackAddress()) {
             System.err.println("headroom serve: WARNING: listening on " + host + ", not loopback: anyone who reaches it can use it "
                     + "(no authentication, no TLS)");
