@@ -64,7 +64,7 @@ final class OpenBlasCore {
     static String cost(String core, Set<String> cpuFlags) {
         if (!cpuFlags.containsAll(AVX512) || AVX512_CORES.contains(core.toLowerCase(Locale.ROOT))) return null;
         return "this CPU has AVX-512, which the " + core + " kernel does not use: sgemm runs at about half the rate of OpenBLAS's "
-                + "SkylakeX/Cooperlake kernels (unset " + ENV + " to let OpenBLAS choose)";
+                + "SkylakeX/Cooperlake kernels (without " + ENV + " and -D" + PROPERTY + ", OpenBLAS chooses)";
     }
 
     /** The first CPU's flags from {@code /proc/cpuinfo}; empty where there is none (not Linux) or it cannot be read. */
