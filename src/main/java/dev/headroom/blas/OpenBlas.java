@@ -151,11 +151,11 @@ public final class OpenBlas {
         String core = coreName();
         OpenBlasCore.Decision d = coreDecision;
         StringBuilder s = new StringBuilder(core).append(" (").append(d.why());
-        if (d.core() != null && !d.core().equalsIgnoreCase(core)) {
+        if (d.requested() != null && !d.requested().equalsIgnoreCase(core)) {
             s.append(", but the library runs ").append(core)
-                    .append(": a name it does not know, not a DYNAMIC_ARCH build, or loaded before Headroom set it");
+                    .append(": a name it does not know, not a DYNAMIC_ARCH build, or loaded before Headroom could set it");
         }
-        String cost = OpenBlasCore.cost(core, OpenBlasCore.cpuFlags());
+        String cost = OpenBlasCore.cost(core, OpenBlasCore.cpuFlags(), d.requested() != null);
         if (cost != null) s.append("; ").append(cost);
         return s.append(')').toString();
     }

@@ -31,6 +31,9 @@ import java.util.stream.Collectors;
  * it is set with libc's {@code setenv} through the FFM linker before the library loads, written by
  * hand as in {@code dev.headroom.memory.HugePages}. A kernel changes which instructions run, not
  * what is computed: results may differ in the last bits between kernels, as between machines.
+ * glibc's {@code setenv} is not safe against a {@code getenv} running at the same moment in another
+ * thread: it runs once, only when the property is given, just before OpenBLAS first loads; give it
+ * at start-up, not to a process whose other native threads may read the environment then.
  */
 final class OpenBlasCore {
     /** The system property naming a kernel (Haswell, SkylakeX, …) when the environment does not. */
@@ -43,28 +46,34 @@ final class OpenBlasCore {
 
     private OpenBlasCore() {}
 
-    /** What to do before loading: set {@code core}, or leave OpenBLAS alone ({@code core} null); {@code why} says which. */
-    record Decision(String core, String why) {
-        static Decision leave(String why) {
-            return new Decision(null, why);
+    /**
+     * What to do before loading: set {@code core} (null: set nothing); {@code requested} is the
+     * kernel asked for, by the environment or the property (null: OpenBLAS detects); {@code why}
+     * says who decided.
+     */
+    record Decision(String core, String requested, String why) {
+        static Decision leave(String requested, String why) {
+            return new Decision(null, requested, why);
         }
     }
 
     /** The decision for an environment value {@code env} and a system property {@code property} (null: unset). */
     static Decision decide(String env, String property) {
-        if (env != null) return Decision.leave(ENV + "=" + env + " in the environment");
-        if (property == null || property.isBlank()) return Decision.leave("OpenBLAS's own detection");
-        return new Decision(property.strip(), "-D" + PROPERTY + "=" + property.strip());
+        if (env != null) return Decision.leave(env.strip(), ENV + "=" + env + " in the environment");
+        if (property == null || property.isBlank()) return Decision.leave(null, "OpenBLAS's own detection");
+        return new Decision(property.strip(), property.strip(), "-D" + PROPERTY + "=" + property.strip());
     }
 
     /**
      * What a run on {@code core} leaves on the table: a sentence when the CPU has AVX-512
-     * ({@code cpuFlags}) and the kernel does not use it, else null.
+     * ({@code cpuFlags}) and the kernel does not use it, else null; {@code forced}: the kernel was
+     * asked for (by the environment or the property), else OpenBLAS detected it.
      */
-    static String cost(String core, Set<String> cpuFlags) {
+    static String cost(String core, Set<String> cpuFlags, boolean forced) {
         if (!cpuFlags.containsAll(AVX512) || AVX512_CORES.contains(core.toLowerCase(Locale.ROOT))) return null;
-        return "this CPU has AVX-512, which the " + core + " kernel does not use: sgemm runs at about half the rate of OpenBLAS's "
-                + "SkylakeX/Cooperlake kernels (without " + ENV + " and -D" + PROPERTY + ", OpenBLAS chooses)";
+        return "this CPU has AVX-512, which the " + core + " kernel does not use (on an AMD EPYC Zen 5 it halved sgemm); "
+                + (forced ? "without " + ENV + " and -D" + PROPERTY + ", OpenBLAS chooses"
+                          : "-D" + PROPERTY + "=SkylakeX or a newer OpenBLAS runs its AVX-512 kernel");
     }
 
     /** The first CPU's flags from {@code /proc/cpuinfo}; empty where there is none (not Linux) or it cannot be read. */
@@ -88,7 +97,7 @@ final class OpenBlasCore {
         Decision d = decide(System.getenv(ENV), System.getProperty(PROPERTY));
         if (d.core() == null) return d;
         String failure = setenv(ENV, d.core());
-        return failure == null ? d : Decision.leave("OpenBLAS's own detection (setting " + ENV + "=" + d.core() + " failed: " + failure + ")");
+        return failure == null ? d : Decision.leave(null, "OpenBLAS's own detection (setting " + ENV + "=" + d.core() + " failed: " + failure + ")");
     }
 
     /** libc's {@code setenv(name, value, 1)}; null when it worked, else why not. */

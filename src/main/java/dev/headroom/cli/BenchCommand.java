@@ -138,8 +138,8 @@ final class BenchCommand implements Callable<Integer> {
         if (longSweep) {
             double rate = SgemmRate.measure(t, 2048, 5);
             out.printf("Headroom long-sequence bench: %s, %d threads, budget %s, time limit %.0f s per run; "
-                    + "OpenBLAS sgemm on %d threads: %.1f GFLOP/s%n", RunCommand.describe(config), t,
-                    OffHeap.format(budget), maxSeconds, t, rate);
+                    + "OpenBLAS sgemm on %d threads: %.1f GFLOP/s, kernel %s%n", RunCommand.describe(config), t,
+                    OffHeap.format(budget), maxSeconds, t, rate, OpenBlas.coreChoice());
             List<Integer> ns = new ArrayList<>();
             for (int n = 1024; n <= maxLength; n *= 2) ns.add(n);
             List<LongBench.Config> chosen = LongBench.configs().stream()

@@ -17,29 +17,36 @@ class OpenBlasCoreTest {
     void theEnvironmentIsNeverOverridden() {
         OpenBlasCore.Decision d = OpenBlasCore.decide("Haswell", "SkylakeX");
         assertNull(d.core());
+        assertEquals("Haswell", d.requested());
         assertEquals("OPENBLAS_CORETYPE=Haswell in the environment", d.why());
     }
 
     @Test
     void withoutEitherOpenBlasDetectsAndAPropertyIsPassedOn() {
         assertNull(OpenBlasCore.decide(null, null).core());
+        assertNull(OpenBlasCore.decide(null, null).requested());
         assertNull(OpenBlasCore.decide(null, " ").core());
         assertEquals("OpenBLAS's own detection", OpenBlasCore.decide(null, null).why());
         assertEquals("SkylakeX", OpenBlasCore.decide(null, " SkylakeX ").core());
+        assertEquals("SkylakeX", OpenBlasCore.decide(null, " SkylakeX ").requested());
     }
 
     @Test
     void aKernelWithoutAvx512OnACpuWithItIsNamedAsACost() {
-        assertTrue(OpenBlasCore.cost("Haswell", ZEN5).contains("does not use"));
-        assertTrue(OpenBlasCore.cost("Zen", ZEN5).contains("Zen kernel"));
-        assertNull(OpenBlasCore.cost("Cooperlake", ZEN5));
-        assertNull(OpenBlasCore.cost("SkylakeX", ZEN5));
-        assertNull(OpenBlasCore.cost("SapphireRapids", ZEN5));
-        assertNull(OpenBlasCore.cost("Haswell", Set.of("avx2", "fma"))); // nothing better to use
+        // forced: the way back is to stop forcing; detected: the way forward is the property or a newer OpenBLAS
+        assertTrue(OpenBlasCore.cost("Haswell", ZEN5, true).contains("without OPENBLAS_CORETYPE"));
+        assertTrue(OpenBlasCore.cost("Haswell", ZEN5, false).contains("-Dheadroom.openblas.core=SkylakeX"));
+        assertTrue(OpenBlasCore.cost("Zen", ZEN5, false).contains("Zen kernel"));
+        for (boolean forced : new boolean[]{true, false}) {
+            assertNull(OpenBlasCore.cost("Cooperlake", ZEN5, forced));
+            assertNull(OpenBlasCore.cost("SkylakeX", ZEN5, forced));
+            assertNull(OpenBlasCore.cost("SapphireRapids", ZEN5, forced));
+            assertNull(OpenBlasCore.cost("Haswell", Set.of("avx2", "fma"), forced)); // nothing better to use
+        }
         for (String f : OpenBlasCore.AVX512) { // any one of the five missing: the AVX-512 kernels would not run
             Set<String> flags = new HashSet<>(ZEN5);
             flags.remove(f);
-            assertNull(OpenBlasCore.cost("Haswell", flags), f);
+            assertNull(OpenBlasCore.cost("Haswell", flags, true), f);
         }
     }
 
