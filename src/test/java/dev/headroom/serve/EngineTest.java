@@ -225,21 +225,33 @@ class EngineTest {
     void besideDecodingStreamsAStepCarriesAtMostMaxPrefillTokensOfPromptAloneItTakesTheWholeStep() throws Exception {
         SplittableRandom rnd = new SplittableRandom(11);
         List<Engine.StepInfo> steps = Collections.synchronizedList(new ArrayList<>());
-        try (Engine engine = Engine.start(model, tokenizer, small(4, 64, 1L << 20, 8).withMaxPrefillTokens(8))) {
+        // 4 MiB: room for both sequences whole (1,024 tokens of 4 KiB), so memory pressure (waiting admission,
+        // preemption) plays no part in which steps carry what
+        try (Engine engine = Engine.start(model, tokenizer, small(4, 64, 1L << 22, 8).withMaxPrefillTokens(8))) {
             engine.setStepObserver(steps::add);
             int[] first = prompt(rnd, 150);
             Collector alone = new Collector();
-            CountDownLatch decoding = new CountDownLatch(3);
+            CountDownLatch decoding = new CountDownLatch(3), submitted = new CountDownLatch(1);
             engine.submit(greedy(first, 100), new Collector() {
                 @Override
                 public void token(int token, String text) {
                     super.token(token, text);
                     decoding.countDown();
+                    // hold the engine thread at the third token until the late prompt is in: the first stream
+                    // is then still decoding when it arrives, however late this test's thread gets a core
+                    if (decoding.getCount() == 0) {
+                        try {
+                            submitted.await(60, TimeUnit.SECONDS);
+                        } catch (InterruptedException e) {
+                            Thread.currentThread().interrupt();
+                        }
+                    }
                 }
             });
             assertTrue(decoding.await(60, TimeUnit.SECONDS));
             int[] late = prompt(rnd, 120);
             engine.submit(greedy(late, 5), alone);
+            submitted.countDown();
             compareGreedy("prompt prefilled beside a stream", late, alone(greedy(late, 5)), alone.get());
             assertTrue(engine.awaitIdle(Duration.ofSeconds(60)));
         }
