@@ -1,7 +1,5 @@
 package dev.headroom.cli;
 
-import dev.headroom.blas.OpenBlas;
-
 import dev.headroom.attention.AttentionConfig;
 import dev.headroom.attention.AttentionWeights;
 import dev.headroom.attention.CallOptions;
@@ -9,6 +7,7 @@ import dev.headroom.attention.Mask;
 import dev.headroom.attention.MultiHeadAttention;
 import dev.headroom.attention.Profile;
 import dev.headroom.attention.Workspace;
+import dev.headroom.blas.OpenBlas;
 import dev.headroom.memory.OffHeap;
 import dev.headroom.memory.TrackedArena;
 import dev.headroom.tensor.Tensor;
