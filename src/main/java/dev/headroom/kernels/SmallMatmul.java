@@ -22,8 +22,9 @@ import java.lang.foreign.MemorySegment;
  * over W's own rows, one lane sum per output, took 9-35 µs (its sums cost as much as its
  * products), and Wᵀ unpacked 11-112 µs (its rows are read with a stride). Here the lanes run
  * along the outputs: each step of c broadcasts x[i, c] and multiplies it into two vectors of
- * the panel, for four rows of x at a time, so a panel is read once, in order, per four rows of x,
- * and nothing is summed across lanes.
+ * the panel, for eight or four rows of x at a time, one panel after the other, so a panel is read
+ * from memory once per call and nothing is summed across lanes (with the step's products on one
+ * thread, 32 rows now take 1.17 ms against sgemm's 2.00: {@code VectorSmallMatmul}).
  *
  * <p>Every output is one chain of fused multiply-adds over c in index order, whichever block or
  * lane computes it: the result of a row does not depend on m or on the rows beside it, bit for

@@ -13,7 +13,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * The vector small-row product against its scalar twin and a double-precision dot product, at
  * sizes that are not multiples of the lane count or of the kernel's blocks (4 rows × a panel of 2
- * vectors), from W with padded rows packed at an offset, row-major and transposed outputs, bias and
+ * vectors, or 8 rows with 512-bit vectors), from W with padded rows packed at an offset, row-major and transposed outputs, bias and
  * accumulation; nothing outside the outputs is written, and a row's result does not depend on
  * the rows computed with it.
  */
@@ -95,7 +95,7 @@ class SmallMatmulKernelTest {
     @Test
     void awkwardSizesStridesBiasAndAccumulation() {
         long seed = 0;
-        for (int m : new int[]{1, 2, 3, 4, 5, 8, 9}) {
+        for (int m : new int[]{1, 2, 3, 4, 5, 8, 9, 21}) {
             for (int n : new int[]{1, 3, 17, 34, 47, 130}) {
                 for (int k : new int[]{1, 15, 16, 17, 65, 257}) {
                     check(m, n, k, false, false, false, seed++);
@@ -109,7 +109,7 @@ class SmallMatmulKernelTest {
     @Test
     void aRowsResultDoesNotDependOnTheRowsBesideIt() {
         SplittableRandom rnd = new SplittableRandom(3);
-        int m = 7, n = 75, k = 257;
+        int m = 21, n = 75, k = 257; // blocks of eight (512-bit vectors), of four, and single rows
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment x = random(arena, rnd, m * k), w = random(arena, rnd, n * k), b = random(arena, rnd, n);
             MemorySegment wt = arena.allocate(SmallMatmul.packedFloats(n, k) * Float.BYTES);

@@ -2,6 +2,7 @@ package dev.headroom.bench;
 
 import dev.headroom.blas.Blas;
 import dev.headroom.blas.OpenBlas;
+import dev.headroom.kernels.SmallMatmul;
 import dev.headroom.memory.TrackedArena;
 import dev.headroom.model.Models;
 import dev.headroom.model.llama.LlamaConfig;
@@ -21,6 +22,7 @@ import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
 import org.openjdk.jmh.annotations.Warmup;
 
+import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
@@ -52,6 +54,8 @@ public class DecodeStepBoundBenchmark {
     private TrackedArena arena;
     /** Per product: its input (rows, in), weight (out, in) and output (rows, out). */
     private final List<Matrix[]> products = new ArrayList<>();
+    /** Per product: its weight packed for {@link SmallMatmul}. */
+    private final List<MemorySegment> packed = new ArrayList<>();
 
     @Setup(Level.Trial)
     public void setUp() throws Exception {
@@ -74,6 +78,23 @@ public class DecodeStepBoundBenchmark {
         Matrix w = Tensor.uniform(arena, seed + 1000, 0.05f, out, in).matrix();
         Matrix y = Tensor.allocate(arena, rows, out).matrix();
         products.add(new Matrix[]{x, w, y});
+        MemorySegment p = arena.allocate(SmallMatmul.packedFloats(out, in) * Float.BYTES, TrackedArena.ALIGNMENT);
+        SmallMatmul.pack(w.segment(), w.offset(), w.ld(), out, in, p, 0);
+        packed.add(p);
+    }
+
+    /** The same products in {@link SmallMatmul} on weights packed once, on the calling thread alone. */
+    @Benchmark
+    public Matrix packedOneThread() {
+        Matrix last = null;
+        for (int i = 0; i < products.size(); i++) {
+            Matrix[] p = products.get(i);
+            Matrix x = p[0], y = p[2];
+            SmallMatmul.VECTOR.apply(x.segment(), x.offset(), x.ld(), x.rows(), x.cols(), packed.get(i), 0, y.cols(), null, false,
+                    y.segment(), y.offset(), y.ld(), 1);
+            last = y;
+        }
+        return last;
     }
 
     @Benchmark

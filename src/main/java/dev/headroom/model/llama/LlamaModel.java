@@ -78,19 +78,19 @@ public final class LlamaModel implements AutoCloseable {
      */
     static final long PARALLEL_MIN_MACS = 1L << 16;
     /**
-     * Products with at most this many rows (a decode step's tokens) run in {@link SmallMatmul} on
-     * the packed weight, larger ones in sgemm, which packs all of W on every call; the system
-     * property {@code headroom.smallRows} overrides it (0: sgemm always), for measuring. Micro
-     * measurements on a loaded machine favoured SmallMatmul up to 32 rows (the feed-forward's W,
-     * 640 × 256: 1 row 8.8 µs of CPU time against sgemm's 59, 8 rows 23 against 65, 32 rows 94
-     * against 153), but whole decode runs on a quiet machine did not (JMH DecoderBenchmark, two
-     * forks, AMD EPYC Zen 5, 2 threads; {@code -jvmArgsAppend "... -Dheadroom.smallRows=N"}): ms
-     * per 128 steps, SmallMatmul against sgemm, at batch 2 46 ± 5 against 107 ± 27, batch 4 90 ± 9
-     * against 116 ± 22, batch 8 214 ± 103 against 169 ± 23 (earlier pairs 197/208 and 217/195),
-     * batch 32 1,187 ± 228 against 777 ± 108. The server at 8 streams agreed
-     * (serve-bench: 4,339 tokens/s with sgemm, 3,528 with SmallMatmul up to 8 rows).
+     * Products with at most this many rows (a decode step's tokens, or a step's decoding rows and
+     * a prompt chunk beside them) run in {@link SmallMatmul} on the packed weight, larger ones in
+     * sgemm, which packs all of W on every call; the system property {@code headroom.smallRows}
+     * overrides it (0: sgemm always), for measuring. Measured (AMD EPYC Zen 5, OpenBLAS 0.3.21's
+     * own Cooperlake kernel): the step's products on one thread ({@code DecodeStepBoundBenchmark})
+     * 8 rows 0.35 ms against sgemm's 1.15, 32 rows 1.17 against 2.00, 64 rows 2.85 against 2.81,
+     * 128 rows 4.3 against 5.8 (noisy); whole decode runs, {@code DecoderBenchmark} on 2 threads,
+     * alternating JVMs with {@code -Dheadroom.smallRows=4} and 64, ms per 127 steps: batch 8 141
+     * and 126 against 100 and 117, batch 32 482 and 453 against 440 and 429. (Before the kernel
+     * read each panel once for all the rows, 4 was the threshold: batch 32 then ran 1,187 ms in
+     * SmallMatmul against 777 in sgemm.)
      */
-    static final int SMALL_ROWS = Integer.getInteger("headroom.smallRows", 4);
+    static final int SMALL_ROWS = Integer.getInteger("headroom.smallRows", 64);
     /** Rows per task at least, before a product is split by rows instead of by output columns. */
     static final int MIN_ROWS_PER_TASK = 64;
     /** Row-wise kernels (norms, gating) run on the calling thread up to this many rows. */
