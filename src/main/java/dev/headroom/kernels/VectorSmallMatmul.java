@@ -14,8 +14,9 @@ import static dev.headroom.kernels.Vectors.SPECIES;
  * vectors, whose 32 registers hold sixteen accumulators) or four (eight accumulators: room on
  * 256-bit machines' sixteen registers), the accumulators (rows × the panel's two vectors) stay
  * in registers while the panel is read in order (named variables, not an array: C2 keeps vectors
- * in registers only then); the rows left over one at a time. A partial last panel and
- * non-contiguous outputs are stored lane by lane.
+ * in registers only then). With 512-bit vectors every product of two rows or more runs in blocks
+ * of eight, the last one padded with zero rows; otherwise the rows left over run one at a time.
+ * A partial last panel and non-contiguous outputs are stored lane by lane.
  *
  * <p>Products of the tiny decoder's decode step, every weight of the step in turn, one thread
  * ({@code DecodeStepBoundBenchmark}, AMD EPYC Zen 5, OpenBLAS 0.3.21's Cooperlake kernel): 32
@@ -29,17 +30,16 @@ final class VectorSmallMatmul implements SmallMatmul {
     @Override
     public void apply(MemorySegment x, long xOffset, int ldx, int m, int k, MemorySegment packed, long packedOffset, int n,
                       MemorySegment bias, boolean accumulate, MemorySegment out, long outOffset, long rowStride, long colStride) {
-        int P = 2 * SPECIES.length(), eights = EIGHT_ROWS ? m / 8 * 8 : 0;
-        float[] acc = eights == 0 ? null : ACCUMULATORS.get();
+        int P = 2 * SPECIES.length();
+        if (EIGHT_ROWS && m > 1) {
+            eights(x, xOffset, ldx, m, k, packed, packedOffset, n, bias, accumulate, out, outOffset, rowStride, colStride);
+            return;
+        }
         // panels outer: a panel (k × P floats, 32 KB for k = 256 at 512 bits) stays in the core's first-level cache while every
         // block of rows reads it, so W comes from memory once per call; with the rows outer, each block re-read all of W
         for (int j = 0; j < n; j += P) {
             long panel = packedOffset + (long) (j / P) * k * P;
             int valid = Math.min(P, n - j), i0 = 0;
-            for (; i0 < eights; i0 += 8) {
-                eightRows(x, xOffset + (long) i0 * ldx, ldx, k, packed, panel, acc);
-                writeRows(acc, 8, valid, bias, j, accumulate, out, outOffset + i0 * rowStride, rowStride, colStride);
-            }
             for (; i0 + 4 <= m; i0 += 4) {
                 fourRows(x, xOffset + (long) i0 * ldx, ldx, k, packed, panel, valid, bias, j, accumulate, out, outOffset + i0 * rowStride,
                         rowStride, colStride);
@@ -51,6 +51,45 @@ final class VectorSmallMatmul implements SmallMatmul {
         }
     }
 
+    /**
+     * Two or more rows with 512-bit vectors: blocks of eight rows, the last one padded with zero
+     * rows whose sums are not written. Fewer rows in a block of their own cost more per row: one
+     * row's two chains of multiply-adds wait on each other's latency, and four rows' eight half
+     * fill the units (in the server, steps of 33-63 rows spent a third of their product time in
+     * the rows past the last eight). The rows are copied to this thread's array first, so that the
+     * kernel's reads of them are plain array reads: with memory-segment reads its compiled form
+     * was larger, and the larger a Vector API method, the likelier C2 falls back to the API's Java
+     * implementation (FloatSpecies.rvOp in profiles; 32 rows of the step then took 7-11 ms instead
+     * of 1.2).
+     */
+    private static void eights(MemorySegment x, long xOffset, int ldx, int m, int k, MemorySegment packed, long packedOffset, int n,
+                               MemorySegment bias, boolean accumulate, MemorySegment out, long outOffset, long rowStride, long colStride) {
+        int P = 2 * SPECIES.length();
+        float[] acc = ACCUMULATORS.get(), xs = rows(x, xOffset, ldx, m, k);
+        for (int j = 0; j < n; j += P) { // panels outer, as in apply
+            long panel = packedOffset + (long) (j / P) * k * P;
+            int valid = Math.min(P, n - j);
+            for (int i0 = 0; i0 < m; i0 += 8) {
+                eightRows(xs, i0 * k, k, packed, panel, acc);
+                writeRows(acc, Math.min(8, m - i0), valid, bias, j, accumulate, out, outOffset + i0 * rowStride, rowStride, colStride);
+            }
+        }
+    }
+
+    /** Per thread: the rows of x for {@link #eights}, grown as needed. */
+    private static final ThreadLocal<float[][]> ROWS = ThreadLocal.withInitial(() -> new float[][]{new float[0]});
+
+    /** Rows [0, m) of x, k floats each, into this thread's array (row i from i·k), then zero rows up to a multiple of eight. */
+    private static float[] rows(MemorySegment x, long xOffset, int ldx, int m, int k) {
+        float[][] holder = ROWS.get();
+        int padded = (m + 7) / 8 * 8;
+        if (holder[0].length < padded * k) holder[0] = new float[padded * k];
+        float[] xs = holder[0];
+        for (int i = 0; i < m; i++) MemorySegment.copy(x, F, (xOffset + (long) i * ldx) * Float.BYTES, xs, i * k, k);
+        java.util.Arrays.fill(xs, m * k, padded * k, 0f);
+        return xs;
+    }
+
     /** Per thread: the sums of one {@link #eightRows} call, eight rows of a panel. */
     private static final ThreadLocal<float[]> ACCUMULATORS = ThreadLocal.withInitial(() -> new float[16 * SPECIES.length()]);
 
@@ -58,40 +97,40 @@ final class VectorSmallMatmul implements SmallMatmul {
     private static final boolean EIGHT_ROWS = SPECIES.vectorBitSize() >= 512;
 
     /**
-     * Rows x0 … x0 + 7·ldx against the panel at {@code base}: sixteen accumulators, two loads of the
+     * Rows x0 … x0 + 7·k of {@code xs} against the panel at {@code base}: sixteen accumulators, two loads of the
      * panel and eight broadcasts for sixteen multiply-adds per input c (four rows give eight), the
      * same chain per output as {@link #fourRows}.
      */
-    private static void eightRows(MemorySegment x, long x0, int ldx, int k, MemorySegment packed, long base, float[] acc) {
+    private static void eightRows(float[] xs, int x0, int k, MemorySegment packed, long base, float[] acc) {
         int L = SPECIES.length(), P = 2 * L;
-        long x1 = x0 + ldx, x2 = x1 + ldx, x3 = x2 + ldx, x4 = x3 + ldx, x5 = x4 + ldx, x6 = x5 + ldx, x7 = x6 + ldx;
+        int x1 = x0 + k, x2 = x1 + k, x3 = x2 + k, x4 = x3 + k, x5 = x4 + k, x6 = x5 + k, x7 = x6 + k;
         FloatVector a00 = FloatVector.zero(SPECIES), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
         FloatVector a40 = a00, a41 = a00, a50 = a00, a51 = a00, a60 = a00, a61 = a00, a70 = a00, a71 = a00;
         for (int c = 0; c < k; c++) {
             long w = base + (long) c * P;
             FloatVector v0 = load(packed, w), v1 = load(packed, w + L);
-            FloatVector b = FloatVector.broadcast(SPECIES, x.getAtIndex(F, x0 + c));
+            FloatVector b = FloatVector.broadcast(SPECIES, xs[x0 + c]);
             a00 = v0.fma(b, a00);
             a01 = v1.fma(b, a01);
-            b = FloatVector.broadcast(SPECIES, x.getAtIndex(F, x1 + c));
+            b = FloatVector.broadcast(SPECIES, xs[x1 + c]);
             a10 = v0.fma(b, a10);
             a11 = v1.fma(b, a11);
-            b = FloatVector.broadcast(SPECIES, x.getAtIndex(F, x2 + c));
+            b = FloatVector.broadcast(SPECIES, xs[x2 + c]);
             a20 = v0.fma(b, a20);
             a21 = v1.fma(b, a21);
-            b = FloatVector.broadcast(SPECIES, x.getAtIndex(F, x3 + c));
+            b = FloatVector.broadcast(SPECIES, xs[x3 + c]);
             a30 = v0.fma(b, a30);
             a31 = v1.fma(b, a31);
-            b = FloatVector.broadcast(SPECIES, x.getAtIndex(F, x4 + c));
+            b = FloatVector.broadcast(SPECIES, xs[x4 + c]);
             a40 = v0.fma(b, a40);
             a41 = v1.fma(b, a41);
-            b = FloatVector.broadcast(SPECIES, x.getAtIndex(F, x5 + c));
+            b = FloatVector.broadcast(SPECIES, xs[x5 + c]);
             a50 = v0.fma(b, a50);
             a51 = v1.fma(b, a51);
-            b = FloatVector.broadcast(SPECIES, x.getAtIndex(F, x6 + c));
+            b = FloatVector.broadcast(SPECIES, xs[x6 + c]);
             a60 = v0.fma(b, a60);
             a61 = v1.fma(b, a61);
-            b = FloatVector.broadcast(SPECIES, x.getAtIndex(F, x7 + c));
+            b = FloatVector.broadcast(SPECIES, xs[x7 + c]);
             a70 = v0.fma(b, a70);
             a71 = v1.fma(b, a71);
         }
