@@ -59,6 +59,10 @@ public class DecoderBenchmark {
     @Param({"128"})
     public int generate;
 
+    /** Tokens per cache block (the server's and generate's default is 16). */
+    @Param({"16"})
+    public int blockSize;
+
     @Param({"2"})
     public int threads;
 
@@ -83,7 +87,7 @@ public class DecoderBenchmark {
             throw new IllegalArgumentException("prompt + generate - 1 = " + (prompt + generate - 1) + " positions exceed the context "
                     + model.config().maxPositions());
         }
-        KvCache.Shape shape = model.cacheShape(16, KvDtype.F32);
+        KvCache.Shape shape = model.cacheShape(blockSize, KvDtype.F32);
         cache = new KvCache(shape, KvCache.bytesFor(shape, batch, prompt + generate));
         ws = new DecoderWorkspace();
         arena = TrackedArena.ofShared();
