@@ -14,15 +14,16 @@ import static dev.headroom.kernels.Vectors.SPECIES;
  * vectors, whose 32 registers hold sixteen accumulators) or four (eight accumulators: room on
  * 256-bit machines' sixteen registers), the accumulators (rows × the panel's two vectors) stay
  * in registers while the panel is read in order (named variables, not an array: C2 keeps vectors
- * in registers only then). With 512-bit vectors every product of two rows or more runs in blocks
- * of eight, the last one padded with zero rows; otherwise the rows left over run one at a time.
+ * in registers only then). With 512-bit vectors every product of more than four rows runs in
+ * blocks of eight, the last one padded with zero rows; otherwise blocks of four, then single rows.
  * A partial last panel and non-contiguous outputs are stored lane by lane.
  *
  * <p>Products of the tiny decoder's decode step, every weight of the step in turn, one thread
  * ({@code DecodeStepBoundBenchmark}, AMD EPYC Zen 5, OpenBLAS 0.3.21's Cooperlake kernel): 32
- * rows 1.17 ms here against sgemm's 2.00 (154 against 90 GFLOP/s), 8 rows 0.35 against 1.15,
- * 64 rows 2.85 against 2.81; before the panels went outer, each block of rows re-read all of W
- * and 32 rows took longer here than in sgemm.
+ * rows 1.12-1.22 ms here against sgemm's 2.00 (148-161 against 90 GFLOP/s), 8 rows 0.35 against
+ * 1.15, 64 rows 2.1-2.9 against 2.8 (noisy; {@code java -jar bench/target/benchmarks.jar
+ * DecodeStepBoundBenchmark -p rows=8,32,64 -p threads=1}); before the panels went outer, each
+ * block of rows re-read all of W and 32 rows took longer here than in sgemm.
  */
 final class VectorSmallMatmul implements SmallMatmul {
     private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
@@ -31,7 +32,7 @@ final class VectorSmallMatmul implements SmallMatmul {
     public void apply(MemorySegment x, long xOffset, int ldx, int m, int k, MemorySegment packed, long packedOffset, int n,
                       MemorySegment bias, boolean accumulate, MemorySegment out, long outOffset, long rowStride, long colStride) {
         int P = 2 * SPECIES.length();
-        if (EIGHT_ROWS && m > 1) {
+        if (EIGHT_ROWS && m > 4) {
             eights(x, xOffset, ldx, m, k, packed, packedOffset, n, bias, accumulate, out, outOffset, rowStride, colStride);
             return;
         }
@@ -52,15 +53,16 @@ final class VectorSmallMatmul implements SmallMatmul {
     }
 
     /**
-     * Two or more rows with 512-bit vectors: blocks of eight rows, the last one padded with zero
-     * rows whose sums are not written. Fewer rows in a block of their own cost more per row: one
-     * row's two chains of multiply-adds wait on each other's latency, and four rows' eight half
-     * fill the units (in the server, steps of 33-63 rows spent a third of their product time in
-     * the rows past the last eight). The rows are copied to this thread's array first, so that the
-     * kernel's reads of them are plain array reads: with memory-segment reads its compiled form
-     * was larger, and the larger a Vector API method, the likelier C2 falls back to the API's Java
-     * implementation (FloatSpecies.rvOp in profiles; 32 rows of the step then took 7-11 ms instead
-     * of 1.2).
+     * More than four rows with 512-bit vectors: blocks of eight rows, the last one padded with zero
+     * rows whose sums are not written (up to four rows, fourRows and oneRow do as much work). Fewer
+     * rows in a block of their own cost more per row: one row's two chains, each waiting on its
+     * previous multiply-add, leave the FMA units mostly idle, and four rows' eight chains half of
+     * them (steps of 33-63 rows in the server, then in this kernel, spent a third of their product
+     * time in the rows past the last eight). The rows are copied to this thread's array first, so
+     * that the kernel's reads of them are plain array reads: with memory-segment reads its compiled
+     * form was larger, and the larger a Vector API method, the likelier C2 falls back to the API's
+     * Java implementation (FloatSpecies.rvOp in profiles; 32 rows of the step then took 7-11 ms
+     * instead of 1.2).
      */
     private static void eights(MemorySegment x, long xOffset, int ldx, int m, int k, MemorySegment packed, long packedOffset, int n,
                                MemorySegment bias, boolean accumulate, MemorySegment out, long outOffset, long rowStride, long colStride) {
@@ -76,21 +78,25 @@ final class VectorSmallMatmul implements SmallMatmul {
         }
     }
 
-    /** Per thread: the rows of x for {@link #eights}, grown as needed. */
+    /**
+     * Per thread, grown as needed and never shrunk (freed with the thread): (⌈m/8⌉·8, k) rows of x,
+     * row-major (row i from i·k), rows ≥ m zero. On the heap, not off-heap: C2 compiles plain array
+     * reads into a kernel small enough to keep its vectors (see {@link #eights}).
+     */
     private static final ThreadLocal<float[][]> ROWS = ThreadLocal.withInitial(() -> new float[][]{new float[0]});
 
     /** Rows [0, m) of x, k floats each, into this thread's array (row i from i·k), then zero rows up to a multiple of eight. */
     private static float[] rows(MemorySegment x, long xOffset, int ldx, int m, int k) {
         float[][] holder = ROWS.get();
-        int padded = (m + 7) / 8 * 8;
-        if (holder[0].length < padded * k) holder[0] = new float[padded * k];
+        int padded = (m + 7) / 8 * 8, size = Math.multiplyExact(padded, k); // an array holds at most 2³¹ − 1 floats
+        if (holder[0].length < size) holder[0] = new float[size];
         float[] xs = holder[0];
         for (int i = 0; i < m; i++) MemorySegment.copy(x, F, (xOffset + (long) i * ldx) * Float.BYTES, xs, i * k, k);
-        java.util.Arrays.fill(xs, m * k, padded * k, 0f);
+        java.util.Arrays.fill(xs, m * k, size, 0f);
         return xs;
     }
 
-    /** Per thread: the sums of one {@link #eightRows} call, eight rows of a panel. */
+    /** Per thread: (8, P) sums of one {@link #eightRows} call, row r from r·P (freed with the thread). */
     private static final ThreadLocal<float[]> ACCUMULATORS = ThreadLocal.withInitial(() -> new float[16 * SPECIES.length()]);
 
     /** Eight rows at a time (sixteen accumulators) only with 512-bit vectors, which come with 32 registers. */
@@ -236,7 +242,7 @@ final class VectorSmallMatmul implements SmallMatmul {
         a0.intoArray(lanes, 0);
         a1.intoArray(lanes, L);
         for (int l = 0; l < valid; l++) {
-            float v = lanes[l] + (bias == null ? 0f : bias.getAtIndex(F, j + l));
+            float v = bias == null ? lanes[l] : lanes[l] + bias.getAtIndex(F, j + l); // as the vector branch: −0 stays −0
             long at = row + (j + l) * colStride;
             out.setAtIndex(F, at, accumulate ? out.getAtIndex(F, at) + v : v);
         }

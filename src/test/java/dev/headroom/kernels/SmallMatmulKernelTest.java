@@ -13,9 +13,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * The vector small-row product against its scalar twin and a double-precision dot product, at
  * sizes that are not multiples of the lane count or of the kernel's blocks (4 rows × a panel of 2
- * vectors, or 8 rows with 512-bit vectors), from W with padded rows packed at an offset, row-major and transposed outputs, bias and
- * accumulation; nothing outside the outputs is written, and a row's result does not depend on
- * the rows computed with it.
+ * vectors, or 8 rows with 512-bit vectors), from W with padded rows packed at an offset,
+ * row-major and transposed outputs, bias and accumulation; nothing outside the outputs is
+ * written, and a row's result does not depend on the rows computed with it.
  */
 class SmallMatmulKernelTest {
     private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
@@ -95,12 +95,13 @@ class SmallMatmulKernelTest {
     @Test
     void awkwardSizesStridesBiasAndAccumulation() {
         long seed = 0;
-        for (int m : new int[]{1, 2, 3, 4, 5, 8, 9, 21}) {
+        for (int m : new int[]{1, 2, 3, 4, 5, 8, 9, 16, 21, 31, 32}) {
             for (int n : new int[]{1, 3, 17, 34, 47, 130}) {
                 for (int k : new int[]{1, 15, 16, 17, 65, 257}) {
                     check(m, n, k, false, false, false, seed++);
                     check(m, n, k, true, true, false, seed++);
                     check(m, n, k, false, true, true, seed++);
+                    check(m, n, k, true, false, true, seed++);
                 }
             }
         }
@@ -108,19 +109,35 @@ class SmallMatmulKernelTest {
 
     @Test
     void aRowsResultDoesNotDependOnTheRowsBesideIt() {
+        // 21 rows: blocks of eight and a padded tail with 512-bit vectors, blocks of four and a single row otherwise; each row
+        // again alone and as the first of the product of the rows from it on (another place in its block), row-major with a
+        // bias, and transposed onto values it adds to
         SplittableRandom rnd = new SplittableRandom(3);
-        int m = 21, n = 75, k = 257; // blocks of eight (512-bit vectors), of four, and single rows
+        int m = 21, n = 75, k = 257;
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment x = random(arena, rnd, m * k), w = random(arena, rnd, n * k), b = random(arena, rnd, n);
+            MemorySegment start = random(arena, rnd, m * n);
             MemorySegment wt = arena.allocate(SmallMatmul.packedFloats(n, k) * Float.BYTES);
             SmallMatmul.pack(w, 0, k, n, k, wt, 0);
-            MemorySegment all = arena.allocate((long) m * n * Float.BYTES), one = arena.allocate((long) n * Float.BYTES);
-            SmallMatmul.VECTOR.apply(x, 0, k, m, k, wt, 0, n, b, false, all, 0, n, 1);
-            for (int i = 0; i < m; i++) {
-                SmallMatmul.VECTOR.apply(x, (long) i * k, k, 1, k, wt, 0, n, b, false, one, 0, n, 1);
-                for (int j = 0; j < n; j++) {
-                    assertEquals(Float.floatToIntBits(all.getAtIndex(F, (long) i * n + j)), Float.floatToIntBits(one.getAtIndex(F, j)),
-                            "row " + i + ", output " + j);
+            for (boolean transposed : new boolean[]{false, true}) {
+                MemorySegment bias = transposed ? null : b;
+                long rowStride = transposed ? 1 : n, colStride = transposed ? m : 1;
+                MemorySegment all = arena.allocate((long) m * n * Float.BYTES);
+                all.copyFrom(start);
+                SmallMatmul.VECTOR.apply(x, 0, k, m, k, wt, 0, n, bias, transposed, all, 0, rowStride, colStride);
+                for (int i = 0; i < m; i++) {
+                    for (int rows : new int[]{1, m - i}) {
+                        MemorySegment part = arena.allocate((long) m * n * Float.BYTES);
+                        part.copyFrom(start);
+                        // rows i .. i + rows of x into the same places of the output as in the whole product
+                        SmallMatmul.VECTOR.apply(x, (long) i * k, k, rows, k, wt, 0, n, bias, transposed, part, i * rowStride, rowStride,
+                                colStride);
+                        for (int j = 0; j < n; j++) {
+                            long at = i * rowStride + j * colStride;
+                            assertEquals(Float.floatToIntBits(all.getAtIndex(F, at)), Float.floatToIntBits(part.getAtIndex(F, at)),
+                                    "row " + i + " of " + rows + ", output " + j + (transposed ? ", transposed, accumulated" : ""));
+                        }
+                    }
                 }
             }
         }

@@ -35,8 +35,11 @@ import java.util.concurrent.TimeUnit;
  * step's shapes. The products alone, at OpenBLAS's rate for exactly these shapes: no norms, no
  * attention, no hand-offs. Set against {@code DecoderBenchmark} (the whole step) and
  * {@code ReadBandwidthBenchmark} (the step's key/value reads at the machine's streaming rate),
- * it bounds what batching can give on this machine: a step of 32 rows cannot take less than
- * this plus its cache reads at the streaming rate.
+ * it bounds what batching can give with OpenBLAS computing the products. {@code packedOneThread}
+ * runs the same products in Headroom's {@code SmallMatmul} on one thread, on weights packed once
+ * (what decode steps of up to 32 rows use): at 32 rows it is faster on one thread than OpenBLAS
+ * on two, so the machine's own limit for the products is sgemm's rate on large matrices
+ * ({@code SgemmBenchmark}), not OpenBLAS's rate at these shapes.
  */
 @BenchmarkMode(Mode.AverageTime)
 @OutputTimeUnit(TimeUnit.MICROSECONDS)
