@@ -37,7 +37,7 @@ import java.util.concurrent.TimeUnit;
  * {@code ReadBandwidthBenchmark} (the step's key/value reads at the machine's streaming rate),
  * it bounds what batching can give with OpenBLAS computing the products. {@code packedOneThread}
  * runs the same products in Headroom's {@code SmallMatmul} on one thread, on weights packed once
- * (what decode steps of up to 32 rows use): at 32 rows it is faster on one thread than OpenBLAS
+ * (what decode steps of up to 64 rows use): at 32 rows it is faster on one thread than OpenBLAS
  * on two, so the machine's own limit for the products is sgemm's rate on large matrices
  * ({@code SgemmBenchmark}), not OpenBLAS's rate at these shapes.
  */

@@ -78,22 +78,22 @@ public final class LlamaModel implements AutoCloseable {
      */
     static final long PARALLEL_MIN_MACS = 1L << 16;
     /**
-     * Products with at most this many rows (a decode step's tokens) run in {@link SmallMatmul} on
-     * the packed weight, larger ones in sgemm, which packs all of W on every call; the system
-     * property {@code headroom.smallRows} overrides it (0: sgemm always), for measuring. Measured
-     * (AMD EPYC Zen 5, OpenBLAS 0.3.21's own Cooperlake kernel): the step's products on one thread
-     * ({@code DecodeStepBoundBenchmark}) 8 rows 0.35 ms against sgemm's 1.15, 32 rows 1.12-1.17
-     * against 2.00, 64 rows 2.1-2.9 against 2.8 (noisy); whole decode runs, {@code
-     * DecoderBenchmark} on 2 threads, alternating JVMs with {@code -Dheadroom.smallRows=4} and
-     * 64, ms per 127 steps: batch 8 141 and 126 against 100 and 117, batch 32 482 and 453 against
-     * 440 and 429. So 32, where the kernel is clearly ahead; steps of 33-64 rows (32 streams and
-     * a prompt chunk) stay in sgemm, where the two are even on one thread. The server could not
-     * tell the thresholds apart: at 32 streams (serve-bench, 20 s) 6,089 and 4,640 tokens/s with
-     * 32, 5,862 and 5,252 with 4, 6,105 and 5,167 with 64, its run-to-run spread. (Before the
-     * kernel read each panel once for all the rows, 4 was the threshold: batch 32 then ran
-     * 1,187 ms in SmallMatmul against 777 in sgemm.)
+     * Products with at most this many rows (a decode step's tokens, or a step's decoding rows and
+     * a prompt chunk beside them) run in {@link SmallMatmul} on the packed weight, larger ones in
+     * sgemm, which packs all of W on every call; the system property {@code headroom.smallRows}
+     * overrides it (0: sgemm always), for measuring. Measured (AMD EPYC Zen 5, OpenBLAS 0.3.21's
+     * own Cooperlake kernel): the step's products on one thread ({@code java -jar
+     * bench/target/benchmarks.jar DecodeStepBoundBenchmark -p rows=48,64 -p threads=1 -f 2}) 48 rows
+     * 1.63 ms against sgemm's 2.16, 64 rows 2.15 against 2.66; in single runs 8 rows 0.35 against
+     * 1.15, 32 rows 1.12-1.22 against 2.00. Whole decode runs, {@code DecoderBenchmark} on 2
+     * threads, alternating JVMs with {@code -Dheadroom.smallRows=4} and 64, ms per 127 steps: batch
+     * 8 141 and 126 against 100 and 117, batch 32 482 and 453 against 440 and 429. The server
+     * could not tell the thresholds apart: at 32 streams (serve-bench, 20 s) 6,089 and 4,640
+     * tokens/s with 32, 5,862 and 5,252 with 4, 6,105 and 5,167 with 64, its run-to-run spread.
+     * (Before the kernel read each panel once for all the rows, 4 was the threshold: batch 32 then
+     * ran 1,187 ms in SmallMatmul against 777 in sgemm.)
      */
-    static final int SMALL_ROWS = Integer.getInteger("headroom.smallRows", 32);
+    static final int SMALL_ROWS = Integer.getInteger("headroom.smallRows", 64);
     /** Rows per task at least, before a product is split by rows instead of by output columns. */
     static final int MIN_ROWS_PER_TASK = 64;
     /** Row-wise kernels (norms, gating) run on the calling thread up to this many rows. */
