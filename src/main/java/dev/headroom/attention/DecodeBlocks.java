@@ -124,7 +124,7 @@ interface DecodeBlocks {
         private static final boolean FOUR_ROWS = SPECIES.vectorBitSize() >= 512;
         /**
          * Per thread, grown as needed: a float32 copy of one float16 block part (d × bs), int8-scaled probabilities (R × bs),
-         * and the scores of up to four rows for one vector of tokens (4 × lanes, row k from k·lanes).
+         * and the scores of R rows for one vector of tokens (R × lanes, row r from r·lanes).
          */
         private static final ThreadLocal<float[][]> BUFFERS = ThreadLocal.withInitial(() -> new float[][]{new float[0], new float[0], new float[0]});
 
@@ -191,18 +191,12 @@ interface DecodeBlocks {
          */
         private static void lastVectorF32(MemorySegment mem, long keys, int d, int bs, int tokens, int full, float[] q, int R, float scale,
                                           float[] S, int ldS, int col) {
-            int lanes = SPECIES.length();
-            float[] rows = buffer(2, 4 * lanes);
+            int lanes = SPECIES.length(), r = 0;
+            float[] rows = buffer(2, R * lanes);
             long at = keys + (long) full * Float.BYTES;
-            for (int r = 0; r < R; r += 4) {
-                int n = Math.min(4, R - r);
-                if (n == 4) {
-                    fourRowsF32(mem, at, d, bs, q, r, scale, rows, lanes, -r * lanes); // row r + k lands at k·lanes
-                } else {
-                    for (int k = 0; k < n; k++) oneRowF32(mem, at, d, bs, q, r + k, scale, rows, lanes, -r * lanes);
-                }
-                for (int k = 0; k < n; k++) System.arraycopy(rows, k * lanes, S, (r + k) * ldS + col + full, tokens - full);
-            }
+            for (; r + 4 <= R; r += 4) fourRowsF32(mem, at, d, bs, q, r, scale, rows, lanes, 0); // row r at r·lanes, as in scores
+            for (; r < R; r++) oneRowF32(mem, at, d, bs, q, r, scale, rows, lanes, 0);
+            for (r = 0; r < R; r++) System.arraycopy(rows, r * lanes, S, r * ldS + col + full, tokens - full);
         }
 
         @Override

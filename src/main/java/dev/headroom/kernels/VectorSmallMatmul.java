@@ -28,19 +28,38 @@ import static dev.headroom.kernels.Vectors.SPECIES;
 final class VectorSmallMatmul implements SmallMatmul {
     private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
 
+    /**
+     * Panels outer: a panel (k × P floats, 32 KB for k = 256 at 512 bits) stays in the core's
+     * first-level cache while every block of rows reads it, so W comes from memory once per call;
+     * with the rows outer, each block re-read all of W.
+     *
+     * <p>More than four rows with 512-bit vectors run in blocks of eight rows, the last one padded
+     * with zero rows whose sums are not written (up to four rows, fourRows and oneRow do as much
+     * work). Fewer rows in a block of their own cost more per row: one row's two chains, each
+     * waiting on its previous multiply-add, leave the FMA units mostly idle, and four rows' eight
+     * chains half of them (steps of 33-63 rows in the server, then in this kernel, spent a third of
+     * their product time in the rows past the last eight). Those rows are copied to this thread's
+     * array first, so that the kernel's reads of them are plain array reads: with memory-segment
+     * reads its compiled form was larger, and the larger a Vector API method, the likelier C2 falls
+     * back to the API's Java implementation (FloatSpecies.rvOp in profiles; 32 rows of the step then
+     * took 7-11 ms instead of 1.2).
+     */
     @Override
     public void apply(MemorySegment x, long xOffset, int ldx, int m, int k, MemorySegment packed, long packedOffset, int n,
                       MemorySegment bias, boolean accumulate, MemorySegment out, long outOffset, long rowStride, long colStride) {
         int P = 2 * SPECIES.length();
-        if (EIGHT_ROWS && m > 4) {
-            eights(x, xOffset, ldx, m, k, packed, packedOffset, n, bias, accumulate, out, outOffset, rowStride, colStride);
-            return;
-        }
-        // panels outer: a panel (k × P floats, 32 KB for k = 256 at 512 bits) stays in the core's first-level cache while every
-        // block of rows reads it, so W comes from memory once per call; with the rows outer, each block re-read all of W
+        boolean eights = EIGHT_ROWS && m > 4;
+        float[] xs = eights ? rows(x, xOffset, ldx, m, k) : null, acc = eights ? ACCUMULATORS.get() : null;
         for (int j = 0; j < n; j += P) {
             long panel = packedOffset + (long) (j / P) * k * P;
             int valid = Math.min(P, n - j), i0 = 0;
+            if (eights) {
+                for (; i0 < m; i0 += 8) {
+                    eightRows(xs, i0 * k, k, packed, panel, acc);
+                    writeRows(acc, Math.min(8, m - i0), valid, bias, j, accumulate, out, outOffset + i0 * rowStride, rowStride, colStride);
+                }
+                continue;
+            }
             for (; i0 + 4 <= m; i0 += 4) {
                 fourRows(x, xOffset + (long) i0 * ldx, ldx, k, packed, panel, valid, bias, j, accumulate, out, outOffset + i0 * rowStride,
                         rowStride, colStride);
@@ -53,35 +72,9 @@ final class VectorSmallMatmul implements SmallMatmul {
     }
 
     /**
-     * More than four rows with 512-bit vectors: blocks of eight rows, the last one padded with zero
-     * rows whose sums are not written (up to four rows, fourRows and oneRow do as much work). Fewer
-     * rows in a block of their own cost more per row: one row's two chains, each waiting on its
-     * previous multiply-add, leave the FMA units mostly idle, and four rows' eight chains half of
-     * them (steps of 33-63 rows in the server, then in this kernel, spent a third of their product
-     * time in the rows past the last eight). The rows are copied to this thread's array first, so
-     * that the kernel's reads of them are plain array reads: with memory-segment reads its compiled
-     * form was larger, and the larger a Vector API method, the likelier C2 falls back to the API's
-     * Java implementation (FloatSpecies.rvOp in profiles; 32 rows of the step then took 7-11 ms
-     * instead of 1.2).
-     */
-    private static void eights(MemorySegment x, long xOffset, int ldx, int m, int k, MemorySegment packed, long packedOffset, int n,
-                               MemorySegment bias, boolean accumulate, MemorySegment out, long outOffset, long rowStride, long colStride) {
-        int P = 2 * SPECIES.length();
-        float[] acc = ACCUMULATORS.get(), xs = rows(x, xOffset, ldx, m, k);
-        for (int j = 0; j < n; j += P) { // panels outer, as in apply
-            long panel = packedOffset + (long) (j / P) * k * P;
-            int valid = Math.min(P, n - j);
-            for (int i0 = 0; i0 < m; i0 += 8) {
-                eightRows(xs, i0 * k, k, packed, panel, acc);
-                writeRows(acc, Math.min(8, m - i0), valid, bias, j, accumulate, out, outOffset + i0 * rowStride, rowStride, colStride);
-            }
-        }
-    }
-
-    /**
      * Per thread, grown as needed and never shrunk (freed with the thread): (⌈m/8⌉·8, k) rows of x,
      * row-major (row i from i·k), rows ≥ m zero. On the heap, not off-heap: C2 compiles plain array
-     * reads into a kernel small enough to keep its vectors (see {@link #eights}).
+     * reads into a kernel small enough to keep its vectors (see {@link #apply}).
      */
     private static final ThreadLocal<float[][]> ROWS = ThreadLocal.withInitial(() -> new float[][]{new float[0]});
 
