@@ -425,8 +425,19 @@ public final class MultiHeadAttention implements AutoCloseable {
             rope.angles(c -> positions.of(c0 + c), c1 - c0, cos.asSlice((long) c0 * Float.BYTES), sin.asSlice((long) c0 * Float.BYTES),
                     T);
         });
-        pool.run(heads, (h, worker) -> rope.rotate(xT.rowRange(h * d, (h + 1) * d), 1, d, cos, sin));
+        if ((long) heads * d * T <= ROTATE_INLINE) {
+            for (int h = 0; h < heads; h++) rope.rotate(xT.rowRange(h * d, (h + 1) * d), 1, d, cos, sin);
+        } else {
+            pool.run(heads, (h, worker) -> rope.rotate(xT.rowRange(h * d, (h + 1) * d), 1, d, cos, sin));
+        }
     }
+
+    /**
+     * Elements up to which {@link #rotate} turns every head on the calling thread: a decode step's
+     * few columns (the tiny model's 32-row step: 4 heads × 64 × 32 = 8K, a few µs), less than a
+     * hand-off to the workers costs.
+     */
+    static final long ROTATE_INLINE = 1L << 15;
 
     /**
      * Stage 2, attend: O_h = softmax(scale · Q_h K_gᵀ + mask) V_g for every batch element, head and

@@ -274,10 +274,9 @@ public final class LlamaModel implements AutoCloseable {
             Matrix hRows = Matrix.of(h, 0, T, E);
             hooks.beforeAttention(l, mha, Tensor.wrap(h, T, E), Mask.causal());
             Weights p = layerWeights.get(l);
-            // Qᵀ = W_Q hᵀ, Kᵀ = W_K hᵀ, V = h W_Vᵀ (+ biases)
-            linear(hRows, p.q(), qT, true, false);
-            linear(hRows, p.k(), kT, true, false);
-            linear(hRows, p.v(), v, false, false);
+            // Qᵀ = W_Q hᵀ, Kᵀ = W_K hᵀ, V = h W_Vᵀ (+ biases), in one hand-off to the workers
+            products(hRows, new Product(p.q(), qT, true, false), new Product(p.k(), kT, true, false),
+                    new Product(p.v(), v, false, false));
             boolean check = mha.options().checkFinite();
             if (check) {
                 checkFinite("the Q projection", l, qT, true);
@@ -372,11 +371,7 @@ public final class LlamaModel implements AutoCloseable {
             });
             // 5. g = h W_gateᵀ, u = h W_upᵀ, g = silu(g) ⊙ u
             Weights t = layerWeights.get(l);
-            linear(hRows, t.gate(), gRows, false, false);
-            linear(hRows, t.up(), uRows, false, false);
-            byRows(T, (r0, r1) -> {
-                for (int r = r0; r < r1; r++) SwiGlu.VECTOR.apply(g, (long) r * I, u, (long) r * I, g, (long) r * I, I);
-            });
+            gated(hRows, t.gate(), t.up(), gRows, uRows);
             // 6. x = x + g W_downᵀ (the product adds onto x)
             linear(gRows, t.down(), xRows, false, true);
         }
@@ -409,34 +404,112 @@ public final class LlamaModel implements AutoCloseable {
     /**
      * y = in · Wᵀ + b for in (m, k) and W (n, k) in PyTorch's Linear layout, into {@code out}:
      * (m, n) by rows, or with {@code features} its transpose (n, m), the tokens as columns (the
-     * Qᵀ and Kᵀ the attend stage reads); {@code accumulate} adds y to what out holds. Up to
-     * {@link #SMALL_ROWS} rows run in {@link SmallMatmul} on the packed weight, more in sgemm on
-     * the loaded one. Split over the pool into blocks of output features (whole panels of the
-     * packed weight, multiples of 16 for sgemm), or by rows of {@code in} when sgemm can give
-     * every worker {@link #MIN_ROWS_PER_TASK}; not split below {@link #PARALLEL_MIN_MACS}.
+     * Qᵀ and Kᵀ the attend stage reads); {@code accumulate} adds y to what out holds.
      */
+    private record Product(Linear w, Matrix out, boolean features, boolean accumulate) {
+        void check(Matrix in) {
+            int m = in.rows(), n = w.w().rows();
+            if ((features ? out.rows() != n || out.cols() != m : out.rows() != m || out.cols() != n) || w.w().cols() != in.cols()) {
+                throw new IllegalStateException("linear: in " + in + ", W " + w.w() + ", out " + out + (features ? " (features × tokens)" : ""));
+            }
+        }
+
+        /** Outputs [c0, c1) of out. */
+        Matrix outputs(int c0, int c1) {
+            return features ? out.rowRange(c0, c1) : out.colRange(c0, c1);
+        }
+    }
+
     private void linear(Matrix in, Linear w, Matrix out, boolean features, boolean accumulate) {
-        int m = in.rows(), n = w.w().rows(), k = in.cols(), threads = pool.threads();
-        if ((features ? out.rows() != n || out.cols() != m : out.rows() != m || out.cols() != n) || w.w().cols() != k) {
-            throw new IllegalStateException("linear: in " + in + ", W " + w.w() + ", out " + out + (features ? " (features × tokens)" : ""));
-        }
-        boolean split = threads > 1 && (long) m * n * k >= PARALLEL_MIN_MACS;
-        if (split && m > SMALL_ROWS && m >= threads * MIN_ROWS_PER_TASK) {
+        products(in, new Product(w, out, features, accumulate));
+    }
+
+    /** Whether products of m rows split by rows of the input (sgemm, {@link #MIN_ROWS_PER_TASK} rows for every worker). */
+    private boolean byRowsOfInput(int m) {
+        return pool.threads() > 1 && m > SMALL_ROWS && m >= pool.threads() * MIN_ROWS_PER_TASK;
+    }
+
+    /**
+     * Outputs per task when a product of m rows and n outputs splits by outputs: n over the
+     * workers in whole panels of the packed weight (multiples of 16 for sgemm); n itself (one
+     * task) on one thread or below {@link #PARALLEL_MIN_MACS}.
+     */
+    private int outputBlock(int m, int n, int k) {
+        int threads = pool.threads();
+        if (threads == 1 || (long) m * n * k < PARALLEL_MIN_MACS) return n;
+        int unit = m <= SMALL_ROWS ? SmallMatmul.panel() : 16;
+        return ((n + threads - 1) / threads + unit - 1) / unit * unit;
+    }
+
+    /**
+     * The products of one input {@code in} (m, k), as {@link Product} describes each. Up to
+     * {@link #SMALL_ROWS} rows run in {@link SmallMatmul} on the packed weight, more in sgemm on
+     * the loaded one. Split over the pool into blocks of output features ({@link #outputBlock}),
+     * every product's blocks in one hand-off to the workers (a decode step's Q, K and V
+     * together), or, product after product, by rows of {@code in} when sgemm can give every
+     * worker {@link #MIN_ROWS_PER_TASK} ({@link #byRowsOfInput}). Each output is computed as it
+     * would be alone: the fusion changes no number.
+     */
+    private void products(Matrix in, Product... ps) {
+        int m = in.rows(), k = in.cols(), threads = pool.threads();
+        for (Product p : ps) p.check(in);
+        if (byRowsOfInput(m)) {
             int chunk = ((m + threads - 1) / threads + 15) / 16 * 16;
-            pool.run((m + chunk - 1) / chunk, (task, worker) -> {
-                int r0 = task * chunk, r1 = Math.min(m, r0 + chunk);
-                product(in.rowRange(r0, r1), w, 0, n, features ? out.colRange(r0, r1) : out.rowRange(r0, r1), features, accumulate);
-            });
-        } else if (split) {
-            int unit = m <= SMALL_ROWS ? SmallMatmul.panel() : 16;
-            int block = ((n + threads - 1) / threads + unit - 1) / unit * unit;
-            pool.run((n + block - 1) / block, (task, worker) -> {
-                int c0 = task * block, c1 = Math.min(n, c0 + block);
-                product(in, w, c0, c1, features ? out.rowRange(c0, c1) : out.colRange(c0, c1), features, accumulate);
-            });
-        } else {
-            product(in, w, 0, n, out, features, accumulate);
+            for (Product p : ps) {
+                int n = p.w().w().rows();
+                if ((long) m * n * k < PARALLEL_MIN_MACS) {
+                    product(in, p.w(), 0, n, p.out(), p.features(), p.accumulate());
+                    continue;
+                }
+                pool.run((m + chunk - 1) / chunk, (task, worker) -> {
+                    int r0 = task * chunk, r1 = Math.min(m, r0 + chunk);
+                    product(in.rowRange(r0, r1), p.w(), 0, n, p.features() ? p.out().colRange(r0, r1) : p.out().rowRange(r0, r1),
+                            p.features(), p.accumulate());
+                });
+            }
+            return;
         }
+        /* tasks: (product, first output, end) */
+        List<int[]> tasks = new ArrayList<>();
+        for (int i = 0; i < ps.length; i++) {
+            int n = ps[i].w().w().rows(), block = outputBlock(m, n, k);
+            for (int c0 = 0; c0 < n; c0 += block) tasks.add(new int[]{i, c0, Math.min(n, c0 + block)});
+        }
+        pool.run(tasks.size(), (task, worker) -> {
+            int[] t = tasks.get(task);
+            Product p = ps[t[0]];
+            product(in, p.w(), t[1], t[2], p.outputs(t[1], t[2]), p.features(), p.accumulate());
+        });
+    }
+
+    /**
+     * g = silu(h W_gateᵀ) ⊙ (h W_upᵀ), the feed-forward's gated product, into g (m, I), u (m, I)
+     * scratch. Split by outputs, each task computes a block of columns of both products and gates
+     * it, in one hand-off to the workers (instead of one per product and one for the gating);
+     * split by rows of h, the products as {@link #products} runs them, then the gating by rows.
+     */
+    private void gated(Matrix h, Linear gate, Linear up, Matrix g, Matrix u) {
+        int m = h.rows(), I = gate.w().rows();
+        if (byRowsOfInput(m)) {
+            products(h, new Product(gate, g, false, false));
+            products(h, new Product(up, u, false, false));
+            byRows(m, (r0, r1) -> {
+                for (int r = r0; r < r1; r++) SwiGlu.VECTOR.apply(g.segment(), g.index(r, 0), u.segment(), u.index(r, 0), g.segment(),
+                        g.index(r, 0), I);
+            });
+            return;
+        }
+        new Product(gate, g, false, false).check(h);
+        new Product(up, u, false, false).check(h);
+        int block = outputBlock(m, I, h.cols());
+        pool.run((I + block - 1) / block, (task, worker) -> {
+            int c0 = task * block, c1 = Math.min(I, c0 + block);
+            product(h, gate, c0, c1, g.colRange(c0, c1), false, false);
+            product(h, up, c0, c1, u.colRange(c0, c1), false, false);
+            // c0 is a multiple of the vector length: each row's elements meet the same lanes and tail as in one call over I
+            for (int r = 0; r < m; r++) SwiGlu.VECTOR.apply(g.segment(), g.index(r, c0), u.segment(), u.index(r, c0), g.segment(),
+                    g.index(r, c0), c1 - c0);
+        });
     }
 
     /** One piece of {@link #linear}: outputs [c0, c1) of W (c0 a multiple of the panel width for SmallMatmul) into {@code out}. */

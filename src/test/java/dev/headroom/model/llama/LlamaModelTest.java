@@ -129,6 +129,32 @@ class LlamaModelTest {
         }
     }
 
+    /**
+     * Decode steps and small prompt chunks (at most 64 rows a step: {@link dev.headroom.kernels.SmallMatmul}'s
+     * products) on two threads, where each layer's Q, K and V products share one hand-off to the
+     * workers and the feed-forward's gate and up products are gated by column blocks, give the
+     * logits one thread gives, bit for bit: the split changes no number (contexts below
+     * {@link dev.headroom.attention.CachedAttention}'s 512-key chunks, which do depend on the threads).
+     */
+    @Test
+    void decodeStepsOnTwoThreadsEqualOneThreadBitForBit() throws IOException {
+        SplittableRandom rnd = new SplittableRandom(8);
+        int[][] seqs = {randomIds(rnd, 90, 256), randomIds(rnd, 7, 256), randomIds(rnd, 130, 256), randomIds(rnd, 40, 256)};
+        int[][] chunks = {{20, 1}, {1}, {3, 9, 1, 1}, {33, 1}};
+        float[][][] one, two;
+        try (LlamaModel model = Models.tiny(1)) {
+            one = cached(model, seqs, chunks, 16, KvDtype.F32);
+        }
+        try (LlamaModel model = Models.tiny(2)) {
+            two = cached(model, seqs, chunks, 16, KvDtype.F32);
+        }
+        for (int i = 0; i < seqs.length; i++) {
+            for (int t = 0; t < seqs[i].length; t++) {
+                assertTrue(Arrays.equals(one[i][t], two[i][t]), "sequence " + i + ", token " + t + ": 2 threads differ from 1");
+            }
+        }
+    }
+
     @Test
     void otherShapesThroughTheCacheEqualTheWholeForward() {
         LlamaConfig[] configs = {
