@@ -192,11 +192,12 @@ public final class Engine implements AutoCloseable {
      * @param running       sequences running after the step (ended ones removed)
      * @param waiting       requests waiting after the step
      * @param preempted     sequences preempted to make room for this step
-     * @param nanos         wall time of the step (planning, forward, sampling)
+     * @param nanos         wall time of the step (planning, forward, sampling, handing the tokens to their listeners)
+     * @param forwardNanos  wall time of its forward through the model, part of {@code nanos}
      * @param cache         the cache's accounting after the step
      */
     public record StepInfo(long step, int decodeRows, int prefillTokens, int sampled, int running, int waiting, int preempted,
-                           long nanos, KvCache.Stats cache) {}
+                           long nanos, long forwardNanos, KvCache.Stats cache) {}
 
     /**
      * The engine's counts at one moment.
@@ -635,6 +636,7 @@ public final class Engine implements AutoCloseable {
                 preemptedNow++;
             }
         }
+        long forward0 = System.nanoTime();
         try {
             batch.forward(model, cache, reserved, logitBuffer, workspace);
         } catch (RuntimeException e) {
@@ -648,6 +650,7 @@ public final class Engine implements AutoCloseable {
             runningCount = running.size();
             return;
         }
+        long forwardNanos = System.nanoTime() - forward0;
         computed.addAndGet(batch.tokens());
         for (int k = 0; k < sampling.size(); k++) {
             Job j = sampling.get(k);
@@ -689,7 +692,7 @@ public final class Engine implements AutoCloseable {
             lock.unlock();
         }
         stepObserver.accept(new StepInfo(steps.get(), decodeRows, prefillTokens, sampling.size(), running.size(), waitingNow,
-                preemptedNow, System.nanoTime() - t0, cache.stats()));
+                preemptedNow, System.nanoTime() - t0, forwardNanos, cache.stats()));
     }
 
     private static void plan(StepBatch batch, Job j, int count, List<Job> in, List<Integer> counts, List<Job> sampling) {

@@ -188,7 +188,11 @@ class EngineTest {
             assertEquals(0, s.cache().sequences());
         }
         // every step within the token budget; more than one sequence per step at some point (batching happened)
-        for (Engine.StepInfo st : steps) assertTrue(st.decodeRows() + st.prefillTokens() <= 32, st.toString());
+        for (Engine.StepInfo st : steps) {
+            assertTrue(st.decodeRows() + st.prefillTokens() <= 32, st.toString());
+            // the forward is timed inside the step: a part of it, never nothing
+            assertTrue(st.forwardNanos() > 0 && st.forwardNanos() <= st.nanos(), st.toString());
+        }
         assertTrue(steps.stream().anyMatch(st -> st.decodeRows() >= 4), "no step decoded 4 sequences at once");
     }
 

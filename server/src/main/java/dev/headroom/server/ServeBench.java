@@ -125,10 +125,13 @@ final class ServeBench implements Callable<Integer> {
      * admitted requests) delays every running stream by its whole time.
      *
      * @param decodeOnlyMs  wall times of steps with decode rows only, sorted
+     * @param decodeForwardMs the forward's part of each of those, sorted (the rest: planning,
+     *                      sampling, handing the tokens to the HTTP handlers, on the engine thread
+     *                      while the model's other workers wait)
      * @param withPrefillMs wall times of steps that also carried prompt tokens, sorted
      * @param prefillTokens prompt tokens those steps carried, in all
      */
-    record Steps(double[] decodeOnlyMs, double[] withPrefillMs, long prefillTokens) {
+    record Steps(double[] decodeOnlyMs, double[] decodeForwardMs, double[] withPrefillMs, long prefillTokens) {
         int count() {
             return decodeOnlyMs.length + withPrefillMs.length;
         }
@@ -138,8 +141,9 @@ final class ServeBench implements Callable<Integer> {
         }
 
         String describe() {
-            return String.format(Locale.ROOT, "%d steps: decode only p50 %.2f ms, p99 %.2f ms; %.0f %% carried prompt tokens (%.0f on average): "
-                            + "p50 %.2f ms, p99 %.2f ms", count(), quantile(decodeOnlyMs, 0.5), quantile(decodeOnlyMs, 0.99), 100 * prefillShare(),
+            return String.format(Locale.ROOT, "%d steps: decode only p50 %.2f ms (forward %.2f), p99 %.2f ms; %.0f %% carried prompt tokens "
+                            + "(%.0f on average): p50 %.2f ms, p99 %.2f ms", count(), quantile(decodeOnlyMs, 0.5), quantile(decodeForwardMs, 0.5),
+                    quantile(decodeOnlyMs, 0.99), 100 * prefillShare(),
                     withPrefillMs.length == 0 ? 0.0 : (double) prefillTokens / withPrefillMs.length, quantile(withPrefillMs, 0.5),
                     quantile(withPrefillMs, 0.99));
         }
@@ -169,17 +173,18 @@ final class ServeBench implements Callable<Integer> {
         }
 
         static Steps of(Iterable<Engine.StepInfo> seen) {
-            List<Double> decodeOnly = new ArrayList<>(), withPrefill = new ArrayList<>();
+            List<Double> decodeOnly = new ArrayList<>(), forward = new ArrayList<>(), withPrefill = new ArrayList<>();
             long prompt = 0;
             for (Engine.StepInfo s : seen) {
                 if (s.prefillTokens() == 0) {
                     decodeOnly.add(s.nanos() / 1e6);
+                    forward.add(s.forwardNanos() / 1e6);
                 } else {
                     withPrefill.add(s.nanos() / 1e6);
                     prompt += s.prefillTokens();
                 }
             }
-            return new Steps(sorted(decodeOnly), sorted(withPrefill), prompt);
+            return new Steps(sorted(decodeOnly), sorted(forward), sorted(withPrefill), prompt);
         }
     }
 
@@ -550,20 +555,20 @@ final class ServeBench implements Callable<Integer> {
         Files.createDirectories(out);
         StringBuilder csv = new StringBuilder("kind,concurrency,requests,tokens,seconds,tokens_per_s,requests_per_s,ttft_p50_ms,ttft_p99_ms,"
                 + "itl_p50_ms,itl_p99_ms,latency_p50_ms,latency_p99_ms,rejected,errors,reference_per_s,warmup_s,warmup_steady,"
-                + "step_decode_p50_ms,step_decode_p99_ms,prefill_step_share,step_prefill_p50_ms,step_prefill_p99_ms\n");
+                + "step_decode_p50_ms,step_decode_p99_ms,prefill_step_share,step_prefill_p50_ms,step_prefill_p99_ms,step_decode_forward_p50_ms\n");
         for (Level l : levels) {
             Steps st = l.steps();
             csv.append(String.format(Locale.ROOT, "completions,%d,%d,%d,%.3f,%.2f,%.3f,%.2f,%.2f,%.3f,%.3f,,,%d,%d,,%s,%s%n", l.concurrency(),
                     l.requests(), l.tokens(), l.seconds(), l.tokensPerSecond(), l.requests() / l.seconds(), quantile(l.ttftMs(), 0.5),
                     quantile(l.ttftMs(), 0.99), quantile(l.itlMs(), 0.5), quantile(l.itlMs(), 0.99), l.rejected(), l.errors(),
-                    Warm.csv(l.warm()), st == null ? ",,,," : String.format(Locale.ROOT, "%.3f,%.3f,%.3f,%.3f,%.3f", quantile(st.decodeOnlyMs(), 0.5),
-                            quantile(st.decodeOnlyMs(), 0.99), st.prefillShare(), quantile(st.withPrefillMs(), 0.5),
-                            quantile(st.withPrefillMs(), 0.99))));
+                    Warm.csv(l.warm()), st == null ? ",,,,," : String.format(Locale.ROOT, "%.3f,%.3f,%.3f,%.3f,%.3f,%.3f",
+                            quantile(st.decodeOnlyMs(), 0.5), quantile(st.decodeOnlyMs(), 0.99), st.prefillShare(),
+                            quantile(st.withPrefillMs(), 0.5), quantile(st.withPrefillMs(), 0.99), quantile(st.decodeForwardMs(), 0.5))));
         }
         if (emb != null) {
             csv.append(String.format(Locale.ROOT, "embeddings,%d,%d,,%.3f,,%.2f,,,,,%.2f,%.2f,%d,%d,%.2f,%s%n", emb.clients(), emb.requests(),
                     emb.seconds(), emb.requestsPerSecond(), quantile(emb.latencyMs(), 0.5), quantile(emb.latencyMs(), 0.99), emb.rejected(),
-                    emb.errors(), emb.referencePerSecond(), Warm.csv(emb.warm()) + ",,,,,"));
+                    emb.errors(), emb.referencePerSecond(), Warm.csv(emb.warm()) + ",,,,,,"));
         }
         Files.writeString(out.resolve("serve-bench.csv"), csv);
         Map<String, List<double[]>> tput = new LinkedHashMap<>();

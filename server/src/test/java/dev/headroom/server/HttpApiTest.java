@@ -286,11 +286,12 @@ class HttpApiTest {
 
     @Test
     void serveBenchSplitsStepsIntoDecodeOnlyAndPrefillCarrying() {
-        ServeBench.Steps st = new ServeBench.Steps(new double[]{1, 2, 3}, new double[]{9}, 40);
+        ServeBench.Steps st = new ServeBench.Steps(new double[]{1, 2, 3}, new double[]{0.5, 1.5, 2.5}, new double[]{9}, 40);
         assertEquals(4, st.count());
         assertEquals(0.25, st.prefillShare());
         String d = st.describe();
-        assertTrue(d.startsWith("4 steps: decode only p50 2.00 ms, p99 3.00 ms; 25 % carried prompt tokens (40 on average): p50 9.00 ms"), d);
+        assertTrue(d.startsWith("4 steps: decode only p50 2.00 ms (forward 1.50), p99 3.00 ms; 25 % carried prompt tokens (40 on average): "
+                + "p50 9.00 ms"), d);
     }
 
     @Test
