@@ -160,6 +160,7 @@ interface DecodeBlocks {
                 if (dtype == KvDtype.F32) {
                     long at = keys + (long) tc * Float.BYTES;
                     for (; r + 4 <= R; r += 4) fourRowsF32(mem, at, d, bs, q, r, scale, S, ldS, col + tc);
+                    for (; r + 2 <= R; r += 2) twoRowsF32(mem, at, d, bs, q, r, scale, S, ldS, col + tc);
                     for (; r < R; r++) oneRowF32(mem, at, d, bs, q, r, scale, S, ldS, col + tc);
                 } else {
                     FloatVector tokenScale = FloatVector.fromMemorySegment(SPECIES, mem, keyScales + (long) tc * Float.BYTES, ORDER)
@@ -195,6 +196,7 @@ interface DecodeBlocks {
             float[] rows = buffer(2, R * lanes);
             long at = keys + (long) full * Float.BYTES;
             for (; r + 4 <= R; r += 4) fourRowsF32(mem, at, d, bs, q, r, scale, rows, lanes, 0); // row r at r·lanes, as in scores
+            for (; r + 2 <= R; r += 2) twoRowsF32(mem, at, d, bs, q, r, scale, rows, lanes, 0);
             for (; r < R; r++) oneRowF32(mem, at, d, bs, q, r, scale, rows, lanes, 0);
             for (r = 0; r < R; r++) System.arraycopy(rows, r * lanes, S, r * ldS + col + full, tokens - full);
         }
@@ -321,6 +323,41 @@ interface DecodeBlocks {
             a1.add(b1).mul(scale).intoArray(S, (r + 1) * ldS + col);
             a2.add(b2).mul(scale).intoArray(S, (r + 2) * ldS + col);
             a3.add(b3).mul(scale).intoArray(S, (r + 3) * ldS + col);
+        }
+
+        /**
+         * Rows r and r+1 for one vector of tokens, float32: each key vector read once for both, and
+         * each row's sum formed exactly as {@link #oneRowF32} forms it (four chains over f mod 4,
+         * (a + b) + (c + e)), so the two rows come out as two calls of it would give them. A group
+         * of two query rows (a model with two query heads per key/value head, one new token each)
+         * was padded to four zero-padded rows before: half of the scores' work on zeros.
+         */
+        private static void twoRowsF32(MemorySegment mem, long at, int d, int bs, float[] q, int r, float scale, float[] S, int ldS,
+                                       int col) {
+            long row = (long) bs * Float.BYTES;
+            int q0 = r * d, q1 = q0 + d, f = 0;
+            FloatVector a0 = FloatVector.zero(SPECIES), b0 = a0, c0 = a0, e0 = a0, a1 = a0, b1 = a0, c1 = a0, e1 = a0;
+            for (; f + 4 <= d; f += 4) {
+                FloatVector k = FloatVector.fromMemorySegment(SPECIES, mem, at + f * row, ORDER);
+                a0 = k.fma(FloatVector.broadcast(SPECIES, q[q0 + f]), a0);
+                a1 = k.fma(FloatVector.broadcast(SPECIES, q[q1 + f]), a1);
+                k = FloatVector.fromMemorySegment(SPECIES, mem, at + (f + 1) * row, ORDER);
+                b0 = k.fma(FloatVector.broadcast(SPECIES, q[q0 + f + 1]), b0);
+                b1 = k.fma(FloatVector.broadcast(SPECIES, q[q1 + f + 1]), b1);
+                k = FloatVector.fromMemorySegment(SPECIES, mem, at + (f + 2) * row, ORDER);
+                c0 = k.fma(FloatVector.broadcast(SPECIES, q[q0 + f + 2]), c0);
+                c1 = k.fma(FloatVector.broadcast(SPECIES, q[q1 + f + 2]), c1);
+                k = FloatVector.fromMemorySegment(SPECIES, mem, at + (f + 3) * row, ORDER);
+                e0 = k.fma(FloatVector.broadcast(SPECIES, q[q0 + f + 3]), e0);
+                e1 = k.fma(FloatVector.broadcast(SPECIES, q[q1 + f + 3]), e1);
+            }
+            for (; f < d; f++) {
+                FloatVector k = FloatVector.fromMemorySegment(SPECIES, mem, at + f * row, ORDER);
+                a0 = k.fma(FloatVector.broadcast(SPECIES, q[q0 + f]), a0);
+                a1 = k.fma(FloatVector.broadcast(SPECIES, q[q1 + f]), a1);
+            }
+            a0.add(b0).add(c0.add(e0)).mul(scale).intoArray(S, r * ldS + col);
+            a1.add(b1).add(c1.add(e1)).mul(scale).intoArray(S, (r + 1) * ldS + col);
         }
 
         private static void oneRowF32(MemorySegment mem, long at, int d, int bs, float[] q, int r, float scale, float[] S, int ldS,

@@ -36,6 +36,37 @@ class DecodeBlocksTest {
         }
     }
 
+    /**
+     * float32 scores of two rows in one pass (a GQA group of two query heads, unpadded) equal each
+     * row scored alone, bit for bit: the two-row kernel forms each row's sum as the one-row kernel does.
+     */
+    @Test
+    void twoRowsAtOnceEqualEachRowAloneBitForBit() {
+        SplittableRandom rnd = new SplittableRandom(13);
+        try (Arena arena = Arena.ofConfined()) {
+            for (int d : new int[]{5, 64, 67}) {
+                for (int bs : new int[]{16, 33}) {
+                    for (int tokens : new int[]{bs / 2 + 1, bs}) {
+                        MemorySegment mem = block(arena, rnd, KvDtype.F32, d, bs);
+                        float[] q = new float[2 * d];
+                        for (int i = 0; i < q.length; i++) q[i] = (float) rnd.nextDouble(-1, 1);
+                        float[] both = new float[2 * tokens], alone = new float[tokens];
+                        DecodeBlocks.VECTOR.scores(mem, 8, scalesAt(KvDtype.F32, d, bs), KvDtype.F32, d, bs, tokens, q, 2, 0.37f, both, tokens, 0);
+                        for (int r = 0; r < 2; r++) {
+                            float[] qr = java.util.Arrays.copyOfRange(q, r * d, (r + 1) * d);
+                            DecodeBlocks.VECTOR.scores(mem, 8, scalesAt(KvDtype.F32, d, bs), KvDtype.F32, d, bs, tokens, qr, 1, 0.37f, alone,
+                                    tokens, 0);
+                            for (int t = 0; t < tokens; t++) {
+                                assertEquals(Float.floatToRawIntBits(alone[t]), Float.floatToRawIntBits(both[r * tokens + t]),
+                                        "d=" + d + " bs=" + bs + " tokens=" + tokens + " row " + r + " token " + t);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /** Two full blocks scored in one pass (the vector form's own kernel when a block is one vector of tokens) equal two scalar calls. */
     @Test
     void scoresOfTwoBlocksEqualTwoScalarScores() {
