@@ -239,9 +239,9 @@ final class CachedAttention {
      * so a block is read in one pass for them too (padding them inside every kernel call instead
      * cost the small shape's 3 rows a fifth of an int8 step in copies). Two left over are not
      * padded: the tiny decoder's groups of two (two query heads per key/value head, one new token)
-     * padded to four spent half their scores and weighted sums on zero rows
-     * ({@code DecoderBenchmark} batch 32, AMD EPYC Zen 5: 390 and 331 ms against 420 and 410,
-     * alternating JVMs).
+     * padded to four spent half their scores and weighted sums on zero rows. The same memory is
+     * read either way; {@code DecoderBenchmark} batch 32 (AMD EPYC Zen 5, alternating JVMs, a
+     * noisy machine) gave 387–431 ms unpadded against 402–473 padded, within its spread.
      */
     static int kernelRows(int R) {
         return R % 4 == 3 ? (R + 3) / 4 * 4 : R;
