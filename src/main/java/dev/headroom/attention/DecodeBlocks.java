@@ -100,7 +100,7 @@ interface DecodeBlocks {
      * The Vector API form. Scores: the lanes run over a block's tokens (Kᵀ rows are contiguous over
      * tokens), four query rows at a time and the features in two interleaved halves, so eight
      * independent multiply-add chains hide the latency and each Kᵀ row is loaded once per four
-     * rows; no horizontal sums. Weighted sum: the lanes run over features, one tile of V at a time
+     * rows (float32: then two rows, four chains each, as one row sums them); no horizontal sums. Weighted sum: the lanes run over features, one tile of V at a time
      * ({@link KvCache#VALUE_TILE} features, whose token rows are contiguous), four vectors of
      * features for four output rows (sixteen chains; two rows where registers are fewer), so each
      * value is read from memory once per step, in order.
@@ -153,7 +153,8 @@ interface DecodeBlocks {
                 SCALAR.scores(mem, keys, keyScales, dtype, d, bs, tokens, q, R, scale, S, ldS, col);
                 return;
             }
-            // rows four at a time, the rest one by one (the decode path pads its groups to whole fours: CachedAttention.kernelRows)
+            // rows four at a time, then (float32) two, then one (the decode path pads groups of three, and int8 groups of two, to
+            // four: CachedAttention.kernelRows)
             int lanes = SPECIES.length(), full = tokens - tokens % lanes;
             for (int tc = 0; tc < full; tc += lanes) {
                 int r = 0;

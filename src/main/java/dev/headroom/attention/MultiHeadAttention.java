@@ -112,6 +112,12 @@ public final class MultiHeadAttention implements AutoCloseable {
     static final int DENSE_MAX_KEYS = 4096;
     /** Key tile of the tiled kernel chosen for longer sequences. */
     static final int TILE_KEYS = 1024;
+    /**
+     * Elements up to which {@link #rotate} turns every head on the calling thread: a decode step's
+     * few columns (the tiny model's 32-row step: 4 heads × 64 × 32 = 8K, a few µs), less than a
+     * hand-off to the workers costs.
+     */
+    static final long ROTATE_INLINE = 1L << 15;
     /** Layout tile width of the sparse kernel, and the most keys one of its spans covers. */
     static final int SPARSE_KEY_BLOCK = 64, SPARSE_MAX_SPAN = 1024;
 
@@ -411,7 +417,8 @@ public final class MultiHeadAttention implements AutoCloseable {
 
     /**
      * Turns every head of {@code xT} ((heads·d, T), features × tokens) at the columns' positions:
-     * the angle tables in the workspace, both steps split over the workers.
+     * the angle tables in the workspace, both steps split over the workers (the turning on the
+     * calling thread up to {@link #ROTATE_INLINE} elements).
      */
     void rotate(RotaryEmbedding rope, Matrix xT, int heads, RotaryEmbedding.ColumnPositions positions, Workspace ws) {
         int T = xT.cols(), pairs = rope.pairs(), d = config.headDim();
@@ -432,12 +439,6 @@ public final class MultiHeadAttention implements AutoCloseable {
         }
     }
 
-    /**
-     * Elements up to which {@link #rotate} turns every head on the calling thread: a decode step's
-     * few columns (the tiny model's 32-row step: 4 heads × 64 × 32 = 8K, a few µs), less than a
-     * hand-off to the workers costs.
-     */
-    static final long ROTATE_INLINE = 1L << 15;
 
     /**
      * Stage 2, attend: O_h = softmax(scale · Q_h K_gᵀ + mask) V_g for every batch element, head and

@@ -6,6 +6,7 @@ import org.junit.jupiter.api.Test;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
 import java.util.SplittableRandom;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -13,8 +14,9 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 /**
  * The vector decode products against their scalar twin on raw blocks: every dtype, head widths and
  * block sizes that are and are not multiples of the lane count, partly filled blocks, 1 to 9 query
- * rows (the scores loop and, with 512-bit vectors, the weighted sum take four at a time), scores written at a column offset inside a wider
- * row. Run at every vector width the build tests (512, 256, 128 bits).
+ * rows (the scores loop takes four at a time, then two for float32; with 512-bit vectors the
+ * weighted sum takes four), scores written at a column offset inside a wider row. Run at every
+ * vector width the build tests (512, 256, 128 bits).
  */
 class DecodeBlocksTest {
     private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
@@ -53,7 +55,7 @@ class DecodeBlocksTest {
                         float[] both = new float[2 * tokens], alone = new float[tokens];
                         DecodeBlocks.VECTOR.scores(mem, 8, scalesAt(KvDtype.F32, d, bs), KvDtype.F32, d, bs, tokens, q, 2, 0.37f, both, tokens, 0);
                         for (int r = 0; r < 2; r++) {
-                            float[] qr = java.util.Arrays.copyOfRange(q, r * d, (r + 1) * d);
+                            float[] qr = Arrays.copyOfRange(q, r * d, (r + 1) * d);
                             DecodeBlocks.VECTOR.scores(mem, 8, scalesAt(KvDtype.F32, d, bs), KvDtype.F32, d, bs, tokens, qr, 1, 0.37f, alone,
                                     tokens, 0);
                             for (int t = 0; t < tokens; t++) {

@@ -408,10 +408,7 @@ public final class LlamaModel implements AutoCloseable {
      */
     private record Product(Linear w, Matrix out, boolean features, boolean accumulate) {
         void check(Matrix in) {
-            int m = in.rows(), n = w.w().rows();
-            if ((features ? out.rows() != n || out.cols() != m : out.rows() != m || out.cols() != n) || w.w().cols() != in.cols()) {
-                throw new IllegalStateException("linear: in " + in + ", W " + w.w() + ", out " + out + (features ? " (features × tokens)" : ""));
-            }
+            checkShapes(in, w, out, features);
         }
 
         /** Outputs [c0, c1) of out. */
@@ -419,6 +416,17 @@ public final class LlamaModel implements AutoCloseable {
             return features ? out.rowRange(c0, c1) : out.colRange(c0, c1);
         }
     }
+
+    /** Refuses a product whose input, weight and output shapes do not agree (a bug here, not a caller's error). */
+    private static void checkShapes(Matrix in, Linear w, Matrix out, boolean features) {
+        int m = in.rows(), n = w.w().rows();
+        if ((features ? out.rows() != n || out.cols() != m : out.rows() != m || out.cols() != n) || w.w().cols() != in.cols()) {
+            throw new IllegalStateException("linear: in " + in + ", W " + w.w() + ", out " + out + (features ? " (features × tokens)" : ""));
+        }
+    }
+
+    /** Outputs [c0, c1) of product {@code product} of a {@link #products} call: one task. */
+    private record Block(int product, int c0, int c1) {}
 
     private void linear(Matrix in, Linear w, Matrix out, boolean features, boolean accumulate) {
         products(in, new Product(w, out, features, accumulate));
@@ -431,13 +439,14 @@ public final class LlamaModel implements AutoCloseable {
 
     /**
      * Outputs per task when a product of m rows and n outputs splits by outputs: n over the
-     * workers in whole panels of the packed weight (multiples of 16 for sgemm); n itself (one
-     * task) on one thread or below {@link #PARALLEL_MIN_MACS}.
+     * workers in whole panels of the packed weight (for sgemm, multiples of 16 and of the vector
+     * length, which {@link #gated} relies on); n itself (one task) on one thread or below
+     * {@link #PARALLEL_MIN_MACS}.
      */
     private int outputBlock(int m, int n, int k) {
         int threads = pool.threads();
         if (threads == 1 || (long) m * n * k < PARALLEL_MIN_MACS) return n;
-        int unit = m <= SMALL_ROWS ? SmallMatmul.panel() : 16;
+        int unit = m <= SMALL_ROWS ? SmallMatmul.panel() : Math.max(16, Vectors.lanes());
         return ((n + threads - 1) / threads + unit - 1) / unit * unit;
     }
 
@@ -469,16 +478,15 @@ public final class LlamaModel implements AutoCloseable {
             }
             return;
         }
-        /* tasks: (product, first output, end) */
-        List<int[]> tasks = new ArrayList<>();
+        List<Block> tasks = new ArrayList<>();
         for (int i = 0; i < ps.length; i++) {
             int n = ps[i].w().w().rows(), block = outputBlock(m, n, k);
-            for (int c0 = 0; c0 < n; c0 += block) tasks.add(new int[]{i, c0, Math.min(n, c0 + block)});
+            for (int c0 = 0; c0 < n; c0 += block) tasks.add(new Block(i, c0, Math.min(n, c0 + block)));
         }
         pool.run(tasks.size(), (task, worker) -> {
-            int[] t = tasks.get(task);
-            Product p = ps[t[0]];
-            product(in, p.w(), t[1], t[2], p.outputs(t[1], t[2]), p.features(), p.accumulate());
+            Block b = tasks.get(task);
+            Product p = ps[b.product()];
+            product(in, p.w(), b.c0(), b.c1(), p.outputs(b.c0(), b.c1()), p.features(), p.accumulate());
         });
     }
 
@@ -499,8 +507,8 @@ public final class LlamaModel implements AutoCloseable {
             });
             return;
         }
-        new Product(gate, g, false, false).check(h);
-        new Product(up, u, false, false).check(h);
+        checkShapes(h, gate, g, false);
+        checkShapes(h, up, u, false);
         int block = outputBlock(m, I, h.cols());
         pool.run((I + block - 1) / block, (task, worker) -> {
             int c0 = task * block, c1 = Math.min(I, c0 + block);

@@ -134,7 +134,7 @@ class LlamaModelTest {
      * products) on two threads, where each layer's Q, K and V products share one hand-off to the
      * workers and the feed-forward's gate and up products are gated by column blocks, give the
      * logits one thread gives, bit for bit: the split changes no number (contexts below
-     * {@link dev.headroom.attention.CachedAttention}'s 512-key chunks, which do depend on the threads).
+     * {@code CachedAttention}'s 512-key chunks, which do depend on the threads).
      */
     @Test
     void decodeStepsOnTwoThreadsEqualOneThreadBitForBit() throws IOException {
