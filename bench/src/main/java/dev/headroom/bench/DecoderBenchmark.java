@@ -66,6 +66,10 @@ public class DecoderBenchmark {
     @Param({"2"})
     public int threads;
 
+    /** The cache's element type: f32 (the default everywhere), f16 or int8 (lossy: fewer bytes for decode attention to read). */
+    @Param({"f32"})
+    public String kvDtype;
+
     private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
     private LlamaModel model;
     private KvCache cache;
@@ -87,7 +91,7 @@ public class DecoderBenchmark {
             throw new IllegalArgumentException("prompt + generate - 1 = " + (prompt + generate - 1) + " positions exceed the context "
                     + model.config().maxPositions());
         }
-        KvCache.Shape shape = model.cacheShape(blockSize, KvDtype.F32);
+        KvCache.Shape shape = model.cacheShape(blockSize, KvDtype.valueOf(kvDtype.toUpperCase(java.util.Locale.ROOT)));
         cache = new KvCache(shape, KvCache.bytesFor(shape, batch, prompt + generate));
         ws = new DecoderWorkspace();
         arena = TrackedArena.ofShared();
