@@ -336,12 +336,13 @@ final class CachedAttention {
         int maxRows = 0;
         long out = 0;
         float[] slopes = c.alibi() ? c.alibiSlopes() : null; // a copy: taken once per call, not per sequence
+        KvDtype dtype = cache.shape().dtype();
         for (int i : seqs) {
             int L = step.keys(i), R = gs * step.count(i), nb = (L + bs - 1) / bs;
             tables[i] = cache.blockTable(step.sequence(i));
             Mask.Bound bound = causal.bind(1, c.heads(), step.count(i), L, Positions.uniform(step.start(i)));
             bounds[i] = slopes != null ? bound.withAlibi(slopes) : bound;
-            maxRows = Math.max(maxRows, kernelRows(R, cache.shape().dtype()));
+            maxRows = Math.max(maxRows, kernelRows(R, dtype));
             int chunks = chunks(L, G, threads), perChunk = (nb + chunks - 1) / chunks;
             for (int g = 0; g < G; g++) {
                 for (int b0 = 0; b0 < nb; b0 += perChunk) {
@@ -358,7 +359,7 @@ final class CachedAttention {
         int rowsMax = maxRows;
         layer.pool().run(tasks.size(), (index, worker) -> {
             Task task = tasks.get(index);
-            int i = task.i, g = task.g, nNew = step.count(i), R = gs * nNew, Rk = kernelRows(R, cache.shape().dtype()), L = step.keys(i);
+            int i = task.i, g = task.g, nNew = step.count(i), R = gs * nNew, Rk = kernelRows(R, dtype), L = step.keys(i);
             Mask.Bound bound = bounds[i];
             DecodeScratch w = DecodeScratch.of(rowsMax, d, span, bs);
             /*
@@ -390,7 +391,7 @@ final class CachedAttention {
              * bound by memory, and two interleaved block streams read it slower (llama 16 × 4k,
              * 2 threads: 19.5–20.1 ms against 14–15 one block at a time, scratch timings).
              */
-            boolean pairs = qTSinks == null && cache.shape().dtype() == KvDtype.INT8;
+            boolean pairs = qTSinks == null && dtype == KvDtype.INT8;
             int[] spanBlock = new int[spanBlocks];
             for (int kb = task.b0; kb < task.b1; ) {
                 WorkerPool.checkCancelled();
@@ -421,7 +422,7 @@ final class CachedAttention {
                         // two full int8 blocks in one pass of the scores kernel
                         int b2 = spanBlock[s + 1], phys2 = table[b2];
                         blocks.scoresOfTwo(mem, keys, keyScales, cache.slab(phys2), cache.keys(phys2, l, g), cache.keyScales(phys2, l, g),
-                                cache.shape().dtype(), d, bs, q, Rk, c.scale(), S, span, cols);
+                                dtype, d, bs, q, Rk, c.scale(), S, span, cols);
                         mask(bound, pattern, S, Sm, span, cols, k0, bs, R, nNew, g * gs);
                         mask(bound, pattern, S, Sm, span, cols + bs, b2 * bs, bs, R, nNew, g * gs);
                         cols += 2 * bs;
@@ -429,10 +430,10 @@ final class CachedAttention {
                         continue;
                     }
                     boolean sinkPart = qTSinks != null && k0 < sinks;
-                    blocks.scores(mem, keys, keyScales, cache.shape().dtype(), d, bs, tokens, sinkPart && k0 + tokens <= sinks ? qs : q,
+                    blocks.scores(mem, keys, keyScales, dtype, d, bs, tokens, sinkPart && k0 + tokens <= sinks ? qs : q,
                             Rk, c.scale(), S, span, cols);
                     if (sinkPart && k0 + tokens > sinks) { // a block across the sink boundary: its sink keys against qs
-                        blocks.scores(mem, keys, keyScales, cache.shape().dtype(), d, bs, tokens, qs, Rk, c.scale(), S2, bs, 0);
+                        blocks.scores(mem, keys, keyScales, dtype, d, bs, tokens, qs, Rk, c.scale(), S2, bs, 0);
                         for (int r = 0; r < R; r++) System.arraycopy(S2, r * bs, S, r * span + cols, sinks - k0);
                     }
                     mask(bound, pattern, S, Sm, span, cols, k0, tokens, R, nNew, g * gs);
@@ -455,7 +456,7 @@ final class CachedAttention {
                 for (int s = 0; s < count; s++) {
                     int b = spanBlock[s], tokens = Math.min(bs, L - b * bs), phys = table[b];
                     blocks.accumulate(cache.slab(phys), cache.values(phys, l, g), cache.valueScales(phys, l, g),
-                            cache.shape().dtype(), d, bs, tokens, S, span, cols, Rk, O);
+                            dtype, d, bs, tokens, S, span, cols, Rk, O);
                     cols += tokens;
                 }
             }

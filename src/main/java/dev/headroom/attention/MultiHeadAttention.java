@@ -439,7 +439,6 @@ public final class MultiHeadAttention implements AutoCloseable {
         }
     }
 
-
     /**
      * Stage 2, attend: O_h = softmax(scale · Q_h K_gᵀ + mask) V_g for every batch element, head and
      * block of query rows, written into {@code concat} (B·n_q, H·d), head h in columns

@@ -407,10 +407,6 @@ public final class LlamaModel implements AutoCloseable {
      * Qᵀ and Kᵀ the attend stage reads); {@code accumulate} adds y to what out holds.
      */
     private record Product(Linear w, Matrix out, boolean features, boolean accumulate) {
-        void check(Matrix in) {
-            checkShapes(in, w, out, features);
-        }
-
         /** Outputs [c0, c1) of out. */
         Matrix outputs(int c0, int c1) {
             return features ? out.rowRange(c0, c1) : out.colRange(c0, c1);
@@ -461,7 +457,7 @@ public final class LlamaModel implements AutoCloseable {
      */
     private void products(Matrix in, Product... ps) {
         int m = in.rows(), k = in.cols(), threads = pool.threads();
-        for (Product p : ps) p.check(in);
+        for (Product p : ps) checkShapes(in, p.w(), p.out(), p.features());
         if (byRowsOfInput(m)) {
             int chunk = ((m + threads - 1) / threads + 15) / 16 * 16;
             for (Product p : ps) {
@@ -499,8 +495,7 @@ public final class LlamaModel implements AutoCloseable {
     private void gated(Matrix h, Linear gate, Linear up, Matrix g, Matrix u) {
         int m = h.rows(), I = gate.w().rows();
         if (byRowsOfInput(m)) {
-            products(h, new Product(gate, g, false, false));
-            products(h, new Product(up, u, false, false));
+            products(h, new Product(gate, g, false, false), new Product(up, u, false, false));
             byRows(m, (r0, r1) -> {
                 for (int r = r0; r < r1; r++) SwiGlu.VECTOR.apply(g.segment(), g.index(r, 0), u.segment(), u.index(r, 0), g.segment(),
                         g.index(r, 0), I);
