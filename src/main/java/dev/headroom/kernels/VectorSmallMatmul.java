@@ -49,7 +49,7 @@ final class VectorSmallMatmul implements SmallMatmul {
                       MemorySegment bias, boolean accumulate, MemorySegment out, long outOffset, long rowStride, long colStride) {
         int P = 2 * SPECIES.length();
         boolean eights = EIGHT_ROWS && m > 4;
-        float[] xs = eights ? rows(x, xOffset, ldx, m, k) : null, acc = eights ? ACCUMULATORS.get() : null;
+        float[] xs = eights ? rows(x, xOffset, ldx, m, k) : null, acc = ACCUMULATORS.get();
         for (int j = 0; j < n; j += P) {
             long panel = packedOffset + (long) (j / P) * k * P;
             int valid = Math.min(P, n - j), i0 = 0;
@@ -61,12 +61,12 @@ final class VectorSmallMatmul implements SmallMatmul {
                 continue;
             }
             for (; i0 + 4 <= m; i0 += 4) {
-                fourRows(x, xOffset + (long) i0 * ldx, ldx, k, packed, panel, valid, bias, j, accumulate, out, outOffset + i0 * rowStride,
-                        rowStride, colStride);
+                fourRows(x, xOffset + (long) i0 * ldx, ldx, k, packed, panel, acc);
+                writeRows(acc, 4, valid, bias, j, accumulate, out, outOffset + i0 * rowStride, rowStride, colStride);
             }
             for (; i0 < m; i0++) {
-                oneRow(x, xOffset + (long) i0 * ldx, k, packed, panel, valid, bias, j, accumulate, out, outOffset + i0 * rowStride,
-                        colStride);
+                oneRow(x, xOffset + (long) i0 * ldx, k, packed, panel, acc);
+                writeRows(acc, 1, valid, bias, j, accumulate, out, outOffset + i0 * rowStride, rowStride, colStride);
             }
         }
     }
@@ -89,7 +89,7 @@ final class VectorSmallMatmul implements SmallMatmul {
         return xs;
     }
 
-    /** Per thread: (8, P) sums of one {@link #eightRows} call, row r from r·P (freed with the thread). */
+    /** Per thread: (8, P) sums of one {@link #eightRows}, {@link #fourRows} or {@link #oneRow} call, row r from r·P (freed with the thread). */
     private static final ThreadLocal<float[]> ACCUMULATORS = ThreadLocal.withInitial(() -> new float[16 * SPECIES.length()]);
 
     /** Eight rows at a time (sixteen accumulators) only with 512-bit vectors, which come with 32 registers. */
@@ -133,7 +133,7 @@ final class VectorSmallMatmul implements SmallMatmul {
             a70 = v0.fma(b, a70);
             a71 = v1.fma(b, a71);
         }
-        // to the array first: with eight write calls inlined here the method was too large for C2, which fell back to the
+        // to the array first: with eight writes inlined here the method was too large for C2, which fell back to the
         // Vector API's Java implementation (FloatSpecies.rvOp in profiles; 32 rows of the step took 7-11 ms instead of 1.2)
         a00.intoArray(acc, 0);
         a01.intoArray(acc, L);
@@ -153,25 +153,52 @@ final class VectorSmallMatmul implements SmallMatmul {
         a71.intoArray(acc, 7 * P + L);
     }
 
-    /** {@link #write} for {@code rows} rows whose sums {@link #eightRows} left in {@code acc} (row r from r·P). */
+    /**
+     * Outputs [j, j + valid) of {@code rows} rows from the sums a kernel left in {@code acc} (row r's from r·P), at
+     * o0 + r·rowStride + (j + l)·colStride: plus the bias, then stored or added; whole vectors when the panel is complete
+     * and contiguous, one float at a time otherwise (the sums are already in an array). No vector is passed to or
+     * returned from a method here: a vector argument of a call C2 does not inline is boxed, and a separate {@code
+     * write(FloatVector, FloatVector, ...)} was not inlined: a 32-row decode step of the tiny decoder allocated 4.3 MB
+     * (one of batch 1, 124 kB), young collections of 6 ms every second or so in the server (JMH -prof gc, JFR).
+     */
     private static void writeRows(float[] acc, int rows, int valid, MemorySegment bias, int j, boolean accumulate, MemorySegment out,
                                   long o0, long rowStride, long colStride) {
         int L = SPECIES.length(), P = 2 * L;
+        if (valid == P && colStride == 1) {
+            for (int r = 0; r < rows; r++) {
+                FloatVector a0 = FloatVector.fromArray(SPECIES, acc, r * P), a1 = FloatVector.fromArray(SPECIES, acc, r * P + L);
+                long row = o0 + r * rowStride;
+                if (bias != null) {
+                    a0 = a0.add(load(bias, j));
+                    a1 = a1.add(load(bias, j + L));
+                }
+                if (accumulate) {
+                    a0 = a0.add(load(out, row + j));
+                    a1 = a1.add(load(out, row + j + L));
+                }
+                a0.intoMemorySegment(out, (row + j) * Float.BYTES, ORDER);
+                a1.intoMemorySegment(out, (row + j + L) * Float.BYTES, ORDER);
+            }
+            return;
+        }
         for (int r = 0; r < rows; r++) {
-            write(FloatVector.fromArray(SPECIES, acc, r * P), FloatVector.fromArray(SPECIES, acc, r * P + L), valid, bias, j, accumulate, out,
-                    o0 + r * rowStride, colStride);
+            long row = o0 + r * rowStride;
+            for (int l = 0; l < valid; l++) {
+                float v = bias == null ? acc[r * P + l] : acc[r * P + l] + bias.getAtIndex(F, j + l); // as the vector branch: −0 stays −0
+                long at = row + (j + l) * colStride;
+                out.setAtIndex(F, at, accumulate ? out.getAtIndex(F, at) + v : v);
+            }
         }
     }
 
     /**
-     * Rows x0 … x0 + 3·ldx against the panel at {@code base} (outputs j … j + valid): eight
+     * Rows x0 … x0 + 3·ldx against the panel at {@code base}, sums to {@code acc} as {@link #eightRows} leaves them: eight
      * accumulators. A method of its own, without branches on the row count in its loop: C2 keeps
      * the vectors in registers only while a method stays small (one method with the row count
      * tested inside the loop ran a decode of the tiny model at batch 8 in 430-540 ms in one JVM and
      * 240-260 in another).
      */
-    private static void fourRows(MemorySegment x, long x0, int ldx, int k, MemorySegment packed, long base, int valid, MemorySegment bias,
-                                 int j, boolean accumulate, MemorySegment out, long o0, long rowStride, long colStride) {
+    private static void fourRows(MemorySegment x, long x0, int ldx, int k, MemorySegment packed, long base, float[] acc) {
         int L = SPECIES.length(), P = 2 * L;
         long x1 = x0 + ldx, x2 = x1 + ldx, x3 = x2 + ldx;
         FloatVector a00 = FloatVector.zero(SPECIES), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
@@ -191,15 +218,18 @@ final class VectorSmallMatmul implements SmallMatmul {
             a30 = v0.fma(b3, a30);
             a31 = v1.fma(b3, a31);
         }
-        write(a00, a01, valid, bias, j, accumulate, out, o0, colStride);
-        write(a10, a11, valid, bias, j, accumulate, out, o0 + rowStride, colStride);
-        write(a20, a21, valid, bias, j, accumulate, out, o0 + 2 * rowStride, colStride);
-        write(a30, a31, valid, bias, j, accumulate, out, o0 + 3 * rowStride, colStride);
+        a00.intoArray(acc, 0);
+        a01.intoArray(acc, L);
+        a10.intoArray(acc, P);
+        a11.intoArray(acc, P + L);
+        a20.intoArray(acc, 2 * P);
+        a21.intoArray(acc, 2 * P + L);
+        a30.intoArray(acc, 3 * P);
+        a31.intoArray(acc, 3 * P + L);
     }
 
     /** One row against one panel: the same chain per output as {@link #fourRows}, so a row's result does not depend on its block. */
-    private static void oneRow(MemorySegment x, long x0, int k, MemorySegment packed, long base, int valid, MemorySegment bias, int j,
-                               boolean accumulate, MemorySegment out, long o0, long colStride) {
+    private static void oneRow(MemorySegment x, long x0, int k, MemorySegment packed, long base, float[] acc) {
         int L = SPECIES.length(), P = 2 * L;
         FloatVector a0 = FloatVector.zero(SPECIES), a1 = a0;
         for (int c = 0; c < k; c++) {
@@ -208,37 +238,8 @@ final class VectorSmallMatmul implements SmallMatmul {
             a0 = load(packed, w).fma(b, a0);
             a1 = load(packed, w + L).fma(b, a1);
         }
-        write(a0, a1, valid, bias, j, accumulate, out, o0, colStride);
-    }
-
-    /**
-     * Outputs [j, j + valid) of one row, from the panel's two accumulators, at {@code row} + j·colStride:
-     * plus the bias, then stored or added; whole vectors when the panel is complete and contiguous.
-     */
-    private static void write(FloatVector a0, FloatVector a1, int valid, MemorySegment bias, int j, boolean accumulate,
-                              MemorySegment out, long row, long colStride) {
-        int L = SPECIES.length();
-        if (valid == 2 * L && colStride == 1) {
-            if (bias != null) {
-                a0 = a0.add(load(bias, j));
-                a1 = a1.add(load(bias, j + L));
-            }
-            if (accumulate) {
-                a0 = a0.add(load(out, row + j));
-                a1 = a1.add(load(out, row + j + L));
-            }
-            a0.intoMemorySegment(out, (row + j) * Float.BYTES, ORDER);
-            a1.intoMemorySegment(out, (row + j + L) * Float.BYTES, ORDER);
-            return;
-        }
-        float[] lanes = new float[2 * L];
-        a0.intoArray(lanes, 0);
-        a1.intoArray(lanes, L);
-        for (int l = 0; l < valid; l++) {
-            float v = bias == null ? lanes[l] : lanes[l] + bias.getAtIndex(F, j + l); // as the vector branch: −0 stays −0
-            long at = row + (j + l) * colStride;
-            out.setAtIndex(F, at, accumulate ? out.getAtIndex(F, at) + v : v);
-        }
+        a0.intoArray(acc, 0);
+        a1.intoArray(acc, L);
     }
 
     private static FloatVector load(MemorySegment s, long floatIndex) {
