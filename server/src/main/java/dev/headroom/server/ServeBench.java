@@ -14,10 +14,7 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
-import java.io.BufferedReader;
 import java.io.IOException;
-import java.io.InputStream;
-import java.io.InputStreamReader;
 import java.io.PrintStream;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
@@ -60,7 +57,8 @@ import java.util.concurrent.atomic.AtomicLong;
  *       such inputs (EmbeddingBenchmark's batch 32, through the same call the server makes).</li>
  * </ul>
  * Without {@code --url} the server runs in this JVM on 127.0.0.1 (its default settings, or the
- * engine options given); the load shares the machine with it either way.
+ * engine options given); the load shares the machine with it either way, so the completion
+ * clients are lean: a platform thread each, reading over a plain socket ({@link StreamingClient}).
  */
 @Command(name = "serve-bench", mixinStandardHelpOptions = true,
         description = {"Load the OpenAI-compatible server over loopback and report generated tokens per second and p50/p99 time to "
@@ -355,16 +353,16 @@ final class ServeBench implements Callable<Integer> {
 
     // ---- completions ----------------------------------------------------------------------
 
-    /** One request's client-side timings: send, first text, each text chunk; its completion tokens. */
-    private record Sample(long tokens, double ttftMs, double[] itlMs) {}
-
     private Level completions(URI base, String corpus, int[] range, int clients, double seconds) throws Exception {
-        ConcurrentLinkedQueue<Sample> samples = new ConcurrentLinkedQueue<>();
+        ConcurrentLinkedQueue<StreamingClient.Sample> samples = new ConcurrentLinkedQueue<>();
         AtomicLong rejected = new AtomicLong(), errors = new AtomicLong();
         long t0 = System.nanoTime(), stopSending = t0 + (long) (seconds * 1e9);
         AtomicLong lastEnd = new AtomicLong(t0);
         List<Future<?>> running = new ArrayList<>();
-        try (ExecutorService pool = Executors.newVirtualThreadPerTaskExecutor()) {
+        // a platform thread per client: its blocking reads wait in the kernel, woken by the data itself (a virtual thread's
+        // read is handed on by the JDK's poller thread, one more wake-up per chunk on cores the server needs)
+        try (ExecutorService pool = Executors.newThreadPerTaskExecutor(Thread.ofPlatform().name("serve-bench-client-", 0).daemon(true)
+                .factory())) {
             for (int c = 0; c < clients; c++) {
                 SplittableRandom rnd = new SplittableRandom(17 + c * 7919L + t0);
                 running.add(pool.submit(() -> {
@@ -375,7 +373,7 @@ final class ServeBench implements Callable<Integer> {
                                 + ", \"temperature\": 0.8, \"top_k\": 40, \"seed\": " + rnd.nextInt(1 << 30)
                                 + ", \"stream\": true, \"stream_options\": {\"include_usage\": true}}";
                         try {
-                            Sample s = stream(base, body);
+                            StreamingClient.Sample s = StreamingClient.stream(base, body, 120_000);
                             if (s == null) {
                                 rejected.incrementAndGet();
                                 Thread.sleep(100);
@@ -394,50 +392,13 @@ final class ServeBench implements Callable<Integer> {
         }
         long tokens = 0;
         List<Double> ttft = new ArrayList<>(), itl = new ArrayList<>();
-        for (Sample s : samples) {
+        for (StreamingClient.Sample s : samples) {
             tokens += s.tokens();
             if (!Double.isNaN(s.ttftMs())) ttft.add(s.ttftMs());
             for (double v : s.itlMs()) itl.add(v);
         }
         return new Level(clients, samples.size(), tokens, (lastEnd.get() - t0) / 1e9, sorted(ttft), sorted(itl), (int) rejected.get(),
                 (int) errors.get(), null, null);
-    }
-
-    /** Sends one streaming request and reads it to [DONE]; null when refused with 503. */
-    private Sample stream(URI base, String body) throws IOException, InterruptedException {
-        long sent = System.nanoTime();
-        HttpResponse<InputStream> r = client.send(HttpRequest.newBuilder(base.resolve("/v1/completions"))
-                .POST(HttpRequest.BodyPublishers.ofString(body)).header("Content-Type", "application/json").build(),
-                HttpResponse.BodyHandlers.ofInputStream());
-        if (r.statusCode() == 503) {
-            r.body().close();
-            return null;
-        }
-        if (r.statusCode() != 200) {
-            String err = new String(r.body().readAllBytes(), StandardCharsets.UTF_8);
-            throw new IOException("HTTP " + r.statusCode() + ": " + err);
-        }
-        long first = 0, previous = 0, tokens = -1;
-        List<Double> gaps = new ArrayList<>();
-        try (BufferedReader in = new BufferedReader(new InputStreamReader(r.body(), StandardCharsets.UTF_8))) {
-            for (String line; (line = in.readLine()) != null; ) {
-                if (!line.startsWith("data: ")) continue;
-                String data = line.substring(6);
-                if (data.equals("[DONE]")) break;
-                long now = System.nanoTime();
-                JsonObject chunk = JsonParser.parseString(data).getAsJsonObject();
-                if (chunk.has("usage") && chunk.get("usage").isJsonObject()) {
-                    tokens = chunk.getAsJsonObject("usage").get("completion_tokens").getAsLong();
-                }
-                var choices = chunk.getAsJsonArray("choices");
-                if (choices == null || choices.isEmpty() || choices.get(0).getAsJsonObject().get("text").getAsString().isEmpty()) continue;
-                if (first == 0) first = now;
-                else gaps.add((now - previous) / 1e6);
-                previous = now;
-            }
-        }
-        if (tokens < 0) throw new IOException("the stream ended without its usage chunk");
-        return new Sample(tokens, first == 0 ? Double.NaN : (first - sent) / 1e6, gaps.stream().mapToDouble(Double::doubleValue).toArray());
     }
 
     // ---- embeddings -----------------------------------------------------------------------

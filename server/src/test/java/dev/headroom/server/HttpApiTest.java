@@ -1,5 +1,6 @@
 package dev.headroom.server;
 
+import com.google.gson.JsonArray;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 import dev.headroom.generate.Generator;
@@ -9,6 +10,7 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 import java.io.BufferedReader;
+import java.io.IOException;
 import java.io.InputStream;
 import java.io.InputStreamReader;
 import java.net.http.HttpRequest;
@@ -23,10 +25,12 @@ import java.util.concurrent.Future;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * The API over raw HTTP (the JDK's client): every bad request gets its 4xx and OpenAI's error body
+ * The API over raw HTTP (the JDK's client, and serve-bench's own): every bad request gets its 4xx and OpenAI's error body
  * and leaves the server healthy with no cache memory held; concurrent greedy requests each get
  * what {@code generate --greedy} gives; the response shapes of completions, streams, models,
  * health and metrics.
@@ -194,6 +198,9 @@ class HttpApiTest {
             assertEquals("queue_full", err.get("code").getAsString());
             assertEquals("the server is busy: 1 requests are waiting for memory and the queue holds 1; retry later",
                     err.get("message").getAsString());
+            // serve-bench's client counts a refusal as one, not as an error
+            assertNull(StreamingClient.stream(small.uri(""), "{\"model\": \"tiny\", \"prompt\": \"C\", \"max_tokens\": 5, "
+                    + "\"stream\": true}", 60_000));
             // the first client leaves: its stream is cancelled, the second runs to its end
             first.body().close();
             StringBuilder rest = new StringBuilder();
@@ -206,14 +213,44 @@ class HttpApiTest {
             // 0.2 s, less than the requests above may take. Either way each request ends once.
             assertEquals(2, s.cancelled() + s.finished(), s.toString());
             assertTrue(s.finished() >= 1, s.toString());
-            assertEquals(1, s.refused());
+            assertEquals(2, s.refused());
             assertEquals(0, s.cache().usedBlocks());
             String metrics = small.get("/metrics").body();
-            assertTrue(metrics.contains("headroom_http_requests_total{code=\"503\",endpoint=\"completions\"} 1.0"), metrics);
+            assertTrue(metrics.contains("headroom_http_requests_total{code=\"503\",endpoint=\"completions\"} 2.0"), metrics);
             if (s.cancelled() == 1) {
                 assertTrue(metrics.contains("headroom_completion_requests_total{outcome=\"cancelled\"} 1.0"), metrics);
             }
         }
+    }
+
+    @Test
+    void serveBenchsClientReadsWhatTheServerStreamed() throws Exception {
+        String body = "{\"model\": \"tiny\", \"prompt\": \"The jury said\", \"max_tokens\": 40, \"temperature\": 0, "
+                + "\"stream\": true, \"stream_options\": {\"include_usage\": true}}";
+        // the same greedy stream read whole by the JDK's client: its chunks with text, and its usage
+        HttpResponse<String> whole = server.post("/v1/completions", body);
+        assertEquals(200, whole.statusCode());
+        int texts = 0;
+        long tokens = -1;
+        for (String line : whole.body().split("\n")) {
+            if (!line.startsWith("data: {")) continue;
+            JsonObject chunk = JsonParser.parseString(line.substring(6)).getAsJsonObject();
+            if (chunk.get("usage") != null && chunk.get("usage").isJsonObject()) {
+                tokens = chunk.getAsJsonObject("usage").get("completion_tokens").getAsLong();
+            }
+            JsonArray choices = chunk.getAsJsonArray("choices");
+            if (!choices.isEmpty() && !choices.get(0).getAsJsonObject().get("text").getAsString().isEmpty()) texts++;
+        }
+        assertTrue(tokens > 0 && texts > 1, whole.body());
+        StreamingClient.Sample s = StreamingClient.stream(server.uri(""), body, 60_000);
+        assertEquals(tokens, s.tokens());
+        assertEquals(texts - 1, s.itlMs().length);
+        assertTrue(s.ttftMs() > 0, "time to first token " + s.ttftMs());
+        for (double gap : s.itlMs()) assertTrue(gap >= 0, "gap " + gap);
+        IOException bad = assertThrows(IOException.class, () -> StreamingClient.stream(server.uri(""),
+                "{\"model\": \"tiny\", \"prompt\": \"A\", \"max_tokens\": 0, \"stream\": true}", 60_000));
+        assertTrue(bad.getMessage().startsWith("HTTP 400: {\"error\""), bad.getMessage());
+        assertTrue(bad.getMessage().contains("max_tokens"), bad.getMessage());
     }
 
     private static HttpResponse<InputStream> stream(TestStack.Server s, String body) throws Exception {
