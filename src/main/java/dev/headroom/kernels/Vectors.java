@@ -44,10 +44,20 @@ public final class Vectors {
         // each level in the vector: lanes [half, 2·half) slid down onto [0, half) and added, lanes past half ignored. It was
         // toArray and a scalar loop: a new array per call, 2 % of a decode step's garbage (JFR, serve-bench)
         int L = v.length(); // unrolled, each slice by a constant: as a loop, C2 boxed the vectors (JFR)
+        assert Integer.bitCount(L) == 1 : L + " lanes"; // float species have 2, 4, 8 or 16 here
+        if (L > 16) return sumLanesOfArray(v.toArray()); // wider vectors (SVE): the same order, through an array
         if (L >= 16) v = v.add(v.slice(8));
         if (L >= 8) v = v.add(v.slice(4));
         if (L >= 4) v = v.add(v.slice(2));
         return v.add(v.slice(1)).lane(0);
+    }
+
+    private static float sumLanesOfArray(float[] lanes) {
+        for (int width = lanes.length; width > 1; width /= 2) {
+            int half = width / 2;
+            for (int l = 0; l < half; l++) lanes[l] += lanes[l + half];
+        }
+        return lanes[0];
     }
 
     /** {@code count} floats from float index {@code offset} ← value (whole vectors, then a scalar tail). */

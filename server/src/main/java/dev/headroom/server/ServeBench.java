@@ -1,7 +1,5 @@
 package dev.headroom.server;
 
-import com.google.gson.JsonObject;
-import com.google.gson.JsonParser;
 import com.google.gson.JsonPrimitive;
 import dev.headroom.blas.OpenBlas;
 import dev.headroom.memory.TrackedArena;
@@ -287,6 +285,9 @@ final class ServeBench implements Callable<Integer> {
             throw new IllegalArgumentException("--duration > 0, 0 <= --warmup <= --max-warmup, --max-tokens >= 1");
         }
         for (int c : concurrency) if (c < 1) throw new IllegalArgumentException("--concurrency levels must be >= 1, got " + c);
+        if (url != null && !"http".equalsIgnoreCase(url.getScheme())) {
+            throw new IllegalArgumentException("--url must be an http:// URL (the clients speak plain HTTP/1.1), got " + url);
+        }
         String corpus = new String(ServeBench.class.getResourceAsStream("/dev/headroom/model/sentences.txt").readAllBytes(),
                 StandardCharsets.UTF_8).replace('\n', ' ');
         ServeCommand.Stack stack = null;

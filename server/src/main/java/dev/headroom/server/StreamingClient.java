@@ -32,7 +32,9 @@ import java.util.Locale;
  * thread waiting for it. What the client measures is unchanged: the request's completion tokens (from
  * the usage chunk), the time from sending to the first chunk with text, and the gaps between chunks
  * with text. The HTTP it speaks is the little this server answers with: a status line, headers, and
- * {@code Transfer-Encoding: chunked} or {@code Content-Length}.
+ * {@code Transfer-Encoding: chunked} or {@code Content-Length}; plain {@code http://} only. It
+ * opens a connection per request (HttpClient kept them open), so the time to first token now
+ * includes a connect on loopback, tens of microseconds against milliseconds.
  */
 final class StreamingClient {
     /** One request's client-side timings: its completion tokens, time to first text, each gap between texts. */
@@ -47,14 +49,18 @@ final class StreamingClient {
      * @throws IOException another status (with the body it sent), a stream that ends early or without its usage chunk
      */
     static Sample stream(URI base, String body, int timeoutMillis) throws IOException {
+        if (!"http".equalsIgnoreCase(base.getScheme())) {
+            throw new IllegalArgumentException("serve-bench's client speaks plain HTTP: an http:// URL, not " + base);
+        }
+        int port = base.getPort() < 0 ? 80 : base.getPort();
         long sent = System.nanoTime();
         try (Socket socket = new Socket()) {
             socket.setTcpNoDelay(true);
-            socket.connect(new InetSocketAddress(base.getHost(), base.getPort()), timeoutMillis);
+            socket.connect(new InetSocketAddress(base.getHost(), port), timeoutMillis);
             socket.setSoTimeout(timeoutMillis);
             byte[] json = body.getBytes(StandardCharsets.UTF_8);
             OutputStream out = socket.getOutputStream();
-            out.write(("POST /v1/completions HTTP/1.1\r\nHost: " + base.getHost() + ":" + base.getPort()
+            out.write(("POST /v1/completions HTTP/1.1\r\nHost: " + base.getHost() + ":" + port
                     + "\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: " + json.length
                     + "\r\nConnection: close\r\n\r\n").getBytes(StandardCharsets.US_ASCII));
             out.write(json);
@@ -62,7 +68,9 @@ final class StreamingClient {
             InputStream in = new BufferedInputStream(socket.getInputStream(), 1 << 14);
             String status = line(in);
             String[] parts = status.split(" ", 3);
-            if (parts.length < 2 || !parts[0].startsWith("HTTP/")) throw new IOException("not an HTTP status line: " + status);
+            if (parts.length < 2 || !parts[0].startsWith("HTTP/") || !parts[1].matches("[0-9]{3}")) {
+                throw new IOException("not an HTTP status line: " + status);
+            }
             int code = Integer.parseInt(parts[1]);
             boolean chunked = false;
             long length = -1;
@@ -71,7 +79,13 @@ final class StreamingClient {
                 if (colon < 0) continue;
                 String name = h.substring(0, colon).trim().toLowerCase(Locale.ROOT), value = h.substring(colon + 1).trim();
                 if (name.equals("transfer-encoding") && value.equalsIgnoreCase("chunked")) chunked = true;
-                if (name.equals("content-length")) length = Long.parseLong(value);
+                if (name.equals("content-length")) {
+                    try {
+                        length = Long.parseLong(value);
+                    } catch (NumberFormatException e) {
+                        throw new IOException("a Content-Length that is not a number: " + h);
+                    }
+                }
             }
             InputStream content = chunked ? new Chunked(in) : length >= 0 ? new Sized(in, length) : in;
             if (code == 503) return null;
@@ -128,7 +142,12 @@ final class StreamingClient {
                 started = true;
                 String size = line(in);
                 int semicolon = size.indexOf(';');
-                left = Long.parseLong((semicolon < 0 ? size : size.substring(0, semicolon)).trim(), 16);
+                try {
+                    left = Long.parseLong((semicolon < 0 ? size : size.substring(0, semicolon)).trim(), 16);
+                } catch (NumberFormatException e) {
+                    throw new IOException("a chunk size that is not hexadecimal: \"" + size + "\"");
+                }
+                if (left < 0) throw new IOException("a negative chunk size: \"" + size + "\"");
                 if (left == 0) {
                     done = true;
                     return -1;
