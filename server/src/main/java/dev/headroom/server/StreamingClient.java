@@ -123,8 +123,17 @@ final class StreamingClient {
         return b.toString(StandardCharsets.US_ASCII);
     }
 
+    /** A body's bytes, read through {@code read(byte[], int, int)}, which each kind of body defines. */
+    private abstract static class Body extends InputStream {
+        @Override
+        public int read() throws IOException {
+            byte[] one = new byte[1];
+            return read(one, 0, 1) < 0 ? -1 : one[0] & 0xff;
+        }
+    }
+
     /** A chunked body's data: each read returns what the current chunk has (never waits to fill the buffer). */
-    private static final class Chunked extends InputStream {
+    private static final class Chunked extends Body {
         private final InputStream in;
         private long left;
         private boolean started, done;
@@ -158,16 +167,10 @@ final class StreamingClient {
             left -= n;
             return n;
         }
-
-        @Override
-        public int read() throws IOException {
-            byte[] one = new byte[1];
-            return read(one, 0, 1) < 0 ? -1 : one[0] & 0xff;
-        }
     }
 
     /** A body of a stated length. */
-    private static final class Sized extends InputStream {
+    private static final class Sized extends Body {
         private final InputStream in;
         private long left;
 
@@ -184,12 +187,6 @@ final class StreamingClient {
             if (n < 0) throw new EOFException("the connection closed " + left + " bytes before the body's end");
             left -= n;
             return n;
-        }
-
-        @Override
-        public int read() throws IOException {
-            byte[] one = new byte[1];
-            return read(one, 0, 1) < 0 ? -1 : one[0] & 0xff;
         }
     }
 }

@@ -411,6 +411,11 @@ public final class LlamaModel implements AutoCloseable {
         Matrix outputs(int c0, int c1) {
             return features ? out.rowRange(c0, c1) : out.colRange(c0, c1);
         }
+
+        /** What rows [r0, r1) of the input give: those rows of out, or those columns when it is features × tokens. */
+        Matrix forInputRows(int r0, int r1) {
+            return features ? out.colRange(r0, r1) : out.rowRange(r0, r1);
+        }
     }
 
     /** Refuses a product whose input, weight and output shapes do not agree (a bug here, not a caller's error). */
@@ -468,8 +473,7 @@ public final class LlamaModel implements AutoCloseable {
                 }
                 pool.run((m + chunk - 1) / chunk, (task, worker) -> {
                     int r0 = task * chunk, r1 = Math.min(m, r0 + chunk);
-                    product(in.rowRange(r0, r1), p.w(), 0, n, p.features() ? p.out().colRange(r0, r1) : p.out().rowRange(r0, r1),
-                            p.features(), p.accumulate());
+                    product(in.rowRange(r0, r1), p.w(), 0, n, p.forInputRows(r0, r1), p.features(), p.accumulate());
                 });
             }
             return;
