@@ -40,7 +40,7 @@ final class LayerOptions {
 
     @Option(names = "--budget", converter = BenchCommand.ByteSizeConverter.class, paramLabel = "SIZE",
             description = "Most off-heap memory a forward may hold (weights, activations, scratch), e.g. 8g; a forward whose "
-                    + "estimate exceeds it is refused before it allocates anything. Default: 90% of what this machine and the "
+                    + "estimate exceeds it is refused before it allocates anything. Default: 90 %% of what this machine and the "
                     + "limits the process runs under (cgroup, ulimit -v) leave beside the Java heap; 0: no limit.")
     Long budget;
 

@@ -43,7 +43,7 @@ final class ProbeCommand implements Callable<Integer> {
             + "Petrov et al. on the Brown corpus, committed document split). Default: ${DEFAULT-VALUE}.")
     String task;
 
-    @Option(names = "--max-sentences", defaultValue = "0", description = "Use this many sentences in all (80/10/10 % from "
+    @Option(names = "--max-sentences", defaultValue = "0", description = "Use this many sentences in all (80/10/10 %% from "
             + "train/dev/test, a fixed random sample of each); 0 = the whole corpus (57,340). Default: ${DEFAULT-VALUE}.")
     int maxSentences;
 

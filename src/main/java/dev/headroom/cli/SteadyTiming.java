@@ -34,10 +34,10 @@ final class SteadyTiming {
     static final int DEFAULT_MIN_CALLS = 10, DEFAULT_MIN_SECONDS = 3, DEFAULT_WINDOW = 5, DEFAULT_TOLERANCE_PERCENT = 5,
             DEFAULT_JIT_QUIET_SECONDS = 1, DEFAULT_MAX_SECONDS = 30;
 
-    /** {@link Rule#DEFAULT} in words, for --help. */
+    /** {@link Rule#DEFAULT} in words, for --help (so "percent", not a bare % sign: picocli formats help text, {@link HelpText}). */
     static final String DEFAULT_RULE = "warm up for at least " + DEFAULT_MIN_CALLS + " calls and " + DEFAULT_MIN_SECONDS
             + " s, then until the median of the last " + DEFAULT_WINDOW + " calls is within " + DEFAULT_TOLERANCE_PERCENT
-            + " % of the median of the " + DEFAULT_WINDOW + " before and the JIT has finished no compilation during those "
+            + " percent of the median of the " + DEFAULT_WINDOW + " before and the JIT has finished no compilation during those "
             + 2 * DEFAULT_WINDOW + " calls and the last " + DEFAULT_JIT_QUIET_SECONDS + " s (at most " + DEFAULT_MAX_SECONDS + " s)";
 
     /** The warm-up rule; see the class comment. */
@@ -57,7 +57,7 @@ final class SteadyTiming {
 
         String describe() {
             return "warm up for at least " + minCalls + " calls and " + plain(minSeconds) + " s, then until the median of the last "
-                    + window + " calls is within " + plain(100 * tolerance) + " % of the median of the " + window
+                    + window + " calls is within " + plain(100 * tolerance) + " percent of the median of the " + window
                     + " before and the JIT has finished no compilation during those " + 2 * window + " calls and the last "
                     + plain(jitQuietSeconds) + " s (at most " + plain(maxSeconds) + " s)";
         }

@@ -194,8 +194,8 @@ final class ServeBench implements Callable<Integer> {
         static final double WINDOW_SECONDS = 3, TOLERANCE = 0.05, JIT_SHARE = 0.02;
         static final String RULE = "windows of " + (int) WINDOW_SECONDS + " s (" + (int) (2 * WINDOW_SECONDS) + " s for embeddings) "
                 + "until the rate (generated tokens/s, embedding requests/s) of the last is within "
-                + (int) (100 * TOLERANCE) + " % of the one before and, for a server in this process, the JIT compiled for at most "
-                + (int) (100 * JIT_SHARE) + " % of the last window's time";
+                + (int) (100 * TOLERANCE) + " percent of the one before and, for a server in this process, the JIT compiled for at most "
+                + (int) (100 * JIT_SHARE) + " percent of the last window's time"; // words, not % signs: picocli formats help text (HelpText)
 
         private WarmUp() {}
 

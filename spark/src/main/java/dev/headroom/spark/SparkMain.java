@@ -253,7 +253,7 @@ public final class SparkMain implements Callable<Integer> {
         @Mixin
         Cluster cluster = new Cluster();
 
-        @Option(names = "--max-sentences", defaultValue = "0", description = "Sentences in all (80/10/10 % from train/dev/test, "
+        @Option(names = "--max-sentences", defaultValue = "0", description = "Sentences in all (80/10/10 %% from train/dev/test, "
                 + "the same sample as bin/headroom probe); 0 = the whole corpus (57,340). Default: ${DEFAULT-VALUE}.")
         int maxSentences;
 

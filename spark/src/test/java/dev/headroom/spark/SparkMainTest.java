@@ -24,6 +24,12 @@ class SparkMainTest {
                 "spark/jvm.options must be Spark's JavaModuleOptions of this Spark version");
     }
 
+    /** Every job's --help prints without picocli's "Could not format" warning (a bare % sign in a description). */
+    @Test
+    void everyHelpFormats() {
+        assertEquals(List.of(), dev.headroom.cli.HelpText.unformattable(new picocli.CommandLine(new SparkMain())));
+    }
+
     @Test
     void refusesAnExistingOutputBeforeStartingSpark(@TempDir Path dir) throws Exception {
         Files.createDirectories(dir.resolve("out"));
