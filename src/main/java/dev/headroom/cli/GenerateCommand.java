@@ -4,21 +4,16 @@ import dev.headroom.attention.MultiHeadAttention;
 import dev.headroom.cache.KvDtype;
 import dev.headroom.generate.Generator;
 import dev.headroom.generate.Sampling;
-import dev.headroom.io.SafeTensors;
 import dev.headroom.memory.OffHeap;
-import dev.headroom.memory.TrackedArena;
-import dev.headroom.model.Models;
 import dev.headroom.model.llama.ByteTokenizer;
-import dev.headroom.model.llama.LlamaConfig;
 import dev.headroom.model.llama.LlamaModel;
-import dev.headroom.model.llama.LlamaWeights;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
 import java.io.IOException;
 import java.io.PrintStream;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -32,14 +27,8 @@ import java.util.concurrent.Callable;
                 "One prompt is streamed to standard output as it is generated; several run as one batch and are printed when "
                         + "done. Speeds and cache memory go to standard error."})
 final class GenerateCommand implements Callable<Integer> {
-    @Option(names = "--model", description = "A built-in model: tiny (the default unless --weights is given).")
-    String model;
-
-    @Option(names = "--weights", description = "A .safetensors file of float32 tensors with Hugging Face Llama key names.")
-    Path weights;
-
-    @Option(names = "--config", description = "The config.json that goes with --weights.")
-    Path config;
+    @Mixin
+    DecoderOptions decoderOptions;
 
     @Parameters(arity = "1..*", paramLabel = "PROMPT", description = "The text to continue (<bos> is put before it).")
     List<String> prompts = new ArrayList<>();
@@ -75,9 +64,6 @@ final class GenerateCommand implements Callable<Integer> {
     @Option(names = "--threads", description = "Worker threads (default: all processors; more are clamped to that, with a warning).")
     Integer threads;
 
-    @Option(names = "--mmap", description = "Map --weights instead of copying them into memory (see `run --help`).")
-    boolean mmap;
-
     @Option(names = "--check-finite", negatable = true, defaultValue = "true", fallbackValue = "true",
             description = "Check weights and every attention call for NaN and infinities (default: on).")
     boolean checkFinite;
@@ -92,8 +78,8 @@ final class GenerateCommand implements Callable<Integer> {
         MultiHeadAttention.Options options = MultiHeadAttention.Options.defaults().withThreads(Threads.resolve(threads, System.err))
                 .withCheckFinite(checkFinite);
         PrintStream out = System.out, err = System.err;
-        try (LlamaModel decoder = load(options)) {
-            ByteTokenizer tokenizer = tokenizer(decoder.config());
+        try (LlamaModel decoder = decoderOptions.load(options)) {
+            ByteTokenizer tokenizer = decoderOptions.tokenizer(decoder.config());
             List<Generator.Request> requests = new ArrayList<>();
             for (int i = 0; i < prompts.size(); i++) {
                 requests.add(new Generator.Request(tokenizer.encode(prompts.get(i)), maxTokens,
@@ -125,36 +111,6 @@ final class GenerateCommand implements Callable<Integer> {
                     sampling.isGreedy() ? "greedy" : sampling + (seed == null ? " (random; --seed " + baseSeed + " repeats it)" : ""));
         }
         return 0;
-    }
-
-    private LlamaModel load(MultiHeadAttention.Options options) throws IOException {
-        if (weights != null || config != null) {
-            if (model != null) throw new IllegalArgumentException("give either --model or --weights with --config, not both");
-            if (weights == null || config == null) throw new IllegalArgumentException("--weights and --config go together");
-            LlamaConfig c = CliFiles.read(config, "--config", () -> LlamaConfig.read(config));
-            tokenizer(c); // refuse a vocabulary that is not bytes before reading the weights
-            TrackedArena arena = TrackedArena.ofShared();
-            try {
-                LlamaWeights w = CliFiles.read(weights, "--weights",
-                        () -> LlamaWeights.load(weights, c, arena, mmap ? SafeTensors.Load.MAP : SafeTensors.Load.COPY));
-                return new LlamaModel(w, options, arena);
-            } catch (IOException | RuntimeException e) {
-                arena.close();
-                throw e;
-            }
-        }
-        String name = model == null ? "tiny" : model;
-        if (!name.equals("tiny")) throw new IllegalArgumentException("unknown model '" + name + "'; built in: tiny");
-        return Models.tiny(options);
-    }
-
-    private ByteTokenizer tokenizer(LlamaConfig c) {
-        try {
-            return ByteTokenizer.of(c);
-        } catch (IllegalArgumentException e) {
-            throw new IllegalArgumentException("generate reads prompts as UTF-8 bytes (ids 0-255) with special tokens above them, "
-                    + "which this model's config does not fit: " + e.getMessage());
-        }
     }
 
     private static String finishes(Generator.Result r) {

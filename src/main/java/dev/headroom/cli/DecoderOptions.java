@@ -1,0 +1,78 @@
+package dev.headroom.cli;
+
+import dev.headroom.attention.MultiHeadAttention;
+import dev.headroom.io.SafeTensors;
+import dev.headroom.memory.TrackedArena;
+import dev.headroom.model.Models;
+import dev.headroom.model.llama.ByteTokenizer;
+import dev.headroom.model.llama.LlamaConfig;
+import dev.headroom.model.llama.LlamaModel;
+import dev.headroom.model.llama.LlamaWeights;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
+
+import java.io.IOException;
+import java.nio.file.Path;
+
+/**
+ * Which decoder a command runs ({@code generate}, and the server module's {@code serve} and
+ * {@code serve-bench}): the built-in tiny byte model, or a {@code .safetensors} file with Hugging
+ * Face Llama key names and its {@code config.json}, whose vocabulary must be bytes (ids 0-255)
+ * with special tokens above them.
+ */
+public final class DecoderOptions {
+    @Spec(Spec.Target.MIXEE)
+    CommandSpec command;
+
+    @Option(names = "--model", description = "A built-in model: tiny (the default unless --weights is given).")
+    String model;
+
+    @Option(names = "--weights", description = "A .safetensors file of float32 tensors with Hugging Face Llama key names.")
+    Path weights;
+
+    @Option(names = "--config", description = "The config.json that goes with --weights.")
+    Path config;
+
+    @Option(names = "--mmap", description = "Map --weights instead of copying them into memory (see `run --help`).")
+    boolean mmap;
+
+    /** The model's name: the built-in one's, or the --weights file's name without .safetensors. */
+    public String name() {
+        if (weights == null) return model == null ? "tiny" : model;
+        String file = weights.getFileName().toString();
+        return file.endsWith(".safetensors") ? file.substring(0, file.length() - ".safetensors".length()) : file;
+    }
+
+    /** Loads the model (the caller closes it), refusing a config whose vocabulary is not bytes before reading the weights. */
+    public LlamaModel load(MultiHeadAttention.Options options) throws IOException {
+        if (weights != null || config != null) {
+            if (model != null) throw new IllegalArgumentException("give either --model or --weights with --config, not both");
+            if (weights == null || config == null) throw new IllegalArgumentException("--weights and --config go together");
+            LlamaConfig c = CliFiles.read(config, "--config", () -> LlamaConfig.read(config));
+            tokenizer(c);
+            TrackedArena arena = TrackedArena.ofShared();
+            try {
+                LlamaWeights w = CliFiles.read(weights, "--weights",
+                        () -> LlamaWeights.load(weights, c, arena, mmap ? SafeTensors.Load.MAP : SafeTensors.Load.COPY));
+                return new LlamaModel(w, options, arena);
+            } catch (IOException | RuntimeException e) {
+                arena.close();
+                throw e;
+            }
+        }
+        String name = name();
+        if (!name.equals("tiny")) throw new IllegalArgumentException("unknown model '" + name + "'; built in: tiny");
+        return Models.tiny(options);
+    }
+
+    /** The byte tokenizer of a model's config, or a message saying why the config does not fit one. */
+    public ByteTokenizer tokenizer(LlamaConfig c) {
+        try {
+            return ByteTokenizer.of(c);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(command.name() + " reads prompts as UTF-8 bytes (ids 0-255) with special tokens above "
+                    + "them, which this model's config does not fit: " + e.getMessage());
+        }
+    }
+}
