@@ -8,6 +8,7 @@ import dev.headroom.model.llama.ByteTokenizer;
 import dev.headroom.model.llama.LlamaConfig;
 import dev.headroom.model.llama.LlamaModel;
 import dev.headroom.model.llama.LlamaWeights;
+import dev.headroom.model.llama.RandomLlama;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
@@ -37,8 +38,13 @@ public final class DecoderOptions {
     @Option(names = "--mmap", description = "Map --weights instead of copying them into memory (see `run --help`).")
     boolean mmap;
 
+    @Option(names = "--dummy-weights", description = "Random weights in the shape --config gives, instead of --weights (vLLM's "
+            + "--load-format dummy): the text is noise; for measuring what runs around a model of that shape.")
+    boolean dummy;
+
     /** The model's name: the built-in one's, or the --weights file's name without .safetensors. */
     public String name() {
+        if (dummy) return "dummy";
         if (weights == null) return model == null ? "tiny" : model;
         String file = weights.getFileName().toString();
         return file.endsWith(".safetensors") ? file.substring(0, file.length() - ".safetensors".length()) : file;
@@ -46,14 +52,17 @@ public final class DecoderOptions {
 
     /** Loads the model (the caller closes it), refusing a config whose vocabulary is not bytes before reading the weights. */
     public LlamaModel load(MultiHeadAttention.Options options) throws IOException {
-        if (weights != null || config != null) {
+        if (weights != null || config != null || dummy) {
             if (model != null) throw new IllegalArgumentException("give either --model or --weights with --config, not both");
-            if (weights == null || config == null) throw new IllegalArgumentException("--weights and --config go together");
+            if (dummy && weights != null) throw new IllegalArgumentException("give either --weights or --dummy-weights, not both");
+            if (config == null || (weights == null && !dummy)) {
+                throw new IllegalArgumentException(dummy ? "--dummy-weights needs --config" : "--weights and --config go together");
+            }
             LlamaConfig c = CliFiles.read(config, "--config", () -> LlamaConfig.read(config));
             tokenizer(c);
             TrackedArena arena = TrackedArena.ofShared();
             try {
-                LlamaWeights w = CliFiles.read(weights, "--weights",
+                LlamaWeights w = dummy ? LlamaWeights.fromStateDict(c, RandomLlama.stateDict(c, 1, arena)) : CliFiles.read(weights, "--weights",
                         () -> LlamaWeights.load(weights, c, arena, mmap ? SafeTensors.Load.MAP : SafeTensors.Load.COPY));
                 return new LlamaModel(w, options, arena);
             } catch (IOException | RuntimeException e) {

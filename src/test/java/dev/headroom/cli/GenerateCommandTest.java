@@ -87,6 +87,24 @@ class GenerateCommandTest {
         }
     }
 
+    /** A config's shape with random weights: the same noise every run (seeded), and refusals of the combinations that make no sense. */
+    @Test
+    void dummyWeightsServeAConfigsShape() throws Exception {
+        Path config = dir.resolve("dummy.json");
+        Files.writeString(config, "{\"hidden_size\": 32, \"intermediate_size\": 48, \"num_hidden_layers\": 2, \"num_attention_heads\": 2, "
+                + "\"num_key_value_heads\": 1, \"vocab_size\": 258, \"max_position_embeddings\": 64, \"bos_token_id\": 256, "
+                + "\"eos_token_id\": 257, \"tie_word_embeddings\": true}");
+        String[] args = {"generate", "--dummy-weights", "--config", config.toString(), "--greedy", "--max-tokens", "16", "--threads", "1", "ab"};
+        Object[] first = CliTest.run(args), second = CliTest.run(args);
+        assertEquals(0, first[0], (String) first[2]);
+        assertEquals(first[1], second[1]);
+        assertTrue(((String) first[2]).contains("over 2 layers"), (String) first[2]);
+        Object[] r = CliTest.run("generate", "--dummy-weights", "x");
+        assertEquals("headroom: --dummy-weights needs --config" + System.lineSeparator(), r[2]);
+        r = CliTest.run("generate", "--dummy-weights", "--weights", "w.safetensors", "--config", config.toString(), "x");
+        assertEquals("headroom: give either --weights or --dummy-weights, not both" + System.lineSeparator(), r[2]);
+    }
+
     @Test
     void badArgumentsAreOneLine() throws Exception {
         Object[] r = CliTest.run("generate", "--model", "gpt2", "x");

@@ -1,7 +1,9 @@
 package dev.headroom.server;
 
+import com.google.gson.JsonParser;
 import com.google.gson.JsonPrimitive;
 import dev.headroom.blas.OpenBlas;
+import dev.headroom.cli.DecoderOptions;
 import dev.headroom.memory.TrackedArena;
 import dev.headroom.model.minilm.EncoderWorkspace;
 import dev.headroom.model.minilm.MiniLmEncoder;
@@ -102,6 +104,13 @@ final class ServeBench implements Callable<Integer> {
     /** The server started in this process (without --url): its engine and models. */
     @Mixin
     EngineOptions engine;
+
+    /** The completion model of the server started in this process (without --url). */
+    @Mixin
+    DecoderOptions decoder;
+
+    /** The completion model's name in requests: the in-process server's, or the first model a --url server lists. */
+    private String completionModel;
 
     /** One level's figures; {@code warm}: how its warm-up ended (null: none). */
     record Level(int concurrency, int requests, long tokens, double seconds, double[] ttftMs, double[] itlMs, int rejected, int errors,
@@ -297,8 +306,9 @@ final class ServeBench implements Callable<Integer> {
             if (base == null) {
                 int t = engine.threads();
                 Engine.Config config = engine.config(Math.max(256, 2 * concurrency.stream().mapToInt(Integer::intValue).max().orElse(1)));
-                stack = ServeCommand.Stack.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), config, t, engine.workerWait,
-                        Duration.ofMillis(2));
+                stack = ServeCommand.Stack.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), decoder, config, t,
+                        engine.workerWait, Duration.ofMillis(2));
+                completionModel = stack.completionModel;
                 base = URI.create("http://127.0.0.1:" + stack.server.address().getPort());
                 log.printf("serve-bench: server started in this process at %s (%s; %d threads per model, waiting by %s)%n", base, config, t,
                         engine.workerWait.name().toLowerCase(Locale.ROOT));
@@ -307,6 +317,7 @@ final class ServeBench implements Callable<Integer> {
                 if (embeddingClients > 0) reference = referenceSentencesPerSecond(stack.encoder, corpus);
             } else {
                 base = URI.create(base.toString().replaceAll("/+$", "").replaceAll("/v1$", ""));
+                completionModel = firstModel(base);
             }
             List<Level> levels = new ArrayList<>();
             if (warmup > 0) { // every shape of step once before any level: the JIT compiles the prefill paths on first use (seconds)
@@ -341,6 +352,18 @@ final class ServeBench implements Callable<Integer> {
         }
     }
 
+    /** The id of the first model GET /v1/models lists (headroom serve lists its completion model first). */
+    private String firstModel(URI base) throws IOException, InterruptedException {
+        HttpResponse<String> r = client.send(HttpRequest.newBuilder(base.resolve("/v1/models")).timeout(Duration.ofSeconds(30)).build(),
+                HttpResponse.BodyHandlers.ofString());
+        if (r.statusCode() != 200) throw new IOException("GET " + base.resolve("/v1/models") + " answered " + r.statusCode() + ": " + r.body());
+        try {
+            return JsonParser.parseString(r.body()).getAsJsonObject().getAsJsonArray("data").get(0).getAsJsonObject().get("id").getAsString();
+        } catch (RuntimeException e) {
+            throw new IOException("GET " + base.resolve("/v1/models") + " did not list a model: " + r.body(), e);
+        }
+    }
+
     private static int[] range(String s) {
         String[] p = s.split("-");
         try {
@@ -370,7 +393,7 @@ final class ServeBench implements Callable<Integer> {
                     while (System.nanoTime() < stopSending) {
                         int start = rnd.nextInt(corpus.length() - range[1] - 1);
                         String prompt = corpus.substring(start, start + range[0] + rnd.nextInt(range[1] - range[0] + 1));
-                        String body = "{\"model\": \"tiny\", \"prompt\": " + new JsonPrimitive(prompt) + ", \"max_tokens\": " + maxTokens
+                        String body = "{\"model\": " + new JsonPrimitive(completionModel) + ", \"prompt\": " + new JsonPrimitive(prompt) + ", \"max_tokens\": " + maxTokens
                                 + ", \"temperature\": 0.8, \"top_k\": 40, \"seed\": " + rnd.nextInt(1 << 30)
                                 + ", \"stream\": true, \"stream_options\": {\"include_usage\": true}}";
                         try {

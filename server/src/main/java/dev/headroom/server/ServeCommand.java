@@ -2,10 +2,10 @@ package dev.headroom.server;
 
 import dev.headroom.attention.MultiHeadAttention;
 import dev.headroom.blas.OpenBlas;
+import dev.headroom.cli.DecoderOptions;
 import dev.headroom.memory.OffHeap;
 import dev.headroom.memory.TrackedArena;
 import dev.headroom.model.Models;
-import dev.headroom.model.llama.ByteTokenizer;
 import dev.headroom.model.llama.LlamaModel;
 import dev.headroom.model.minilm.MiniLmEncoder;
 import dev.headroom.runtime.WorkerPool;
@@ -43,8 +43,9 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--port", defaultValue = "8080", description = "Port (default ${DEFAULT-VALUE}; 0: any free port, printed).")
     int port;
 
-    @Option(names = "--model", defaultValue = "tiny", description = "The completion model: tiny (default, the built-in byte-level decoder).")
-    String model;
+    /** The completion model: the built-in tiny decoder, or --weights and --config of a byte-vocabulary Llama model. */
+    @Mixin
+    DecoderOptions decoder;
 
     @Mixin
     EngineOptions engine;
@@ -59,12 +60,11 @@ final class ServeCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException, InterruptedException {
-        if (!model.equals("tiny")) throw new IllegalArgumentException("unknown model '" + model + "'; built in: tiny");
         if (port < 0 || port > 65535) throw new IllegalArgumentException("--port must be in [0, 65535], got " + port);
         int t = engine.threads();
         Engine.Config config = engine.config(maxQueue);
         InetSocketAddress address = new InetSocketAddress(InetAddress.getByName(host), port);
-        Stack stack = Stack.start(address, config, t, engine.workerWait, Duration.ofMillis(embeddingWaitMs));
+        Stack stack = Stack.start(address, decoder, config, t, engine.workerWait, Duration.ofMillis(embeddingWaitMs));
         SERVING.set(true);
         CountDownLatch stopped = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
@@ -73,7 +73,7 @@ final class ServeCommand implements Callable<Integer> {
         }, "headroom-serve-shutdown"));
         System.err.printf("headroom serve: listening on %s (completions: %s, embeddings: %s); KV cache %s (%d blocks%s); "
                         + "queue %d, batch %d, %d tokens per step (%d of prompt beside decoding streams); %d threads per model, "
-                        + "waiting by %s; OpenBLAS kernel %s%n", stack.server.baseUri(), "tiny", "minilm",
+                        + "waiting by %s; OpenBLAS kernel %s%n", stack.server.baseUri(), stack.completionModel, "minilm",
                 OffHeap.format(stack.engine.cacheStats().reservedBytes()), stack.engine.cacheStats().capacityBlocks(),
                 TrackedArena.hugePagesAvailable() ? ", huge pages asked for" : "", maxQueue, config.maxRunning(),
                 config.maxStepTokens(), Math.min(config.maxPrefillTokens(), config.maxStepTokens()), t,
@@ -89,6 +89,8 @@ final class ServeCommand implements Callable<Integer> {
     /** The models, the engine, the batcher and the HTTP server, closed in the reverse order. */
     static final class Stack implements AutoCloseable {
         final LlamaModel decoder;
+        /** The decoder's name in the API (/v1/models, a completion request's "model"). */
+        final String completionModel;
         final TrackedArena encoderArena;
         final MiniLmEncoder encoder;
         final Engine engine;
@@ -96,9 +98,10 @@ final class ServeCommand implements Callable<Integer> {
         final HeadroomServer server;
         private final AtomicBoolean closed = new AtomicBoolean();
 
-        private Stack(LlamaModel decoder, TrackedArena encoderArena, MiniLmEncoder encoder, Engine engine, EmbeddingBatcher batcher,
+        private Stack(LlamaModel decoder, String completionModel, TrackedArena encoderArena, MiniLmEncoder encoder, Engine engine, EmbeddingBatcher batcher,
                       HeadroomServer server) {
             this.decoder = decoder;
+            this.completionModel = completionModel;
             this.encoderArena = encoderArena;
             this.encoder = encoder;
             this.engine = engine;
@@ -106,9 +109,10 @@ final class ServeCommand implements Callable<Integer> {
             this.server = server;
         }
 
-        static Stack start(InetSocketAddress address, Engine.Config config, int threads, WorkerPool.Waiting waiting, Duration embeddingWait)
-                throws IOException {
-            LlamaModel decoder = Models.tiny(MultiHeadAttention.Options.defaults().withThreads(threads));
+        static Stack start(InetSocketAddress address, DecoderOptions model, Engine.Config config, int threads, WorkerPool.Waiting waiting,
+                           Duration embeddingWait) throws IOException {
+            LlamaModel decoder = model.load(MultiHeadAttention.Options.defaults().withThreads(threads));
+            String name = model.name();
             decoder.setWaiting(waiting);
             TrackedArena arena = null;
             MiniLmEncoder encoder = null;
@@ -118,10 +122,10 @@ final class ServeCommand implements Callable<Integer> {
                 arena = TrackedArena.ofShared();
                 encoder = Models.minilm(arena, threads);
                 encoder.setWaiting(waiting);
-                engine = Engine.start(decoder, ByteTokenizer.of(decoder.config()), config);
+                engine = Engine.start(decoder, model.tokenizer(decoder.config()), config);
                 batcher = new EmbeddingBatcher(encoder, embeddingWait, 4096);
-                HeadroomServer server = HeadroomServer.start(address, engine, "tiny", batcher, "minilm", HeadroomServer.Options.defaults());
-                return new Stack(decoder, arena, encoder, engine, batcher, server);
+                HeadroomServer server = HeadroomServer.start(address, engine, name, batcher, "minilm", HeadroomServer.Options.defaults());
+                return new Stack(decoder, name, arena, encoder, engine, batcher, server);
             } catch (IOException | RuntimeException e) {
                 if (batcher != null) batcher.close();
                 if (engine != null) engine.close();

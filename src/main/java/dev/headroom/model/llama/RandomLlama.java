@@ -7,7 +7,11 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.SplittableRandom;
 
-/** Random Llama weights under Hugging Face's names, for shapes the tiny model does not have. */
+/**
+ * Random Llama weights under Hugging Face's names: for tests of shapes the tiny model does not have,
+ * and for {@code --dummy-weights} (vLLM's {@code --load-format dummy}), which serves a config's
+ * shape without trained weights to measure the machinery around the model.
+ */
 public final class RandomLlama {
     private RandomLlama() {}
 
