@@ -26,23 +26,28 @@ public final class DecoderOptions {
     @Spec(Spec.Target.MIXEE)
     CommandSpec command;
 
-    @Option(names = "--model", description = "A built-in model: tiny (the default unless --weights is given).")
+    @Option(names = "--model", description = "A built-in model: tiny (the default unless --weights or --dummy-weights is given).")
     String model;
 
     @Option(names = "--weights", description = "A .safetensors file of float32 tensors with Hugging Face Llama key names.")
     Path weights;
 
-    @Option(names = "--config", description = "The config.json that goes with --weights.")
+    @Option(names = "--config", description = "The config.json that goes with --weights or --dummy-weights.")
     Path config;
 
     @Option(names = "--mmap", description = "Map --weights instead of copying them into memory (see `run --help`).")
     boolean mmap;
 
     @Option(names = "--dummy-weights", description = "Random weights in the shape --config gives, instead of --weights (vLLM's "
-            + "--load-format dummy): the text is noise; for measuring what runs around a model of that shape.")
+            + "--load-format dummy; always the same, seed 1): the text is noise; for measuring what runs around a model of that shape.")
     boolean dummy;
 
-    /** The model's name: the built-in one's, or the --weights file's name without .safetensors. */
+    /** True when a model option was given (the caller may refuse them where no model is loaded). */
+    public boolean given() {
+        return model != null || weights != null || config != null || mmap || dummy;
+    }
+
+    /** The model's name: the built-in one's, "dummy", or the --weights file's name without .safetensors. */
     public String name() {
         if (dummy) return "dummy";
         if (weights == null) return model == null ? "tiny" : model;
@@ -53,8 +58,11 @@ public final class DecoderOptions {
     /** Loads the model (the caller closes it), refusing a config whose vocabulary is not bytes before reading the weights. */
     public LlamaModel load(MultiHeadAttention.Options options) throws IOException {
         if (weights != null || config != null || dummy) {
-            if (model != null) throw new IllegalArgumentException("give either --model or --weights with --config, not both");
+            if (model != null) {
+                throw new IllegalArgumentException("give one of --model, --weights with --config, or --dummy-weights with --config");
+            }
             if (dummy && weights != null) throw new IllegalArgumentException("give either --weights or --dummy-weights, not both");
+            if (mmap && dummy) throw new IllegalArgumentException("--mmap maps --weights; --dummy-weights has no file to map");
             if (config == null || (weights == null && !dummy)) {
                 throw new IllegalArgumentException(dummy ? "--dummy-weights needs --config" : "--weights and --config go together");
             }
@@ -72,6 +80,7 @@ public final class DecoderOptions {
         }
         String name = name();
         if (!name.equals("tiny")) throw new IllegalArgumentException("unknown model '" + name + "'; built in: tiny");
+        if (mmap) throw new IllegalArgumentException("--mmap maps --weights; the built-in model is read from the jar");
         return Models.tiny(options);
     }
 
@@ -80,7 +89,7 @@ public final class DecoderOptions {
         try {
             return ByteTokenizer.of(c);
         } catch (IllegalArgumentException e) {
-            throw new IllegalArgumentException(command.name() + " reads prompts as UTF-8 bytes (ids 0-255) with special tokens above "
+            throw new IllegalArgumentException((command != null ? command.name() : "headroom") + " reads prompts as UTF-8 bytes (ids 0-255) with special tokens above "
                     + "them, which this model's config does not fit: " + e.getMessage());
         }
     }

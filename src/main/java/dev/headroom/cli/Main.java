@@ -12,7 +12,7 @@ import java.nio.file.Path;
 /** {@code bin/headroom}: run, bench, info, demo, inspect, prune-study, embed, generate, plan, probe. */
 @Command(name = "headroom", mixinStandardHelpOptions = true, version = "headroom 0.1.0",
         description = "Multi-head attention on off-heap memory, with OpenBLAS.",
-        footer = {"", "Also: serve (an OpenAI-compatible server of the tiny decoder and MiniLM) and serve-bench (its load test), "
+        footer = {"", "Also: serve (an OpenAI-compatible server of the tiny decoder, or another byte-vocabulary Llama model, and MiniLM) and serve-bench (its load test), "
                 + "in the server module that bin/headroom builds on first use: headroom serve --help."},
         subcommands = {RunCommand.class, BenchCommand.class, InfoCommand.class, DemoCommand.class, InspectCommand.class, PruneStudyCommand.class,
                 EmbedCommand.class, GenerateCommand.class, PlanCommand.class, ProbeCommand.class, CommandLine.HelpCommand.class})

@@ -97,12 +97,19 @@ class GenerateCommandTest {
         String[] args = {"generate", "--dummy-weights", "--config", config.toString(), "--greedy", "--max-tokens", "16", "--threads", "1", "ab"};
         Object[] first = CliTest.run(args), second = CliTest.run(args);
         assertEquals(0, first[0], (String) first[2]);
+        assertTrue(((String) first[1]).length() > 1, "some text: " + first[1]);
         assertEquals(first[1], second[1]);
         assertTrue(((String) first[2]).contains("over 2 layers"), (String) first[2]);
         Object[] r = CliTest.run("generate", "--dummy-weights", "x");
         assertEquals("headroom: --dummy-weights needs --config" + System.lineSeparator(), r[2]);
         r = CliTest.run("generate", "--dummy-weights", "--weights", "w.safetensors", "--config", config.toString(), "x");
         assertEquals("headroom: give either --weights or --dummy-weights, not both" + System.lineSeparator(), r[2]);
+        r = CliTest.run("generate", "--model", "tiny", "--dummy-weights", "--config", config.toString(), "x");
+        assertEquals("headroom: give one of --model, --weights with --config, or --dummy-weights with --config" + System.lineSeparator(), r[2]);
+        r = CliTest.run("generate", "--mmap", "--dummy-weights", "--config", config.toString(), "x");
+        assertEquals("headroom: --mmap maps --weights; --dummy-weights has no file to map" + System.lineSeparator(), r[2]);
+        r = CliTest.run("generate", "--mmap", "x");
+        assertEquals("headroom: --mmap maps --weights; the built-in model is read from the jar" + System.lineSeparator(), r[2]);
     }
 
     @Test

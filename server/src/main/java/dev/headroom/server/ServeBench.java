@@ -64,8 +64,9 @@ import java.util.concurrent.atomic.AtomicLong;
         description = {"Load the OpenAI-compatible server over loopback and report generated tokens per second and p50/p99 time to "
                 + "first token and inter-token latency at each concurrency, and requests per second and p99 latency of "
                 + "/v1/embeddings, against the targets of issue 12. Writes serve-bench.csv, serve-throughput.png and serve-latency.png.",
-                "Starts the server in this process unless --url names a running one (the engine options, --kv-budget to --threads, "
-                        + "are that server's). Measure on a quiet machine: every client and the server share its cores."})
+                "Starts the server in this process unless --url names a running one (the engine and model options, --kv-budget to "
+                        + "--dummy-weights, are that server's, refused with --url; the requests then name the first model the server "
+                        + "lists). Measure on a quiet machine: every client and the server share its cores."})
 final class ServeBench implements Callable<Integer> {
     @Option(names = "--url", description = "A running server's base URL (e.g. http://127.0.0.1:8080); default: start one here.")
     URI url;
@@ -297,6 +298,10 @@ final class ServeBench implements Callable<Integer> {
         if (url != null && !"http".equalsIgnoreCase(url.getScheme())) {
             throw new IllegalArgumentException("--url must be an http:// URL (the clients speak plain HTTP/1.1), got " + url);
         }
+        if (url != null && decoder.given()) {
+            throw new IllegalArgumentException("--model, --weights, --config, --mmap and --dummy-weights choose the model of a server started "
+                    + "here; with --url the server at " + url + " has its own");
+        }
         String corpus = new String(ServeBench.class.getResourceAsStream("/dev/headroom/model/sentences.txt").readAllBytes(),
                 StandardCharsets.UTF_8).replace('\n', ' ');
         ServeCommand.Stack stack = null;
@@ -309,8 +314,14 @@ final class ServeBench implements Callable<Integer> {
                 stack = ServeCommand.Stack.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), decoder, config, t,
                         engine.workerWait, Duration.ofMillis(2));
                 completionModel = stack.completionModel;
+                int context = stack.decoder.config().maxPositions();
+                if (range[1] + 1 >= context) {
+                    throw new IllegalArgumentException("--prompt-chars up to " + range[1] + " leaves no room in the model's context of "
+                            + context + " tokens (<bos> and the prompt's bytes come first)");
+                }
                 base = URI.create("http://127.0.0.1:" + stack.server.address().getPort());
-                log.printf("serve-bench: server started in this process at %s (%s; %d threads per model, waiting by %s)%n", base, config, t,
+                log.printf("serve-bench: server started in this process at %s (completion model %s; %s; %d threads per model, waiting by %s)%n",
+                        base, completionModel, config, t,
                         engine.workerWait.name().toLowerCase(Locale.ROOT));
                 kernel = OpenBlas.coreChoice();
                 log.printf("serve-bench: OpenBLAS kernel %s%n", kernel);

@@ -26,7 +26,8 @@ import java.util.concurrent.atomic.AtomicBoolean;
 
 /** {@code headroom serve}: the OpenAI-compatible server, until interrupted. */
 @Command(name = "serve", mixinStandardHelpOptions = true,
-        description = {"Serve the tiny decoder (POST /v1/completions, streaming or not, with continuous batching over a paged KV cache) "
+        description = {"Serve the tiny decoder, or --weights of another byte-vocabulary Llama model (POST /v1/completions, streaming or not, "
+                + "with continuous batching over a paged KV cache) "
                 + "and MiniLM (POST /v1/embeddings, batched dynamically) over an OpenAI-compatible HTTP API, with GET /v1/models, "
                 + "/health and /metrics (Prometheus). Runs until interrupted (Ctrl-C).",
                 "It listens on the loopback address only, unless --host names another: there is no authentication and no TLS, "
@@ -73,7 +74,7 @@ final class ServeCommand implements Callable<Integer> {
         }, "headroom-serve-shutdown"));
         System.err.printf("headroom serve: listening on %s (completions: %s, embeddings: %s); KV cache %s (%d blocks%s); "
                         + "queue %d, batch %d, %d tokens per step (%d of prompt beside decoding streams); %d threads per model, "
-                        + "waiting by %s; OpenBLAS kernel %s%n", stack.server.baseUri(), stack.completionModel, "minilm",
+                        + "waiting by %s; OpenBLAS kernel %s%n", stack.server.baseUri(), stack.completionModel, EMBEDDING_MODEL,
                 OffHeap.format(stack.engine.cacheStats().reservedBytes()), stack.engine.cacheStats().capacityBlocks(),
                 TrackedArena.hugePagesAvailable() ? ", huge pages asked for" : "", maxQueue, config.maxRunning(),
                 config.maxStepTokens(), Math.min(config.maxPrefillTokens(), config.maxStepTokens()), t,
@@ -85,6 +86,9 @@ final class ServeCommand implements Callable<Integer> {
         stopped.await();
         return 0;
     }
+
+    /** The embedding model's name in the API. */
+    static final String EMBEDDING_MODEL = "minilm";
 
     /** The models, the engine, the batcher and the HTTP server, closed in the reverse order. */
     static final class Stack implements AutoCloseable {
@@ -111,20 +115,24 @@ final class ServeCommand implements Callable<Integer> {
 
         static Stack start(InetSocketAddress address, DecoderOptions model, Engine.Config config, int threads, WorkerPool.Waiting waiting,
                            Duration embeddingWait) throws IOException {
-            LlamaModel decoder = model.load(MultiHeadAttention.Options.defaults().withThreads(threads));
             String name = model.name();
-            decoder.setWaiting(waiting);
+            if (name.equals(EMBEDDING_MODEL)) {
+                throw new IllegalArgumentException("the completion model would be served as '" + name + "', the embedding model's name; "
+                        + "rename its weights file");
+            }
+            LlamaModel decoder = model.load(MultiHeadAttention.Options.defaults().withThreads(threads));
             TrackedArena arena = null;
             MiniLmEncoder encoder = null;
             Engine engine = null;
             EmbeddingBatcher batcher = null;
             try {
+                decoder.setWaiting(waiting);
                 arena = TrackedArena.ofShared();
                 encoder = Models.minilm(arena, threads);
                 encoder.setWaiting(waiting);
                 engine = Engine.start(decoder, model.tokenizer(decoder.config()), config);
                 batcher = new EmbeddingBatcher(encoder, embeddingWait, 4096);
-                HeadroomServer server = HeadroomServer.start(address, engine, name, batcher, "minilm", HeadroomServer.Options.defaults());
+                HeadroomServer server = HeadroomServer.start(address, engine, name, batcher, EMBEDDING_MODEL, HeadroomServer.Options.defaults());
                 return new Stack(decoder, name, arena, encoder, engine, batcher, server);
             } catch (IOException | RuntimeException e) {
                 if (batcher != null) batcher.close();

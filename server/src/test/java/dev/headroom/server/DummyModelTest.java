@@ -19,28 +19,43 @@ import java.time.Duration;
 import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * {@code serve --dummy-weights --config FILE}: a config's shape with random weights, served under the
- * name "dummy", and serve-bench pointed at such a server by --url, which takes the completion
- * model's name from /v1/models.
+ * name "dummy"; serve-bench over such a server, started in its process or found by --url (whose
+ * completion model's name it takes from /v1/models), and the option combinations it refuses.
  */
 class DummyModelTest {
     @TempDir
     Path dir;
 
+    private Path config(int positions) throws Exception {
+        Path config = dir.resolve("config-" + positions + ".json");
+        Files.writeString(config, "{\"hidden_size\": 64, \"intermediate_size\": 64, \"num_hidden_layers\": 1, \"num_attention_heads\": 1, "
+                + "\"vocab_size\": 258, \"max_position_embeddings\": " + positions + ", \"bos_token_id\": 256, \"eos_token_id\": 257, "
+                + "\"tie_word_embeddings\": true}");
+        return config;
+    }
+
+    private static ServeCommand serve(String... args) {
+        ServeCommand serve = new ServeCommand();
+        new CommandLine(serve).parseArgs(args);
+        return serve;
+    }
+
+    private static ServeCommand.Stack start(ServeCommand serve) throws Exception {
+        return ServeCommand.Stack.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), serve.decoder, serve.engine.config(8), 1,
+                WorkerPool.Waiting.YIELD, Duration.ofMillis(2));
+    }
+
     @Test
     void aDummyModelIsServedUnderItsNameAndServeBenchFindsIt() throws Exception {
-        Path config = dir.resolve("config.json");
-        Files.writeString(config, "{\"hidden_size\": 64, \"intermediate_size\": 64, \"num_hidden_layers\": 1, \"num_attention_heads\": 1, "
-                + "\"vocab_size\": 258, \"max_position_embeddings\": 256, \"bos_token_id\": 256, \"eos_token_id\": 257, "
-                + "\"tie_word_embeddings\": true}");
-        ServeCommand serve = new ServeCommand();
-        new CommandLine(serve).parseArgs("--dummy-weights", "--config", config.toString(), "--kv-budget", "16m", "--threads", "1");
-        try (ServeCommand.Stack stack = ServeCommand.Stack.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), serve.decoder,
-                serve.engine.config(8), 1, WorkerPool.Waiting.YIELD, Duration.ofMillis(2));
-             HttpClient client = HttpClient.newHttpClient()) {
+        ServeCommand serve = serve("--dummy-weights", "--config", config(256).toString(), "--kv-budget", "16m", "--threads", "1");
+        try (ServeCommand.Stack stack = start(serve); HttpClient client = HttpClient.newHttpClient()) {
+            assertEquals(1, stack.decoder.config().layers());
+            assertEquals(64, stack.decoder.config().hiddenSize());
             URI base = URI.create("http://127.0.0.1:" + stack.server.address().getPort());
             String models = client.send(HttpRequest.newBuilder(base.resolve("/v1/models")).build(), HttpResponse.BodyHandlers.ofString()).body();
             assertEquals("dummy", JsonParser.parseString(models).getAsJsonObject().getAsJsonArray("data").get(0).getAsJsonObject()
@@ -59,13 +74,39 @@ class DummyModelTest {
             assertEquals(404, r.statusCode(), r.body());
 
             Path out = dir.resolve("bench");
-            int code = ServerMain.execute("serve-bench", "--url", base + "/v1", "--concurrency", "2", "--duration", "1", "--warmup", "0",
-                    "--embedding-clients", "0", "--max-tokens", "8", "--out", out.toString());
-            assertEquals(0, code);
-            List<String> csv = Files.readAllLines(out.resolve("serve-bench.csv"));
-            String[] row = csv.get(1).split(",", -1);
-            assertEquals("completions", row[0], csv.toString());
-            assertTrue(Long.parseLong(row[3]) > 0 && row[14].equals("0"), "tokens generated and no errors: " + csv);
+            assertEquals(0, ServerMain.execute("serve-bench", "--url", base + "/v1", "--concurrency", "2", "--duration", "1", "--warmup", "0",
+                    "--embedding-clients", "0", "--max-tokens", "8", "--out", out.toString()));
+            assertGenerated(out);
+            // the model options belong to a server started here, not to the one --url names
+            assertEquals(2, ServerMain.execute("serve-bench", "--url", base.toString(), "--dummy-weights", "--config", config(256).toString(),
+                    "--out", dir.resolve("refused").toString()));
         }
+    }
+
+    @Test
+    void serveBenchStartsADummyServerInItsProcess() throws Exception {
+        Path out = dir.resolve("bench");
+        assertEquals(0, ServerMain.execute("serve-bench", "--dummy-weights", "--config", config(256).toString(), "--kv-budget", "16m",
+                "--threads", "1", "--concurrency", "2", "--duration", "1", "--warmup", "0", "--embedding-clients", "0", "--max-tokens", "8",
+                "--out", out.toString()));
+        assertGenerated(out);
+        // prompts of up to 96 bytes do not fit a context of 64 tokens: refused before any load
+        assertEquals(2, ServerMain.execute("serve-bench", "--dummy-weights", "--config", config(64).toString(), "--kv-budget", "16m",
+                "--threads", "1", "--embedding-clients", "0", "--out", dir.resolve("refused").toString()));
+        assertTrue(!Files.exists(dir.resolve("refused").resolve("serve-bench.csv")));
+    }
+
+    @Test
+    void aCompletionModelMayNotTakeTheEmbeddingModelsName() throws Exception {
+        ServeCommand serve = serve("--weights", dir.resolve("minilm.safetensors").toString(), "--config", config(256).toString());
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> start(serve));
+        assertTrue(e.getMessage().contains("served as 'minilm', the embedding model's name"), e.getMessage());
+    }
+
+    private static void assertGenerated(Path out) throws Exception {
+        List<String> csv = Files.readAllLines(out.resolve("serve-bench.csv"));
+        String[] row = csv.get(1).split(",", -1);
+        assertEquals("completions", row[0], csv.toString());
+        assertTrue(Long.parseLong(row[3]) > 0 && row[14].equals("0"), "tokens generated and no errors: " + csv);
     }
 }
