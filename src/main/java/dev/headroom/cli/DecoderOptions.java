@@ -2,6 +2,8 @@ package dev.headroom.cli;
 
 import dev.headroom.attention.MultiHeadAttention;
 import dev.headroom.io.SafeTensors;
+import dev.headroom.memory.MemoryLimits;
+import dev.headroom.memory.OffHeap;
 import dev.headroom.memory.TrackedArena;
 import dev.headroom.model.Models;
 import dev.headroom.model.llama.ByteTokenizer;
@@ -42,13 +44,20 @@ public final class DecoderOptions {
             + "--load-format dummy; always the same, seed 1): the text is noise; for measuring what runs around a model of that shape.")
     boolean dummy;
 
+    /**
+     * The name a server gives the model in its API instead of {@link #name()} (vLLM's
+     * {@code --served-model-name}); null: the model's own name. Only commands that serve it show the option.
+     */
+    public String servedName;
+
     /** True when a model option was given (the caller may refuse them where no model is loaded). */
     public boolean given() {
-        return model != null || weights != null || config != null || mmap || dummy;
+        return model != null || weights != null || config != null || mmap || dummy || servedName != null;
     }
 
     /** The model's name: the built-in one's, "dummy", or the --weights file's name without .safetensors. */
     public String name() {
+        if (servedName != null) return servedName;
         if (dummy) return "dummy";
         if (weights == null) return model == null ? "tiny" : model;
         String file = weights.getFileName().toString();
@@ -68,6 +77,12 @@ public final class DecoderOptions {
             }
             LlamaConfig c = CliFiles.read(config, "--config", () -> LlamaConfig.read(config));
             tokenizer(c);
+            long bytes = Float.BYTES * c.parameterCount(), budget = MemoryLimits.defaultBudget();
+            if (dummy && bytes > budget) {
+                throw new IllegalArgumentException("--dummy-weights for --config " + config + " would take " + OffHeap.format(bytes) + " ("
+                        + c.parameterCount() + " parameters); this process can be given " + OffHeap.format(budget) + " ("
+                        + MemoryLimits.explain() + ")");
+            }
             TrackedArena arena = TrackedArena.ofShared();
             try {
                 LlamaWeights w = dummy ? LlamaWeights.fromStateDict(c, RandomLlama.stateDict(c, 1, arena)) : CliFiles.read(weights, "--weights",
@@ -78,7 +93,7 @@ public final class DecoderOptions {
                 throw e;
             }
         }
-        String name = name();
+        String name = model == null ? "tiny" : model;
         if (!name.equals("tiny")) throw new IllegalArgumentException("unknown model '" + name + "'; built in: tiny");
         if (mmap) throw new IllegalArgumentException("--mmap maps --weights; the built-in model is read from the jar");
         return Models.tiny(options);

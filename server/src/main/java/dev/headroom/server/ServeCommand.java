@@ -48,6 +48,10 @@ final class ServeCommand implements Callable<Integer> {
     @Mixin
     DecoderOptions decoder;
 
+    @Option(names = "--served-model-name", paramLabel = "NAME", description = "The completion model's name in the API (/v1/models, "
+            + "a request's \"model\"); default: tiny, dummy, or the --weights file's name without .safetensors.")
+    String servedModelName;
+
     @Mixin
     EngineOptions engine;
 
@@ -62,6 +66,12 @@ final class ServeCommand implements Callable<Integer> {
     @Override
     public Integer call() throws IOException, InterruptedException {
         if (port < 0 || port > 65535) throw new IllegalArgumentException("--port must be in [0, 65535], got " + port);
+        if (servedModelName != null) {
+            if (servedModelName.isBlank() || !servedModelName.strip().equals(servedModelName)) {
+                throw new IllegalArgumentException("--served-model-name must be a name without surrounding spaces, got '" + servedModelName + "'");
+            }
+            decoder.servedName = servedModelName;
+        }
         int t = engine.threads();
         Engine.Config config = engine.config(maxQueue);
         InetSocketAddress address = new InetSocketAddress(InetAddress.getByName(host), port);

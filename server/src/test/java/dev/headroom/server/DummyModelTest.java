@@ -20,6 +20,7 @@ import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -101,6 +102,24 @@ class DummyModelTest {
         ServeCommand serve = serve("--weights", dir.resolve("minilm.safetensors").toString(), "--config", config(256).toString());
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> start(serve));
         assertTrue(e.getMessage().contains("served as 'minilm', the embedding model's name"), e.getMessage());
+    }
+
+    /** --served-model-name replaces the model's own name in the API. */
+    @Test
+    void aServedNameReplacesTheModelsOwn() throws Exception {
+        ServeCommand serve = serve("--dummy-weights", "--config", config(256).toString(), "--kv-budget", "16m");
+        serve.decoder.servedName = "house-model"; // what ServeCommand.call does with --served-model-name
+        try (ServeCommand.Stack stack = start(serve); HttpClient client = HttpClient.newHttpClient()) {
+            URI base = URI.create("http://127.0.0.1:" + stack.server.address().getPort());
+            HttpResponse<String> r = client.send(HttpRequest.newBuilder(base.resolve("/v1/models/house-model")).build(),
+                    HttpResponse.BodyHandlers.ofString());
+            assertEquals(200, r.statusCode(), r.body());
+            r = client.send(HttpRequest.newBuilder(base.resolve("/v1/models/dummy")).build(), HttpResponse.BodyHandlers.ofString());
+            assertEquals(404, r.statusCode(), r.body());
+        }
+        // refused before it starts (a serve that started would run until interrupted: hence the timeout)
+        assertEquals(2, assertTimeoutPreemptively(Duration.ofSeconds(60),
+                () -> ServerMain.execute("serve", "--served-model-name", " padded", "--port", "0")));
     }
 
     private static void assertGenerated(Path out) throws Exception {
