@@ -150,6 +150,14 @@ public final class Engine implements AutoCloseable {
         public Config withMaxPrefillTokens(int n) {
             return new Config(kvBudgetBytes, maxQueue, maxRunning, maxStepTokens, n, blockSize, kvDtype);
         }
+
+        public Config withBlockSize(int tokens) {
+            return new Config(kvBudgetBytes, maxQueue, maxRunning, maxStepTokens, maxPrefillTokens, tokens, kvDtype);
+        }
+
+        public Config withKvDtype(KvDtype dtype) {
+            return new Config(kvBudgetBytes, maxQueue, maxRunning, maxStepTokens, maxPrefillTokens, blockSize, dtype);
+        }
     }
 
     /** What happens to one request, told as it happens (see the class comment on threads). */

@@ -1,6 +1,7 @@
 package dev.headroom.serve;
 
 import dev.headroom.cache.KvCache;
+import dev.headroom.cache.KvDtype;
 import dev.headroom.generate.Generator;
 import dev.headroom.generate.Sampling;
 import dev.headroom.memory.TrackedArena;
@@ -194,6 +195,45 @@ class EngineTest {
             assertTrue(st.forwardNanos() > 0 && st.forwardNanos() <= st.nanos(), st.toString());
         }
         assertTrue(steps.stream().anyMatch(st -> st.decodeRows() >= 4), "no step decoded 4 sequences at once");
+    }
+
+    /**
+     * An int8 cache (Config.withKvDtype, serve --kv-dtype): the same budget holds 4d / (d + 4) times the tokens (a byte per
+     * element and a float scale per token and head, against four bytes per element), and each
+     * request gets what Generator with an int8 cache gives it alone (the same quantisation; a parting only at a near tie).
+     */
+    @Test
+    void anInt8CacheHoldsMoreAndServesWhatGenerateWithInt8Gives() throws Exception {
+        SplittableRandom rnd = new SplittableRandom(9);
+        Engine.Config f32 = small(8, 32, 1L << 20, 64), int8 = f32.withKvDtype(KvDtype.INT8);
+        int f32Blocks;
+        try (Engine engine = Engine.start(model, tokenizer, f32)) {
+            f32Blocks = engine.cacheStats().capacityBlocks();
+        }
+        try (Engine engine = Engine.start(model, tokenizer, f32.withBlockSize(32))) { // Config.withBlockSize, serve --block-size
+            assertEquals(f32Blocks / 2, engine.cacheStats().capacityBlocks(), 1, "blocks of 32 tokens against " + f32Blocks + " of 16");
+        }
+        try (Engine engine = Engine.start(model, tokenizer, int8)) {
+            int d = model.config().headDim(), tokens = 16 * engine.cacheStats().capacityBlocks();
+            double ratio = tokens / (16.0 * f32Blocks), bytesRatio = 4.0 * d / (d + 4);
+            assertEquals(bytesRatio, ratio, 0.03 * bytesRatio, tokens + " int8 tokens against " + 16 * f32Blocks + " f32");
+            List<Generator.Request> requests = new ArrayList<>();
+            List<Collector> collectors = new ArrayList<>();
+            for (int i = 0; i < 6; i++) {
+                requests.add(new Generator.Request(prompt(rnd, 1 + rnd.nextInt(60)), 10 + rnd.nextInt(30), Sampling.greedy(), List.of()));
+                Collector c = new Collector();
+                collectors.add(c);
+                engine.submit(requests.getLast(), c);
+            }
+            for (int i = 0; i < requests.size(); i++) {
+                Generator.Request r = requests.get(i);
+                Generator.Output expected = new Generator(model, tokenizer).withCacheDtype(KvDtype.INT8).generate(List.of(r),
+                        Generator.Listener.NONE).outputs().getFirst();
+                compareGreedy("int8 request " + i, r.prompt(), expected, collectors.get(i).get());
+            }
+            assertTrue(engine.awaitIdle(Duration.ofSeconds(30)));
+            assertEquals(0, engine.snapshot().cache().usedBlocks());
+        }
     }
 
     @Test

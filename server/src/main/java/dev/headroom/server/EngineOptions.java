@@ -1,5 +1,6 @@
 package dev.headroom.server;
 
+import dev.headroom.cache.KvDtype;
 import dev.headroom.runtime.WorkerPool;
 import dev.headroom.serve.Engine;
 import picocli.CommandLine;
@@ -13,6 +14,16 @@ final class EngineOptions {
     @Option(names = "--kv-budget", defaultValue = "2g", converter = ServerMain.ByteSize.class, paramLabel = "SIZE",
             description = "KV cache memory, e.g. 512m or 2g (default ${DEFAULT-VALUE}); requests wait for it, never over-commit it.")
     long kvBudget;
+
+    @Option(names = "--kv-dtype", defaultValue = "f32", converter = DtypeConverter.class, paramLabel = "f32|f16|int8",
+            description = "How the KV cache stores keys and values (default ${DEFAULT-VALUE}): f32 exact; f16 or int8 (one scale per "
+                    + "token and head) hold 2 or nearly 4 times the tokens in the same --kv-budget, with slightly different numbers "
+                    + "(what generate --kv-dtype gives).")
+    KvDtype kvDtype;
+
+    @Option(names = "--block-size", defaultValue = "16", description = "Tokens per KV cache block, the unit of allocation and prefix "
+            + "sharing (default ${DEFAULT-VALUE}).")
+    int blockSize;
 
     @Option(names = "--max-running", defaultValue = "64", description = "Sequences in the running batch at most (default ${DEFAULT-VALUE}).")
     int maxRunning;
@@ -47,7 +58,19 @@ final class EngineOptions {
     /** The engine's defaults with these options, and a queue of {@code maxQueue}. */
     Engine.Config config(int maxQueue) {
         return Engine.Config.defaults().withKvBudget(kvBudget).withMaxQueue(maxQueue).withMaxRunning(maxRunning)
-                .withMaxStepTokens(maxStepTokens).withMaxPrefillTokens(maxPrefillTokens);
+                .withMaxStepTokens(maxStepTokens).withMaxPrefillTokens(maxPrefillTokens).withKvDtype(kvDtype).withBlockSize(blockSize);
+    }
+
+    /** f32, f16 or int8 (and KvDtype.parse's other spellings). */
+    static final class DtypeConverter implements CommandLine.ITypeConverter<KvDtype> {
+        @Override
+        public KvDtype convert(String value) {
+            try {
+                return KvDtype.parse(value);
+            } catch (IllegalArgumentException e) {
+                throw new CommandLine.TypeConversionException(e.getMessage());
+            }
+        }
     }
 
     /** {@code yield} or {@code spin}, any case. */
