@@ -242,13 +242,12 @@ final class CachedAttention {
      * groups of two (two query heads per key/value head, one new token) padded to four spent half
      * their scores and weighted sums on zero rows. The same memory is read either way;
      * {@code DecoderBenchmark} batch 32 (AMD EPYC Zen 5, alternating JVMs, a noisy machine) gave
-     * 387–431 ms unpadded against 402–473 padded, within its spread. int8 keys are still padded:
-     * their scores have no two-row kernel, and converting each key vector once for four rows is
-     * their arithmetic (float16 blocks are widened to float32 first, so they go unpadded too).
+     * 387–431 ms unpadded against 402–473 padded, within its spread. int8 keys have had a two-row
+     * kernel since too (they were padded to four, converting each key vector once for four rows,
+     * two of them zero); float16 blocks are widened to float32 first.
      */
-    static int kernelRows(int R, KvDtype dtype) {
-        boolean padTwo = dtype == KvDtype.INT8;
-        return R % 4 == 3 || (padTwo && R % 4 == 2) ? (R + 3) / 4 * 4 : R;
+    static int kernelRows(int R) {
+        return R % 4 == 3 ? R + 1 : R;
     }
 
     /** A worker's decode scratch, in Java arrays (reads need no memory-session checks), grown as needed and kept. */
@@ -342,7 +341,7 @@ final class CachedAttention {
             tables[i] = cache.blockTable(step.sequence(i));
             Mask.Bound bound = causal.bind(1, c.heads(), step.count(i), L, Positions.uniform(step.start(i)));
             bounds[i] = slopes != null ? bound.withAlibi(slopes) : bound;
-            maxRows = Math.max(maxRows, kernelRows(R, dtype));
+            maxRows = Math.max(maxRows, kernelRows(R));
             int chunks = chunks(L, G, threads), perChunk = (nb + chunks - 1) / chunks;
             for (int g = 0; g < G; g++) {
                 for (int b0 = 0; b0 < nb; b0 += perChunk) {
@@ -359,7 +358,7 @@ final class CachedAttention {
         int rowsMax = maxRows;
         layer.pool().run(tasks.size(), (index, worker) -> {
             Task task = tasks.get(index);
-            int i = task.i, g = task.g, nNew = step.count(i), R = gs * nNew, Rk = kernelRows(R, dtype), L = step.keys(i);
+            int i = task.i, g = task.g, nNew = step.count(i), R = gs * nNew, Rk = kernelRows(R), L = step.keys(i);
             Mask.Bound bound = bounds[i];
             DecodeScratch w = DecodeScratch.of(rowsMax, d, span, bs);
             /*

@@ -154,8 +154,7 @@ interface DecodeBlocks {
                 SCALAR.scores(mem, keys, keyScales, dtype, d, bs, tokens, q, R, scale, S, ldS, col);
                 return;
             }
-            // rows four at a time, then (float32) two, then one (the decode path pads groups of three, and int8 groups of two, to
-            // four: CachedAttention.kernelRows)
+            // rows four at a time, then two, then one (the decode path pads groups of three to four: CachedAttention.kernelRows)
             int lanes = SPECIES.length(), full = tokens - tokens % lanes;
             for (int tc = 0; tc < full; tc += lanes) {
                 int r = 0;
@@ -168,6 +167,7 @@ interface DecodeBlocks {
                     FloatVector tokenScale = FloatVector.fromMemorySegment(SPECIES, mem, keyScales + (long) tc * Float.BYTES, ORDER)
                             .mul(scale);
                     for (; r + 4 <= R; r += 4) fourRowsI8(mem, keys + tc, d, bs, q, r, tokenScale, S, ldS, col + tc);
+                    for (; r + 2 <= R; r += 2) twoRowsI8(mem, keys + tc, d, bs, q, r, tokenScale, S, ldS, col + tc);
                     for (; r < R; r++) oneRowI8(mem, keys + tc, d, bs, q, r, tokenScale, S, ldS, col + tc);
                 }
             }
@@ -218,6 +218,15 @@ interface DecodeBlocks {
             for (; r + 4 <= R; r += 4) {
                 if (f32) fourRowsOfTwoF32(memA, keysA, memB, keysB, d, q, r, scale, S, ldS, col);
                 else fourRowsOfTwoI8(memA, keysA, memB, keysB, d, q, r, scaleA, scaleB, S, ldS, col);
+            }
+            for (; r + 2 <= R; r += 2) { // then pairs, as in scores
+                if (f32) {
+                    twoRowsF32(memA, keysA, d, bs, q, r, scale, S, ldS, col);
+                    twoRowsF32(memB, keysB, d, bs, q, r, scale, S, ldS, col + bs);
+                } else {
+                    twoRowsI8(memA, keysA, d, bs, q, r, scaleA, S, ldS, col);
+                    twoRowsI8(memB, keysB, d, bs, q, r, scaleB, S, ldS, col + bs);
+                }
             }
             for (; r < R; r++) { // the rest one by one, as in scores
                 if (f32) {
@@ -412,6 +421,38 @@ interface DecodeBlocks {
             a1.add(b1).mul(tokenScale).intoArray(S, (r + 1) * ldS + col);
             a2.add(b2).mul(tokenScale).intoArray(S, (r + 2) * ldS + col);
             a3.add(b3).mul(tokenScale).intoArray(S, (r + 3) * ldS + col);
+        }
+
+        /**
+         * As {@link #twoRowsF32} for int8 keys: each key vector converted once for both rows, each row's sum formed as
+         * {@link #oneRowI8} forms it, so a group of two query rows needs no padding to four (which spent half the scores'
+         * conversions' use on zero rows).
+         */
+        private static void twoRowsI8(MemorySegment mem, long at, int d, int bs, float[] q, int r, FloatVector tokenScale, float[] S,
+                                      int ldS, int col) {
+            int q0 = r * d, q1 = q0 + d, f = 0;
+            FloatVector a0 = FloatVector.zero(SPECIES), b0 = a0, c0 = a0, e0 = a0, a1 = a0, b1 = a0, c1 = a0, e1 = a0;
+            for (; f + 4 <= d; f += 4) {
+                FloatVector k = bytes(mem, at + (long) f * bs);
+                a0 = k.fma(FloatVector.broadcast(SPECIES, q[q0 + f]), a0);
+                a1 = k.fma(FloatVector.broadcast(SPECIES, q[q1 + f]), a1);
+                k = bytes(mem, at + (long) (f + 1) * bs);
+                b0 = k.fma(FloatVector.broadcast(SPECIES, q[q0 + f + 1]), b0);
+                b1 = k.fma(FloatVector.broadcast(SPECIES, q[q1 + f + 1]), b1);
+                k = bytes(mem, at + (long) (f + 2) * bs);
+                c0 = k.fma(FloatVector.broadcast(SPECIES, q[q0 + f + 2]), c0);
+                c1 = k.fma(FloatVector.broadcast(SPECIES, q[q1 + f + 2]), c1);
+                k = bytes(mem, at + (long) (f + 3) * bs);
+                e0 = k.fma(FloatVector.broadcast(SPECIES, q[q0 + f + 3]), e0);
+                e1 = k.fma(FloatVector.broadcast(SPECIES, q[q1 + f + 3]), e1);
+            }
+            for (; f < d; f++) {
+                FloatVector k = bytes(mem, at + (long) f * bs);
+                a0 = k.fma(FloatVector.broadcast(SPECIES, q[q0 + f]), a0);
+                a1 = k.fma(FloatVector.broadcast(SPECIES, q[q1 + f]), a1);
+            }
+            a0.add(b0).add(c0.add(e0)).mul(tokenScale).intoArray(S, r * ldS + col);
+            a1.add(b1).add(c1.add(e1)).mul(tokenScale).intoArray(S, (r + 1) * ldS + col);
         }
 
         private static void oneRowI8(MemorySegment mem, long at, int d, int bs, float[] q, int r, FloatVector tokenScale, float[] S,

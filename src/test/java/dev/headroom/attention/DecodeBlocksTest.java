@@ -39,28 +39,40 @@ class DecodeBlocksTest {
     }
 
     /**
-     * float32 scores of two rows in one pass (a GQA group of two query heads, unpadded) equal each
-     * row scored alone, bit for bit: the two-row kernel forms each row's sum as the one-row kernel does.
+     * Scores of two rows in one pass (a GQA group of two query heads, unpadded) equal each row scored
+     * alone, bit for bit, for float32 and int8 keys: the two-row kernels form each row's sum as the
+     * one-row kernels do. The same for two full blocks in one pass (scoresOfTwo), whose pairs of rows
+     * use the same kernels.
      */
     @Test
     void twoRowsAtOnceEqualEachRowAloneBitForBit() {
         SplittableRandom rnd = new SplittableRandom(13);
         try (Arena arena = Arena.ofConfined()) {
-            for (int d : new int[]{5, 64, 67}) {
-                for (int bs : new int[]{16, 33}) {
-                    for (int tokens : new int[]{bs / 2 + 1, bs}) {
-                        MemorySegment mem = block(arena, rnd, KvDtype.F32, d, bs);
-                        float[] q = new float[2 * d];
-                        for (int i = 0; i < q.length; i++) q[i] = (float) rnd.nextDouble(-1, 1);
-                        float[] both = new float[2 * tokens], alone = new float[tokens];
-                        DecodeBlocks.VECTOR.scores(mem, 8, scalesAt(KvDtype.F32, d, bs), KvDtype.F32, d, bs, tokens, q, 2, 0.37f, both, tokens, 0);
-                        for (int r = 0; r < 2; r++) {
-                            float[] qr = Arrays.copyOfRange(q, r * d, (r + 1) * d);
-                            DecodeBlocks.VECTOR.scores(mem, 8, scalesAt(KvDtype.F32, d, bs), KvDtype.F32, d, bs, tokens, qr, 1, 0.37f, alone,
-                                    tokens, 0);
-                            for (int t = 0; t < tokens; t++) {
-                                assertEquals(Float.floatToRawIntBits(alone[t]), Float.floatToRawIntBits(both[r * tokens + t]),
-                                        "d=" + d + " bs=" + bs + " tokens=" + tokens + " row " + r + " token " + t);
+            for (KvDtype dtype : new KvDtype[]{KvDtype.F32, KvDtype.INT8}) {
+                for (int d : new int[]{5, 64, 67}) {
+                    for (int bs : new int[]{16, 33}) {
+                        for (int tokens : new int[]{bs / 2 + 1, bs}) {
+                            MemorySegment mem = block(arena, rnd, dtype, d, bs), other = block(arena, rnd, dtype, d, bs);
+                            long scales = scalesAt(dtype, d, bs);
+                            float[] q = new float[2 * d];
+                            for (int i = 0; i < q.length; i++) q[i] = (float) rnd.nextDouble(-1, 1);
+                            float[] both = new float[2 * tokens], alone = new float[tokens];
+                            DecodeBlocks.VECTOR.scores(mem, 8, scales, dtype, d, bs, tokens, q, 2, 0.37f, both, tokens, 0);
+                            float[] pair = new float[2 * 2 * bs], alonePair = new float[2 * bs];
+                            if (tokens == bs) DecodeBlocks.VECTOR.scoresOfTwo(mem, 8, scales, other, 8, scales, dtype, d, bs, q, 2, 0.37f, pair, 2 * bs, 0);
+                            for (int r = 0; r < 2; r++) {
+                                float[] qr = Arrays.copyOfRange(q, r * d, (r + 1) * d);
+                                DecodeBlocks.VECTOR.scores(mem, 8, scales, dtype, d, bs, tokens, qr, 1, 0.37f, alone, tokens, 0);
+                                for (int t = 0; t < tokens; t++) {
+                                    assertEquals(Float.floatToRawIntBits(alone[t]), Float.floatToRawIntBits(both[r * tokens + t]),
+                                            dtype + " d=" + d + " bs=" + bs + " tokens=" + tokens + " row " + r + " token " + t);
+                                }
+                                if (tokens < bs) continue;
+                                DecodeBlocks.VECTOR.scoresOfTwo(mem, 8, scales, other, 8, scales, dtype, d, bs, qr, 1, 0.37f, alonePair, 2 * bs, 0);
+                                for (int t = 0; t < 2 * bs; t++) {
+                                    assertEquals(Float.floatToRawIntBits(alonePair[t]), Float.floatToRawIntBits(pair[r * 2 * bs + t]),
+                                            dtype + " two blocks d=" + d + " bs=" + bs + " row " + r + " token " + t);
+                                }
                             }
                         }
                     }
