@@ -530,8 +530,13 @@ final class ServeBench implements Callable<Integer> {
         if (one != null && at32 != null) {
             double speedup = at32.tokensPerSecond() / one.tokensPerSecond();
             double itl = quantile(at32.itlMs(), 0.99) / quantile(one.itlMs(), 0.99);
-            o.printf(Locale.ROOT, "%nthroughput at 32 streams / 1 stream: %.1f× (target ≥ 8×: %s)%n", speedup, speedup >= 8 ? "met" : "NOT met");
-            o.printf(Locale.ROOT, "p99 inter-token latency at 32 streams / 1 stream: %.2f× (target ≤ 3×: %s)%n", itl, itl <= 3 ? "met" : "NOT met");
+            if ("tiny".equals(completionModel)) {
+                o.printf(Locale.ROOT, "%nthroughput at 32 streams / 1 stream: %.1f× (target ≥ 8×: %s)%n", speedup, speedup >= 8 ? "met" : "NOT met");
+                o.printf(Locale.ROOT, "p99 inter-token latency at 32 streams / 1 stream: %.2f× (target ≤ 3×: %s)%n", itl, itl <= 3 ? "met" : "NOT met");
+            } else { // issue 12's targets are the tiny model's
+                o.printf(Locale.ROOT, "%nthroughput at 32 streams / 1 stream: %.1f×; p99 inter-token latency: %.2f× (model %s)%n", speedup, itl,
+                        completionModel);
+            }
         }
         if (emb != null) {
             o.printf(Locale.ROOT, "%nembeddings, %d clients, one 128-token input per request: %d requests in %.1f s = %.1f requests/s; "
