@@ -235,10 +235,10 @@ final class CachedAttention {
 
     /**
      * Query rows the decode kernels are given for a group of R: the vector kernels take rows four at
-     * a time, then (float32 scores, and weighted sums of either dtype) two, then one; three left
+     * a time, then two, then one; three left
      * over are padded here with a zero row, once per task, so a block is read in one pass for them
      * too (padding them inside every kernel call instead cost the small shape's 3 rows a fifth of an
-     * int8 step in copies). Two left over are not padded for float32 keys: the tiny decoder's
+     * int8 step in copies). Two left over are not padded: the tiny decoder's
      * groups of two (two query heads per key/value head, one new token) padded to four spent half
      * their scores and weighted sums on zero rows. The same memory is read either way;
      * {@code DecoderBenchmark} batch 32 (AMD EPYC Zen 5, alternating JVMs, a noisy machine) gave
@@ -385,8 +385,9 @@ final class CachedAttention {
             long pFirst = bound.position(0, 0), pLast = bound.position(0, nNew - 1);
             int sinks = bound.sinks();
             /*
-             * int8 keys are scored two blocks per kernel pass (each broadcast query element serves a
-             * key vector of each): the int8 kernel is bound by arithmetic, not memory. float32 is
+             * int8 keys are scored two blocks per kernel pass (for groups of four rows, each broadcast
+             * query element serves a key vector of each; pairs of rows take two two-row passes): the
+             * int8 kernel is bound by arithmetic, not memory. float32 is
              * bound by memory, and two interleaved block streams read it slower (llama 16 × 4k,
              * 2 threads: 19.5–20.1 ms against 14–15 one block at a time, scratch timings).
              */

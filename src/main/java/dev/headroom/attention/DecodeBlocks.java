@@ -100,7 +100,7 @@ interface DecodeBlocks {
      * The Vector API form. Scores: the lanes run over a block's tokens (Kᵀ rows are contiguous over
      * tokens), four query rows at a time and the features in two interleaved halves, so eight
      * independent multiply-add chains hide the latency and each Kᵀ row is loaded once per four
-     * rows (float32: then two rows, four chains each, as one row sums them); no horizontal sums.
+     * rows (then two rows, four chains each, as one row sums them); no horizontal sums.
      * Weighted sum: the lanes run over features, one tile of V at a time
      * ({@link KvCache#VALUE_TILE} features, whose token rows are contiguous), four vectors of
      * features for four output rows (sixteen chains; two rows where registers are fewer), so each

@@ -52,10 +52,10 @@ public final class DecoderOptions {
 
     /** True when a model option was given (the caller may refuse them where no model is loaded). */
     public boolean given() {
-        return model != null || weights != null || config != null || mmap || dummy || servedName != null;
+        return model != null || weights != null || config != null || mmap || dummy;
     }
 
-    /** The model's name: the built-in one's, "dummy", or the --weights file's name without .safetensors. */
+    /** The model's name: {@link #servedName} when set, else the built-in one's, "dummy", or the --weights file's name without .safetensors. */
     public String name() {
         if (servedName != null) return servedName;
         if (dummy) return "dummy";

@@ -14,7 +14,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 /**
  * The vector decode products against their scalar twin on raw blocks: every dtype, head widths and
  * block sizes that are and are not multiples of the lane count, partly filled blocks, 1 to 9 query
- * rows (the scores loop takes four at a time, then two for float32; with 512-bit vectors the
+ * rows (the scores loop takes four at a time, then two, then one; with 512-bit vectors the
  * weighted sum takes four), scores written at a column offset inside a wider row. Run at every
  * vector width the build tests (512, 256, 128 bits).
  */
@@ -50,7 +50,8 @@ class DecodeBlocksTest {
         try (Arena arena = Arena.ofConfined()) {
             for (KvDtype dtype : new KvDtype[]{KvDtype.F32, KvDtype.INT8}) {
                 for (int d : new int[]{5, 64, 67}) {
-                    for (int bs : new int[]{16, 33}) {
+                    // a block of one vector of tokens takes scoresOfTwo's own pass at every vector width
+                    for (int bs : new int[]{16, 33, dev.headroom.kernels.Vectors.SPECIES.length()}) {
                         for (int tokens : new int[]{bs / 2 + 1, bs}) {
                             MemorySegment mem = block(arena, rnd, dtype, d, bs), other = block(arena, rnd, dtype, d, bs);
                             long scales = scalesAt(dtype, d, bs);

@@ -108,8 +108,8 @@ class GenerateCommandTest {
         assertEquals("headroom: give one of --model, --weights with --config, or --dummy-weights with --config" + System.lineSeparator(), r[2]);
         r = CliTest.run("generate", "--mmap", "--dummy-weights", "--config", config.toString(), "x");
         assertEquals("headroom: --mmap maps --weights; --dummy-weights has no file to map" + System.lineSeparator(), r[2]);
-        Path huge = dir.resolve("huge.json"); // 8,192 wide, 64 layers: 55 billion parameters, 204 GiB of float32
-        Files.writeString(huge, "{\"hidden_size\": 8192, \"intermediate_size\": 28672, \"num_hidden_layers\": 64, "
+        Path huge = dir.resolve("huge.json"); // 8,192 wide, 4,096 layers: 3.5 trillion parameters, 13 TiB of float32
+        Files.writeString(huge, "{\"hidden_size\": 8192, \"intermediate_size\": 28672, \"num_hidden_layers\": 4096, "
                 + "\"num_attention_heads\": 64, \"num_key_value_heads\": 8, \"vocab_size\": 258, \"bos_token_id\": 256, \"eos_token_id\": 257}");
         r = CliTest.run("generate", "--dummy-weights", "--config", huge.toString(), "x");
         assertEquals(2, r[0]);

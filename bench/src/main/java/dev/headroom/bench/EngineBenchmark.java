@@ -38,8 +38,8 @@ import java.util.concurrent.atomic.AtomicLong;
  * The serving engine under serve-bench's completion load, without HTTP: {@code streams} requests
  * kept in flight on one {@link Engine} over the tiny decoder (each that ends is replaced by a new
  * one at once, through every iteration), prompts of 16–96 bytes of the built-in Brown sentences,
- * 128 tokens each, temperature 0.8 and top-k 40, the server's engine settings and yielding
- * workers. One operation lasts until {@code streams} requests have ended; the {@code tokens}
+ * 128 tokens each, temperature 0.8 and top-k 40, serve's engine settings (its 2 GiB cache
+ * included) and yielding workers. One operation lasts until {@code streams} requests have ended; the {@code tokens}
  * counter is generated tokens per second.
  * Set against serve-bench's rate at the same concurrency, it says what the HTTP layer and the
  * clients cost the server; the decode-only steps' forward time (printed at the end of each
@@ -89,11 +89,12 @@ public class EngineBenchmark {
         model = Models.tiny(MultiHeadAttention.Options.defaults().withThreads(threads));
         model.setWaiting(WorkerPool.Waiting.valueOf(wait.toUpperCase(Locale.ROOT)));
         tokenizer = ByteTokenizer.of(model.config());
-        engine = Engine.start(model, tokenizer, Engine.Config.defaults().withKvBudget(256L << 20));
-        engine.setStepObserver(info -> {
+        engine = Engine.start(model, tokenizer, Engine.Config.defaults()); // serve's defaults: a 2 GiB cache, allocated here
+        engine.setStepObserver(info -> { // on the engine thread; read after the iteration (its count published last)
             if (info.prefillTokens() == 0 && info.decodeRows() == streams) {
-                int k = steps.getAndIncrement();
+                int k = steps.get();
                 if (k < forwards.length) forwards[k] = info.forwardNanos();
+                steps.set(k + 1);
             }
         });
         try (InputStream in = EngineBenchmark.class.getResourceAsStream("/dev/headroom/model/sentences.txt")) {
@@ -122,9 +123,10 @@ public class EngineBenchmark {
     @TearDown(Level.Trial)
     public void tearDown() throws InterruptedException {
         loading = false;
-        engine.awaitIdle(java.time.Duration.ofSeconds(60));
+        boolean idle = engine.awaitIdle(java.time.Duration.ofSeconds(60));
         engine.close();
         model.close();
+        if (!idle) throw new IllegalStateException("the engine did not drain its last requests within 60 s");
     }
 
     private synchronized Generator.Request request() {
@@ -136,6 +138,8 @@ public class EngineBenchmark {
     /** Generated tokens and ended requests since the load started; whether ended requests are replaced. */
     private final AtomicLong generated = new AtomicLong(), ended = new AtomicLong();
     private volatile boolean loading;
+    /** The first failure of a stream (a failed request, or a replacement the engine refused): it ends the run. */
+    private volatile RuntimeException failure;
 
     /** Each stream's listener: counts tokens and, when its request ends, submits the next (on the engine thread). */
     private final class Stream implements Engine.Listener {
@@ -146,13 +150,18 @@ public class EngineBenchmark {
 
         @Override
         public void finished(Generator.Output output, Engine.Usage usage) {
+            try {
+                if (loading) engine.submit(request(), this);
+            } catch (RuntimeException e) { // the engine swallows a listener's exception: keep it for the benchmark thread
+                failure = e;
+            }
             ended.incrementAndGet();
-            if (loading) engine.submit(request(), this);
         }
 
         @Override
         public void failed(RuntimeException error) {
-            throw error;
+            failure = error;
+            ended.incrementAndGet();
         }
     }
 
@@ -161,7 +170,12 @@ public class EngineBenchmark {
     @Benchmark
     public long requests(Tokens counter) throws InterruptedException {
         long t0 = generated.get(), target = ended.get() + streams;
-        while (ended.get() < target) Thread.sleep(0, 200_000);
+        while (ended.get() < target) {
+            if (failure != null) throw new IllegalStateException("a stream failed", failure);
+            if (!engine.isRunning()) throw new IllegalStateException("the engine stopped");
+            Thread.sleep(0, 200_000);
+        }
+        if (failure != null) throw new IllegalStateException("a stream failed", failure);
         long t = generated.get() - t0;
         counter.tokens += t;
         return t;

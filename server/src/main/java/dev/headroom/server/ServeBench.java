@@ -106,6 +106,9 @@ final class ServeBench implements Callable<Integer> {
     @Mixin
     EngineOptions engine;
 
+    @picocli.CommandLine.Spec
+    picocli.CommandLine.Model.CommandSpec spec;
+
     /** The completion model of the server started in this process (without --url). */
     @Mixin
     DecoderOptions decoder;
@@ -301,6 +304,13 @@ final class ServeBench implements Callable<Integer> {
         if (url != null && decoder.given()) {
             throw new IllegalArgumentException("--model, --weights, --config, --mmap and --dummy-weights choose the model of a server started "
                     + "here; with --url the server at " + url + " has its own");
+        }
+        if (url != null) {
+            List<String> engineOptions = EngineOptions.NAMES.stream().filter(spec.commandLine().getParseResult()::hasMatchedOption).toList();
+            if (!engineOptions.isEmpty()) {
+                throw new IllegalArgumentException(String.join(", ", engineOptions) + " set" + (engineOptions.size() == 1 ? "s" : "")
+                        + " up a server started here; with --url the server at " + url + " has its own settings");
+            }
         }
         String corpus = new String(ServeBench.class.getResourceAsStream("/dev/headroom/model/sentences.txt").readAllBytes(),
                 StandardCharsets.UTF_8).replace('\n', ' ');

@@ -128,7 +128,7 @@ final class ServeCommand implements Callable<Integer> {
             String name = model.name();
             if (name.equals(EMBEDDING_MODEL)) {
                 throw new IllegalArgumentException("the completion model would be served as '" + name + "', the embedding model's name; "
-                        + "rename its weights file");
+                        + "give another with --served-model-name or rename its weights file");
             }
             LlamaModel decoder = model.load(MultiHeadAttention.Options.defaults().withThreads(threads));
             TrackedArena arena = null;

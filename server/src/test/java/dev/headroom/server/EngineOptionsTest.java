@@ -28,13 +28,34 @@ class EngineOptionsTest {
         new CommandLine(defaults).parseArgs();
         assertEquals(KvDtype.F32, defaults.engine.config(8).kvDtype());
         assertEquals(16, defaults.engine.config(8).blockSize());
+        // every option of the class is in the list serve-bench refuses with --url
+        assertEquals(EngineOptions.NAMES.stream().sorted().toList(), new CommandLine(new ServeBench()).getCommandSpec().options().stream()
+                .filter(o -> o.userObject() instanceof java.lang.reflect.Field f && f.getDeclaringClass() == EngineOptions.class)
+                .map(o -> o.longestName()).sorted().toList());
+        java.io.PrintStream err = System.err;
+        java.io.ByteArrayOutputStream captured = new java.io.ByteArrayOutputStream();
+        try {
+            System.setErr(new java.io.PrintStream(captured, true, java.nio.charset.StandardCharsets.UTF_8));
+            assertEquals(2, ServerMain.execute("serve-bench", "--url", "http://127.0.0.1:9", "--kv-dtype", "int8", "--out", "unused"));
+        } finally {
+            System.setErr(err);
+        }
+        String message = captured.toString(java.nio.charset.StandardCharsets.UTF_8);
+        org.junit.jupiter.api.Assertions.assertTrue(message.contains("--kv-dtype sets up a server started here; with --url the server at "
+                + "http://127.0.0.1:9 has its own settings"), message);
         // refused while parsing, before anything starts (a serve that started would run until interrupted: hence the timeout)
         assertEquals(2, assertTimeoutPreemptively(Duration.ofSeconds(60), () -> ServerMain.execute("serve", "--kv-dtype", "int4", "--port", "0")));
     }
 
     @Test
     void anInt8CacheServesWhatGenerateWithInt8Gives() throws Exception {
+        int f32Blocks;
+        try (Engine f32 = Engine.start(TestStack.DECODER, TestStack.TOKENIZER, Engine.Config.defaults().withKvBudget(64L << 20))) {
+            f32Blocks = f32.cacheStats().capacityBlocks();
+        }
         try (TestStack.Server server = new TestStack.Server(Engine.Config.defaults().withKvBudget(64L << 20).withKvDtype(KvDtype.INT8))) {
+            // the server's cache is int8: 3.76 times the blocks of f32 in the same budget (68 bytes a token and head against 256)
+            assertEquals(256.0 / 68, (double) server.engine.cacheStats().capacityBlocks() / f32Blocks, 0.05);
             String prompt = "The jury said";
             HttpResponse<String> r = server.post("/v1/completions", "{\"model\": \"tiny\", \"prompt\": \"" + prompt + "\", \"max_tokens\": 24, "
                     + "\"temperature\": 0}");
