@@ -566,20 +566,21 @@ final class ServeBench implements Callable<Integer> {
         Files.createDirectories(out);
         StringBuilder csv = new StringBuilder("kind,concurrency,requests,tokens,seconds,tokens_per_s,requests_per_s,ttft_p50_ms,ttft_p99_ms,"
                 + "itl_p50_ms,itl_p99_ms,latency_p50_ms,latency_p99_ms,rejected,errors,reference_per_s,warmup_s,warmup_steady,"
-                + "step_decode_p50_ms,step_decode_p99_ms,prefill_step_share,step_prefill_p50_ms,step_prefill_p99_ms,step_decode_forward_p50_ms\n");
+                + "step_decode_p50_ms,step_decode_p99_ms,prefill_step_share,step_prefill_p50_ms,step_prefill_p99_ms,step_decode_forward_p50_ms,model\n");
         for (Level l : levels) {
             Steps st = l.steps();
-            csv.append(String.format(Locale.ROOT, "completions,%d,%d,%d,%.3f,%.2f,%.3f,%.2f,%.2f,%.3f,%.3f,,,%d,%d,,%s,%s%n", l.concurrency(),
+            csv.append(String.format(Locale.ROOT, "completions,%d,%d,%d,%.3f,%.2f,%.3f,%.2f,%.2f,%.3f,%.3f,,,%d,%d,,%s,%s,%s%n", l.concurrency(),
                     l.requests(), l.tokens(), l.seconds(), l.tokensPerSecond(), l.requests() / l.seconds(), quantile(l.ttftMs(), 0.5),
                     quantile(l.ttftMs(), 0.99), quantile(l.itlMs(), 0.5), quantile(l.itlMs(), 0.99), l.rejected(), l.errors(),
                     Warm.csv(l.warm()), st == null ? ",,,,," : String.format(Locale.ROOT, "%.3f,%.3f,%.3f,%.3f,%.3f,%.3f",
                             quantile(st.decodeOnlyMs(), 0.5), quantile(st.decodeOnlyMs(), 0.99), st.prefillShare(),
-                            quantile(st.withPrefillMs(), 0.5), quantile(st.withPrefillMs(), 0.99), quantile(st.decodeForwardMs(), 0.5))));
+                            quantile(st.withPrefillMs(), 0.5), quantile(st.withPrefillMs(), 0.99), quantile(st.decodeForwardMs(), 0.5)),
+                    completionModel));
         }
         if (emb != null) {
             csv.append(String.format(Locale.ROOT, "embeddings,%d,%d,,%.3f,,%.2f,,,,,%.2f,%.2f,%d,%d,%.2f,%s%n", emb.clients(), emb.requests(),
                     emb.seconds(), emb.requestsPerSecond(), quantile(emb.latencyMs(), 0.5), quantile(emb.latencyMs(), 0.99), emb.rejected(),
-                    emb.errors(), emb.referencePerSecond(), Warm.csv(emb.warm()) + ",,,,,,"));
+                    emb.errors(), emb.referencePerSecond(), Warm.csv(emb.warm()) + ",,,,,," + ServeCommand.EMBEDDING_MODEL));
         }
         Files.writeString(out.resolve("serve-bench.csv"), csv);
         Map<String, List<double[]>> tput = new LinkedHashMap<>();

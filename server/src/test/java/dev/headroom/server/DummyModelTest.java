@@ -127,5 +127,7 @@ class DummyModelTest {
         String[] row = csv.get(1).split(",", -1);
         assertEquals("completions", row[0], csv.toString());
         assertTrue(Long.parseLong(row[3]) > 0 && row[14].equals("0"), "tokens generated and no errors: " + csv);
+        assertEquals("model", csv.get(0).substring(csv.get(0).lastIndexOf(',') + 1));
+        assertEquals("dummy", row[row.length - 1], csv.toString());
     }
 }
