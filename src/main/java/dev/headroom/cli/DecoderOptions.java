@@ -20,9 +20,10 @@ import java.nio.file.Path;
 
 /**
  * Which decoder a command runs ({@code generate}, and the server module's {@code serve} and
- * {@code serve-bench}): the built-in tiny byte model, or a {@code .safetensors} file with Hugging
- * Face Llama key names and its {@code config.json}, whose vocabulary must be bytes (ids 0-255)
- * with special tokens above them.
+ * {@code serve-bench}): the built-in tiny byte model, a {@code .safetensors} file with Hugging
+ * Face Llama key names and its {@code config.json}, or random weights in a config's shape
+ * ({@code --dummy-weights}); a config's vocabulary must be bytes (ids 0-255) with special tokens
+ * above them.
  */
 public final class DecoderOptions {
     @Spec(Spec.Target.MIXEE)

@@ -82,11 +82,11 @@ final class ServeCommand implements Callable<Integer> {
             stack.close();
             stopped.countDown();
         }, "headroom-serve-shutdown"));
-        System.err.printf("headroom serve: listening on %s (completions: %s, embeddings: %s); KV cache %s (%d blocks%s); "
+        System.err.printf("headroom serve: listening on %s (completions: %s, embeddings: %s); KV cache %s (%d blocks of %d tokens, %s%s); "
                         + "queue %d, batch %d, %d tokens per step (%d of prompt beside decoding streams); %d threads per model, "
                         + "waiting by %s; OpenBLAS kernel %s%n", stack.server.baseUri(), stack.completionModel, EMBEDDING_MODEL,
-                OffHeap.format(stack.engine.cacheStats().reservedBytes()), stack.engine.cacheStats().capacityBlocks(),
-                TrackedArena.hugePagesAvailable() ? ", huge pages asked for" : "", maxQueue, config.maxRunning(),
+                OffHeap.format(stack.engine.cacheStats().reservedBytes()), stack.engine.cacheStats().capacityBlocks(), config.blockSize(),
+                config.kvDtype().name().toLowerCase(Locale.ROOT), TrackedArena.hugePagesAvailable() ? ", huge pages asked for" : "", maxQueue, config.maxRunning(),
                 config.maxStepTokens(), Math.min(config.maxPrefillTokens(), config.maxStepTokens()), t,
                 engine.workerWait.name().toLowerCase(Locale.ROOT), OpenBlas.coreChoice());
         if (!address.getAddress().isLoopbackAddress()) {
