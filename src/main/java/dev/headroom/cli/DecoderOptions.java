@@ -45,20 +45,8 @@ public final class DecoderOptions {
             + "--load-format dummy; always the same, seed 1): the text is noise; for measuring what runs around a model of that shape.")
     boolean dummy;
 
-    /**
-     * The name a server gives the model in its API instead of {@link #name()} (vLLM's
-     * {@code --served-model-name}); null: the model's own name. Only commands that serve it show the option.
-     */
-    public String servedName;
-
-    /** True when a model option was given (the caller may refuse them where no model is loaded). */
-    public boolean given() {
-        return model != null || weights != null || config != null || mmap || dummy;
-    }
-
-    /** The model's name: {@link #servedName} when set, else the built-in one's, "dummy", or the --weights file's name without .safetensors. */
+    /** The model's name: the built-in one's, "dummy", or the --weights file's name without .safetensors. */
     public String name() {
-        if (servedName != null) return servedName;
         if (dummy) return "dummy";
         if (weights == null) return model == null ? "tiny" : model;
         String file = weights.getFileName().toString();

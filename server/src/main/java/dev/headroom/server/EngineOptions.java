@@ -11,10 +11,6 @@ import picocli.CommandLine.Option;
  * starts in its process) share: one declaration, one set of defaults.
  */
 final class EngineOptions {
-    /** Every option of this class (serve-bench refuses them with --url). */
-    static final java.util.List<String> NAMES = java.util.List.of("--kv-budget", "--kv-dtype", "--block-size", "--max-running",
-            "--max-step-tokens", "--max-prefill-tokens", "--worker-wait", "--threads");
-
     @Option(names = "--kv-budget", defaultValue = "2g", converter = ServerMain.ByteSize.class, paramLabel = "SIZE",
             description = "KV cache memory, e.g. 512m or 2g (default ${DEFAULT-VALUE}); requests wait for it, never over-commit it.")
     long kvBudget;

@@ -12,10 +12,14 @@ import dev.headroom.serve.Engine;
 import dev.headroom.tensor.Tensor;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Model.OptionSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
 import java.io.IOException;
 import java.io.PrintStream;
+import java.lang.reflect.Field;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.URI;
@@ -106,8 +110,8 @@ final class ServeBench implements Callable<Integer> {
     @Mixin
     EngineOptions engine;
 
-    @picocli.CommandLine.Spec
-    picocli.CommandLine.Model.CommandSpec spec;
+    @Spec
+    CommandSpec spec;
 
     /** The completion model of the server started in this process (without --url). */
     @Mixin
@@ -301,14 +305,13 @@ final class ServeBench implements Callable<Integer> {
         if (url != null && !"http".equalsIgnoreCase(url.getScheme())) {
             throw new IllegalArgumentException("--url must be an http:// URL (the clients speak plain HTTP/1.1), got " + url);
         }
-        if (url != null && decoder.given()) {
-            throw new IllegalArgumentException("--model, --weights, --config, --mmap and --dummy-weights choose the model of a server started "
-                    + "here; with --url the server at " + url + " has its own");
-        }
-        if (url != null) {
-            List<String> engineOptions = EngineOptions.NAMES.stream().filter(spec.commandLine().getParseResult()::hasMatchedOption).toList();
-            if (!engineOptions.isEmpty()) {
-                throw new IllegalArgumentException(String.join(", ", engineOptions) + " set" + (engineOptions.size() == 1 ? "s" : "")
+        if (url != null) { // the engine and model options given belong to a server started here
+            List<String> local = spec.commandLine().getParseResult().matchedOptions().stream()
+                    .filter(o -> o.userObject() instanceof Field f
+                            && (f.getDeclaringClass() == EngineOptions.class || f.getDeclaringClass() == DecoderOptions.class))
+                    .map(OptionSpec::longestName).toList();
+            if (!local.isEmpty()) {
+                throw new IllegalArgumentException(String.join(", ", local) + " set" + (local.size() == 1 ? "s" : "")
                         + " up a server started here; with --url the server at " + url + " has its own settings");
             }
         }
@@ -321,8 +324,8 @@ final class ServeBench implements Callable<Integer> {
             if (base == null) {
                 int t = engine.threads();
                 Engine.Config config = engine.config(Math.max(256, 2 * concurrency.stream().mapToInt(Integer::intValue).max().orElse(1)));
-                stack = ServeCommand.Stack.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), decoder, config, t,
-                        engine.workerWait, Duration.ofMillis(2));
+                stack = ServeCommand.Stack.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), decoder, decoder.name(), config,
+                        t, engine.workerWait, Duration.ofMillis(2));
                 completionModel = stack.completionModel;
                 int context = stack.decoder.config().maxPositions();
                 if (range[1] + 1 >= context) {

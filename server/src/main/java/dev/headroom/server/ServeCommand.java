@@ -63,19 +63,23 @@ final class ServeCommand implements Callable<Integer> {
             description = "Milliseconds an embedding request waits for others to share its batch of up to 32 (default ${DEFAULT-VALUE}).")
     int embeddingWaitMs;
 
+    /** The completion model's name in the API: --served-model-name, or the model's own. */
+    String completionName() {
+        if (servedModelName == null) return decoder.name();
+        if (servedModelName.isBlank() || !servedModelName.strip().equals(servedModelName)) {
+            throw new IllegalArgumentException("--served-model-name must be a name without surrounding spaces, got '" + servedModelName + "'");
+        }
+        return servedModelName;
+    }
+
     @Override
     public Integer call() throws IOException, InterruptedException {
         if (port < 0 || port > 65535) throw new IllegalArgumentException("--port must be in [0, 65535], got " + port);
-        if (servedModelName != null) {
-            if (servedModelName.isBlank() || !servedModelName.strip().equals(servedModelName)) {
-                throw new IllegalArgumentException("--served-model-name must be a name without surrounding spaces, got '" + servedModelName + "'");
-            }
-            decoder.servedName = servedModelName;
-        }
+        String name = completionName();
         int t = engine.threads();
         Engine.Config config = engine.config(maxQueue);
         InetSocketAddress address = new InetSocketAddress(InetAddress.getByName(host), port);
-        Stack stack = Stack.start(address, decoder, config, t, engine.workerWait, Duration.ofMillis(embeddingWaitMs));
+        Stack stack = Stack.start(address, decoder, name, config, t, engine.workerWait, Duration.ofMillis(embeddingWaitMs));
         SERVING.set(true);
         CountDownLatch stopped = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
@@ -123,9 +127,9 @@ final class ServeCommand implements Callable<Integer> {
             this.server = server;
         }
 
-        static Stack start(InetSocketAddress address, DecoderOptions model, Engine.Config config, int threads, WorkerPool.Waiting waiting,
-                           Duration embeddingWait) throws IOException {
-            String name = model.name();
+        /** Loads {@code model} and MiniLM and starts the engine, the batcher and the server, which calls the decoder {@code name}. */
+        static Stack start(InetSocketAddress address, DecoderOptions model, String name, Engine.Config config, int threads,
+                           WorkerPool.Waiting waiting, Duration embeddingWait) throws IOException {
             if (name.equals(EMBEDDING_MODEL)) {
                 throw new IllegalArgumentException("the completion model would be served as '" + name + "', the embedding model's name; "
                         + "give another with --served-model-name or rename its weights file");

@@ -47,8 +47,8 @@ class DummyModelTest {
     }
 
     private static ServeCommand.Stack start(ServeCommand serve) throws Exception {
-        return ServeCommand.Stack.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), serve.decoder, serve.engine.config(8), 1,
-                WorkerPool.Waiting.YIELD, Duration.ofMillis(2));
+        return ServeCommand.Stack.start(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), serve.decoder, serve.completionName(),
+                serve.engine.config(8), 1, WorkerPool.Waiting.YIELD, Duration.ofMillis(2));
     }
 
     @Test
@@ -107,8 +107,8 @@ class DummyModelTest {
     /** --served-model-name replaces the model's own name in the API. */
     @Test
     void aServedNameReplacesTheModelsOwn() throws Exception {
-        ServeCommand serve = serve("--dummy-weights", "--config", config(256).toString(), "--kv-budget", "16m");
-        serve.decoder.servedName = "house-model"; // what ServeCommand.call does with --served-model-name
+        ServeCommand serve = serve("--dummy-weights", "--config", config(256).toString(), "--kv-budget", "16m", "--served-model-name",
+                "house-model");
         try (ServeCommand.Stack stack = start(serve); HttpClient client = HttpClient.newHttpClient()) {
             URI base = URI.create("http://127.0.0.1:" + stack.server.address().getPort());
             HttpResponse<String> r = client.send(HttpRequest.newBuilder(base.resolve("/v1/models/house-model")).build(),
