@@ -72,9 +72,10 @@ public final class DecoderOptions {
                         + c.parameterCount() + " parameters); this process can be given " + OffHeap.format(budget) + " ("
                         + MemoryLimits.explain() + ")");
             }
+            if (dummy) return RandomLlama.model(c, 1, options);
             TrackedArena arena = TrackedArena.ofShared();
             try {
-                LlamaWeights w = dummy ? LlamaWeights.fromStateDict(c, RandomLlama.stateDict(c, 1, arena)) : CliFiles.read(weights, "--weights",
+                LlamaWeights w = CliFiles.read(weights, "--weights",
                         () -> LlamaWeights.load(weights, c, arena, mmap ? SafeTensors.Load.MAP : SafeTensors.Load.COPY));
                 return new LlamaModel(w, options, arena);
             } catch (IOException | RuntimeException e) {

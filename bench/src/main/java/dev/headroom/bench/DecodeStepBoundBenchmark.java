@@ -23,12 +23,13 @@ import org.openjdk.jmh.annotations.TearDown;
 import org.openjdk.jmh.annotations.Warmup;
 
 import java.lang.foreign.MemorySegment;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 
 /**
- * The compute limit of one decode step of the tiny decoder with {@code rows} new tokens: every
+ * The compute limit of one decode step of the tiny decoder (or of a config's shape) with {@code rows} new tokens: every
  * matrix product of the step (per layer Q, K and V as one product of the concatenated weights,
  * the output projection, gate and up as one, down; then the output layer), each one
  * {@code cblas_sgemm} with OpenBLAS's own {@code threads} threads on random operands of the
@@ -54,6 +55,10 @@ public class DecodeStepBoundBenchmark {
     @Param({"2"})
     public int threads;
 
+    /** The shapes: {@code tiny} (the trained decoder's) or the path of a Llama {@code config.json}. */
+    @Param({"tiny"})
+    public String config;
+
     private TrackedArena arena;
     /** Per product: its input (rows, in), weight (out, in) and output (rows, out). */
     private final List<Matrix[]> products = new ArrayList<>();
@@ -63,7 +68,7 @@ public class DecodeStepBoundBenchmark {
     @Setup(Level.Trial)
     public void setUp() throws Exception {
         OpenBlas.setThreads(threads);
-        LlamaConfig c = Models.tinyConfig();
+        LlamaConfig c = config.equals("tiny") ? Models.tinyConfig() : LlamaConfig.read(Path.of(config));
         int E = c.hiddenSize(), I = c.intermediateSize(), q = c.heads() * c.headDim(), kv = c.kvHeads() * c.headDim();
         arena = TrackedArena.ofShared();
         long seed = 1;

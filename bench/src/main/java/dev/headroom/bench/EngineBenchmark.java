@@ -5,7 +5,9 @@ import dev.headroom.generate.Generator;
 import dev.headroom.generate.Sampling;
 import dev.headroom.model.Models;
 import dev.headroom.model.llama.ByteTokenizer;
+import dev.headroom.model.llama.LlamaConfig;
 import dev.headroom.model.llama.LlamaModel;
+import dev.headroom.model.llama.RandomLlama;
 import dev.headroom.runtime.WorkerPool;
 import dev.headroom.serve.Engine;
 import org.openjdk.jmh.annotations.AuxCounters;
@@ -26,6 +28,7 @@ import org.openjdk.jmh.annotations.Warmup;
 import java.io.IOException;
 import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
@@ -36,7 +39,7 @@ import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * The serving engine under serve-bench's completion load, without HTTP: {@code streams} requests
- * kept in flight on one {@link Engine} over the tiny decoder (each that ends is replaced by a new
+ * kept in flight on one {@link Engine} over the tiny decoder or a dummy model of a config's shape (each that ends is replaced by a new
  * one at once, through every iteration), prompts of 16–96 bytes of the built-in Brown sentences,
  * 128 tokens each, temperature 0.8 and top-k 40, serve's engine settings (its 2 GiB cache
  * included) and yielding workers. One operation lasts until {@code streams} requests have ended; the {@code tokens}
@@ -58,6 +61,13 @@ public class EngineBenchmark {
 
     @Param({"2"})
     public int threads;
+
+    /**
+     * The model: {@code tiny} (the trained decoder) or the path of a Llama {@code config.json} with a
+     * byte vocabulary, served with random weights (serve's {@code --dummy-weights --config}).
+     */
+    @Param({"tiny"})
+    public String config;
 
     /** How the model's workers wait between tasks: yield (the server's) or spin (the library's default). */
     @Param({"yield"})
@@ -86,7 +96,8 @@ public class EngineBenchmark {
 
     @Setup(Level.Trial)
     public void setUp() throws IOException {
-        model = Models.tiny(MultiHeadAttention.Options.defaults().withThreads(threads));
+        MultiHeadAttention.Options options = MultiHeadAttention.Options.defaults().withThreads(threads);
+        model = config.equals("tiny") ? Models.tiny(options) : RandomLlama.model(LlamaConfig.read(Path.of(config)), 1, options);
         model.setWaiting(WorkerPool.Waiting.valueOf(wait.toUpperCase(Locale.ROOT)));
         tokenizer = ByteTokenizer.of(model.config());
         engine = Engine.start(model, tokenizer, Engine.Config.defaults()); // serve's defaults: a 2 GiB cache, allocated here

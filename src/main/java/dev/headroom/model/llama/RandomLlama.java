@@ -1,5 +1,7 @@
 package dev.headroom.model.llama;
 
+import dev.headroom.attention.MultiHeadAttention;
+import dev.headroom.memory.TrackedArena;
 import dev.headroom.tensor.Tensor;
 
 import java.lang.foreign.Arena;
@@ -18,6 +20,20 @@ public final class RandomLlama {
     /** A config with the given shape, byte vocabulary 260 (bos 256, eos 257), context {@code positions}. */
     public static LlamaConfig config(int E, int I, int layers, int H, int G, int d, int positions, boolean tied, boolean bias) {
         return new LlamaConfig(E, I, layers, H, G, d, 1e-5, 10000, 260, positions, tied, bias, 256, new int[]{257});
+    }
+
+    /**
+     * A model of the config's shape with {@link #stateDict random weights} of the given seed, in
+     * an arena of its own that the model owns (closing the model frees them).
+     */
+    public static LlamaModel model(LlamaConfig c, long seed, MultiHeadAttention.Options options) {
+        TrackedArena arena = TrackedArena.ofShared();
+        try {
+            return new LlamaModel(LlamaWeights.fromStateDict(c, stateDict(c, seed, arena)), options, arena);
+        } catch (RuntimeException | Error e) {
+            arena.close();
+            throw e;
+        }
     }
 
     /** Every tensor the config needs, N(0, 0.3²) matrices (so that attention is far from uniform), norms near 1. */

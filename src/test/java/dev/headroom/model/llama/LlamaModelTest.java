@@ -3,6 +3,7 @@ package dev.headroom.model.llama;
 import dev.headroom.attention.MultiHeadAttention;
 import dev.headroom.cache.KvCache;
 import dev.headroom.cache.KvDtype;
+import dev.headroom.memory.OffHeap;
 import dev.headroom.memory.TrackedArena;
 import dev.headroom.model.Models;
 import dev.headroom.tensor.Tensor;
@@ -176,6 +177,26 @@ class LlamaModelTest {
                     }
                 }
             }
+        }
+    }
+
+    /** --dummy-weights' model: the state dict of its seed, bit for bit, in an arena the model frees when it closes. */
+    @Test
+    void aRandomModelOwnsTheWeightsOfItsSeed() {
+        LlamaConfig c = RandomLlama.config(48, 80, 2, 3, 1, 16, 64, false, true);
+        int[] ids = {256, 7, 200, 31, 31, 90};
+        long before = OffHeap.currentBytes();
+        float[][] owned;
+        try (LlamaModel model = RandomLlama.model(c, 9, MultiHeadAttention.Options.defaults().withThreads(2))) {
+            assertTrue(OffHeap.currentBytes() - before >= Float.BYTES * c.parameterCount(), "the weights are allocated off-heap");
+            owned = whole(model, ids);
+        }
+        assertEquals(before, OffHeap.currentBytes(), "closing the model freed its weights");
+        try (TrackedArena arena = TrackedArena.ofShared();
+             LlamaModel model = new LlamaModel(LlamaWeights.fromStateDict(c, RandomLlama.stateDict(c, 9, arena)), 2)) {
+            float[][] expected = whole(model, ids);
+            for (int i = 0; i < ids.length; i++) assertTrue(Arrays.equals(expected[i], owned[i]), "logits of token " + i);
+            assertTrue(!Arrays.equals(expected[0], expected[1]), "the logits depend on the tokens");
         }
     }
 
