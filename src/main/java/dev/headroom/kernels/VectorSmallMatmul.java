@@ -49,7 +49,9 @@ final class VectorSmallMatmul implements SmallMatmul {
                       MemorySegment bias, boolean accumulate, MemorySegment out, long outOffset, long rowStride, long colStride) {
         int P = 2 * SPECIES.length();
         boolean eights = EIGHT_ROWS && m > 4;
-        float[] xs = eights ? rows(x, xOffset, ldx, m, k) : null, acc = ACCUMULATORS.get();
+        int fours = eights ? 0 : m / 4 * 4; // rows in blocks of four; the rest one at a time, from this thread's array
+        float[] xs = eights ? rows(x, xOffset, ldx, m, k) : fours < m ? rows(x, xOffset + (long) fours * ldx, ldx, m - fours, k) : null;
+        float[] acc = ACCUMULATORS.get();
         for (int j = 0; j < n; j += P) {
             long panel = packedOffset + (long) (j / P) * k * P;
             int valid = Math.min(P, n - j), i0 = 0;
@@ -65,7 +67,7 @@ final class VectorSmallMatmul implements SmallMatmul {
                 writeRows(acc, 4, valid, bias, j, accumulate, out, outOffset + i0 * rowStride, rowStride, colStride);
             }
             for (; i0 < m; i0++) {
-                oneRow(x, xOffset + (long) i0 * ldx, k, packed, panel, acc);
+                oneRow(xs, (i0 - fours) * k, k, packed, panel, acc);
                 writeRows(acc, 1, valid, bias, j, accumulate, out, outOffset + i0 * rowStride, rowStride, colStride);
             }
         }
@@ -228,15 +230,35 @@ final class VectorSmallMatmul implements SmallMatmul {
         a31.intoArray(acc, 3 * P + L);
     }
 
-    /** One row against one panel: the same chain per output as {@link #fourRows}, so a row's result does not depend on its block. */
-    private static void oneRow(MemorySegment x, long x0, int k, MemorySegment packed, long base, float[] acc) {
-        int L = SPECIES.length(), P = 2 * L;
+    /**
+     * One row, x0 … x0 + k − 1 of {@code xs}, against one panel: the same chain per output as
+     * {@link #fourRows}, so a row's result does not depend on its block. A single stream's decode
+     * step runs here, bound by reading W from memory: the loop walks the panel by its byte offset,
+     * two steps of c a turn, and reads x from an array. In the form of the other kernels (offset
+     * c·P from the loop's index, x read from its segment) C2's code read W at half the rate of a
+     * plain streaming sum: on one thread (AMD EPYC Zen 4, {@code DecodeStepBoundBenchmark
+     * .packedOneThread -p rows=1 -p threads=1}, alternating JVMs) the products of a step of
+     * SmolLM-135M's shape (425 MB, {@code -p config=docs/results/serve-smol/config.json}) took
+     * 36.7-37.6 ms (11.5 GB/s), now 16.0-16.9 (26 GB/s, the thread's streaming read rate); the tiny
+     * decoder's (11 MB, mostly cached) 167-175 µs, now 160-162.
+     */
+    private static void oneRow(float[] xs, int x0, int k, MemorySegment packed, long base, float[] acc) {
+        int L = SPECIES.length(), V = SPECIES.vectorByteSize();
         FloatVector a0 = FloatVector.zero(SPECIES), a1 = a0;
-        for (int c = 0; c < k; c++) {
-            long w = base + (long) c * P;
-            FloatVector b = FloatVector.broadcast(SPECIES, x.getAtIndex(F, x0 + c));
-            a0 = load(packed, w).fma(b, a0);
-            a1 = load(packed, w + L).fma(b, a1);
+        long at = base * Float.BYTES, end = (base + (long) k * 2 * L) * Float.BYTES, pairs = at + (long) (k & ~1) * 2 * V;
+        int c = x0;
+        for (; at < pairs; at += 4L * V, c += 2) { // two steps of c a turn: the same chains, in the same order
+            FloatVector b = FloatVector.broadcast(SPECIES, xs[c]);
+            a0 = FloatVector.fromMemorySegment(SPECIES, packed, at, ORDER).fma(b, a0);
+            a1 = FloatVector.fromMemorySegment(SPECIES, packed, at + V, ORDER).fma(b, a1);
+            b = FloatVector.broadcast(SPECIES, xs[c + 1]);
+            a0 = FloatVector.fromMemorySegment(SPECIES, packed, at + 2L * V, ORDER).fma(b, a0);
+            a1 = FloatVector.fromMemorySegment(SPECIES, packed, at + 3L * V, ORDER).fma(b, a1);
+        }
+        if (at < end) {
+            FloatVector b = FloatVector.broadcast(SPECIES, xs[c]);
+            a0 = FloatVector.fromMemorySegment(SPECIES, packed, at, ORDER).fma(b, a0);
+            a1 = FloatVector.fromMemorySegment(SPECIES, packed, at + V, ORDER).fma(b, a1);
         }
         a0.intoArray(acc, 0);
         a1.intoArray(acc, L);
