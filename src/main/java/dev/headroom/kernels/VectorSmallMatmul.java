@@ -237,10 +237,10 @@ final class VectorSmallMatmul implements SmallMatmul {
      * two steps of c a turn, and reads x from an array. In the form of the other kernels (offset
      * c·P from the loop's index, x read from its segment) C2's code read W at half the rate of a
      * plain streaming sum: on one thread (AMD EPYC Zen 4, {@code DecodeStepBoundBenchmark
-     * .packedOneThread -p rows=1 -p threads=1}, alternating JVMs) the products of a step of
-     * SmolLM-135M's shape (425 MB, {@code -p config=docs/results/serve-smol/config.json}) took
-     * 36.7-37.6 ms (11.5 GB/s), now 16.0-16.9 (26 GB/s, the thread's streaming read rate); the tiny
-     * decoder's (11 MB, mostly cached) 167-175 µs, now 160-162.
+     * .packedOneThread -p rows=1 -p threads=1}, alternating JVMs, {@code docs/results/serve-smol/one-row-ab/})
+     * the products of a step of SmolLM-135M's shape (425 MB, {@code -p config=docs/results/serve-smol/config.json})
+     * took 33.3 ms (12.8 GB/s), now 15.9-16.9 (25-27 GB/s, the thread's streaming read rate); the
+     * tiny decoder's (11 MB, mostly cached) 162-172 µs, now 157-170.
      */
     private static void oneRow(float[] xs, int x0, int k, MemorySegment packed, long base, float[] acc) {
         int L = SPECIES.length(), V = SPECIES.vectorByteSize();
