@@ -38,20 +38,20 @@ final class VectorSmallMatmul implements SmallMatmul {
      * work). Fewer rows in a block of their own cost more per row: one row's two chains, each
      * waiting on its previous multiply-add, leave the FMA units mostly idle, and four rows' eight
      * chains half of them (steps of 33-63 rows in the server, then in this kernel, spent a third of
-     * their product time in the rows past the last eight). Those rows are copied to this thread's
-     * array first, so that the kernel's reads of them are plain array reads: with memory-segment
-     * reads its compiled form was larger, and the larger a Vector API method, the likelier C2 falls
-     * back to the API's Java implementation (FloatSpecies.rvOp in profiles; 32 rows of the step then
-     * took 7-11 ms instead of 1.2).
+     * their product time in the rows past the last eight). The rows of x are copied to this
+     * thread's array first, so that the kernels' reads of them are plain array reads: with
+     * memory-segment reads the eight-row kernel's compiled form was larger, and the larger a Vector
+     * API method, the likelier C2 falls back to the API's Java implementation (FloatSpecies.rvOp in
+     * profiles; 32 rows of the step then took 7-11 ms instead of 1.2); and the one- and four-row
+     * kernels, which are bound by reading W when it comes from memory, read it at half the
+     * streaming rate in that form ({@link #oneRow}).
      */
     @Override
     public void apply(MemorySegment x, long xOffset, int ldx, int m, int k, MemorySegment packed, long packedOffset, int n,
                       MemorySegment bias, boolean accumulate, MemorySegment out, long outOffset, long rowStride, long colStride) {
         int P = 2 * SPECIES.length();
         boolean eights = EIGHT_ROWS && m > 4;
-        int fours = eights ? 0 : m / 4 * 4; // rows in blocks of four; the rest one at a time, from this thread's array
-        float[] xs = eights ? rows(x, xOffset, ldx, m, k) : fours < m ? rows(x, xOffset + (long) fours * ldx, ldx, m - fours, k) : null;
-        float[] acc = ACCUMULATORS.get();
+        float[] xs = rows(x, xOffset, ldx, m, k), acc = ACCUMULATORS.get();
         for (int j = 0; j < n; j += P) {
             long panel = packedOffset + (long) (j / P) * k * P;
             int valid = Math.min(P, n - j), i0 = 0;
@@ -63,11 +63,11 @@ final class VectorSmallMatmul implements SmallMatmul {
                 continue;
             }
             for (; i0 + 4 <= m; i0 += 4) {
-                fourRows(x, xOffset + (long) i0 * ldx, ldx, k, packed, panel, acc);
+                fourRows(xs, i0 * k, k, packed, panel, acc);
                 writeRows(acc, 4, valid, bias, j, accumulate, out, outOffset + i0 * rowStride, rowStride, colStride);
             }
             for (; i0 < m; i0++) {
-                oneRow(xs, (i0 - fours) * k, k, packed, panel, acc);
+                oneRow(xs, i0 * k, k, packed, panel, acc);
                 writeRows(acc, 1, valid, bias, j, accumulate, out, outOffset + i0 * rowStride, rowStride, colStride);
             }
         }
@@ -194,23 +194,30 @@ final class VectorSmallMatmul implements SmallMatmul {
     }
 
     /**
-     * Rows x0 … x0 + 3·ldx against the panel at {@code base}, sums to {@code acc} as {@link #eightRows} leaves them: eight
-     * accumulators. A method of its own, without branches on the row count in its loop: C2 keeps
+     * Rows x0 … x0 + 3·k of {@code xs} against the panel at {@code base}, sums to {@code acc} as {@link #eightRows} leaves
+     * them: eight accumulators. A method of its own, without branches on the row count in its loop: C2 keeps
      * the vectors in registers only while a method stays small (one method with the row count
      * tested inside the loop ran a decode of the tiny model at batch 8 in 430-540 ms in one JVM and
-     * 240-260 in another).
+     * 240-260 in another). The loop walks the panel by its byte offset, as {@link #oneRow} does and
+     * for the same reason: four rows of a step of SmolLM-135M's shape on one thread took
+     * 47-54 ms with the panel indexed by c and x read from its segment, 18.3-19.0 in this form
+     * (about the one-row step's time: bound by reading W), the tiny decoder's 387-439 µs, 258-270;
+     * with 256-bit vectors eight rows (two blocks of four) 62.5 and 0.87 ms, now 41.9 and 0.58
+     * ({@code DecodeStepBoundBenchmark.packedOneThread -p rows=4 -p threads=1}, alternating JVMs,
+     * AMD EPYC Zen 4, a noisy phase; {@code docs/results/serve-smol/four-rows-ab/}).
      */
-    private static void fourRows(MemorySegment x, long x0, int ldx, int k, MemorySegment packed, long base, float[] acc) {
-        int L = SPECIES.length(), P = 2 * L;
-        long x1 = x0 + ldx, x2 = x1 + ldx, x3 = x2 + ldx;
+    private static void fourRows(float[] xs, int x0, int k, MemorySegment packed, long base, float[] acc) {
+        int L = SPECIES.length(), P = 2 * L, V = SPECIES.vectorByteSize();
+        int x1 = x0 + k, x2 = x1 + k, x3 = x2 + k;
         FloatVector a00 = FloatVector.zero(SPECIES), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-        for (int c = 0; c < k; c++) {
-            long w = base + (long) c * P;
-            FloatVector v0 = load(packed, w), v1 = load(packed, w + L);
-            FloatVector b0 = FloatVector.broadcast(SPECIES, x.getAtIndex(F, x0 + c));
-            FloatVector b1 = FloatVector.broadcast(SPECIES, x.getAtIndex(F, x1 + c));
-            FloatVector b2 = FloatVector.broadcast(SPECIES, x.getAtIndex(F, x2 + c));
-            FloatVector b3 = FloatVector.broadcast(SPECIES, x.getAtIndex(F, x3 + c));
+        long end = (base + (long) k * P) * Float.BYTES;
+        int c = 0;
+        for (long at = base * Float.BYTES; at < end; at += 2L * V, c++) {
+            FloatVector v0 = FloatVector.fromMemorySegment(SPECIES, packed, at, ORDER), v1 = FloatVector.fromMemorySegment(SPECIES, packed, at + V, ORDER);
+            FloatVector b0 = FloatVector.broadcast(SPECIES, xs[x0 + c]);
+            FloatVector b1 = FloatVector.broadcast(SPECIES, xs[x1 + c]);
+            FloatVector b2 = FloatVector.broadcast(SPECIES, xs[x2 + c]);
+            FloatVector b3 = FloatVector.broadcast(SPECIES, xs[x3 + c]);
             a00 = v0.fma(b0, a00);
             a01 = v1.fma(b0, a01);
             a10 = v0.fma(b1, a10);
