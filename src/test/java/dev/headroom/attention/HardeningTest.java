@@ -95,22 +95,31 @@ class HardeningTest {
     @Test
     void finiteInputsThatOverflowAreReportedWithWhereTheyFirstAppeared() {
         AttentionConfig c = AttentionConfig.of(16, 2);
-        try (TrackedArena arena = TrackedArena.ofShared();
-             MultiHeadAttention mha = new MultiHeadAttention(AttentionWeights.random(c, true, 4, arena),
-                     MultiHeadAttention.Options.defaults().withCheckFinite(true))) {
-            // x · 1e30: Q and K are finite (~1e30) but their products overflow in every head's scores
-            Tensor x = randomInput(arena, 5, 10, 16);
-            for (long i = 0; i < x.size(); i++) x.set(i, x.get(i) * 1e30f);
-            long before = arena.allocatedBytes();
-            NonFiniteException e = assertThrows(NonFiniteException.class, () -> mha.forward(x, Mask.causal(), arena));
-            assertTrue(e.getMessage().contains("Q, K and V are finite; it first appears in the attention of head"), e.getMessage());
-            assertEquals(before, arena.allocatedBytes(), "a failed allocating call leaves nothing in the caller's arena");
-            // one value of 3e38 (token 2): the error points at that token's projection or its scores
-            Tensor y = randomInput(arena, 6, 10, 16);
-            y.set(37, 3e38f);
-            e = assertThrows(NonFiniteException.class, () -> mha.forward(y, Mask.causal(), arena));
-            assertTrue(e.getMessage().contains("first appears in the") && (e.getMessage().contains("token 2")
-                    || e.getMessage().contains("query 2")), e.getMessage());
+        try (TrackedArena arena = TrackedArena.ofShared()) {
+            AttentionWeights w = AttentionWeights.random(c, true, 4, arena);
+            try (MultiHeadAttention mha = new MultiHeadAttention(w, MultiHeadAttention.Options.defaults().withCheckFinite(true))) {
+                // x · 1e30: Q and K are finite (~1e30) but their products overflow in every head's scores
+                Tensor x = randomInput(arena, 5, 10, 16);
+                for (long i = 0; i < x.size(); i++) x.set(i, x.get(i) * 1e30f);
+                long before = arena.allocatedBytes();
+                NonFiniteException e = assertThrows(NonFiniteException.class, () -> mha.forward(x, Mask.causal(), arena));
+                assertTrue(e.getMessage().contains("Q, K and V are finite; it first appears in the attention of head"), e.getMessage());
+                assertEquals(before, arena.allocatedBytes(), "a failed allocating call leaves nothing in the caller's arena");
+                // token 2's features at ±3e38, each with the sign of its weight in Q's first output: that output is a sum of
+                // positive terms past Float.MAX_VALUE, +∞ in any order of summation (one value of 3e38 alone overflowed or not
+                // depending on the sgemm kernel's order: its products could meet as −∞ scores, which softmax takes as 0)
+                Tensor y = randomInput(arena, 6, 10, 16);
+                double reach = 0;
+                for (int f = 0; f < 16; f++) {
+                    float wf = w.wq.get(0, f);
+                    y.set(2 * 16 + f, Math.copySign(3e38f, wf));
+                    reach += 3e38 * Math.abs(wf);
+                }
+                assertTrue(reach > 2.0 * Float.MAX_VALUE, "the sum overflows: " + reach);
+                e = assertThrows(NonFiniteException.class, () -> mha.forward(y, Mask.causal(), arena));
+                assertTrue(e.getMessage().contains("first appears in the") && (e.getMessage().contains("token 2")
+                        || e.getMessage().contains("query 2")), e.getMessage());
+            }
         }
     }
 
