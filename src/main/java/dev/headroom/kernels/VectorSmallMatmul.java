@@ -51,7 +51,7 @@ final class VectorSmallMatmul implements SmallMatmul {
                       MemorySegment bias, boolean accumulate, MemorySegment out, long outOffset, long rowStride, long colStride) {
         int P = 2 * SPECIES.length();
         boolean eights = EIGHT_ROWS && m > 4;
-        float[] xs = rows(x, xOffset, ldx, m, k), acc = ACCUMULATORS.get();
+        float[] xs = rows(x, xOffset, ldx, m, k, eights ? (m + 7) / 8 * 8 : m), acc = ACCUMULATORS.get();
         for (int j = 0; j < n; j += P) {
             long panel = packedOffset + (long) (j / P) * k * P;
             int valid = Math.min(P, n - j), i0 = 0;
@@ -74,16 +74,16 @@ final class VectorSmallMatmul implements SmallMatmul {
     }
 
     /**
-     * Per thread, grown as needed and never shrunk (freed with the thread): (⌈m/8⌉·8, k) rows of x,
-     * row-major (row i from i·k), rows ≥ m zero. On the heap, not off-heap: C2 compiles plain array
+     * Per thread, grown as needed and never shrunk (freed with the thread): the rows of x, row-major
+     * (row i from i·k), then zero rows up to the eight-row kernel's last block. On the heap, not off-heap: C2 compiles plain array
      * reads into a kernel small enough to keep its vectors (see {@link #apply}).
      */
     private static final ThreadLocal<float[][]> ROWS = ThreadLocal.withInitial(() -> new float[][]{new float[0]});
 
-    /** Rows [0, m) of x, k floats each, into this thread's array (row i from i·k), then zero rows up to a multiple of eight. */
-    private static float[] rows(MemorySegment x, long xOffset, int ldx, int m, int k) {
+    /** Rows [0, m) of x, k floats each, into this thread's array (row i from i·k), then zero rows up to {@code padded} rows. */
+    private static float[] rows(MemorySegment x, long xOffset, int ldx, int m, int k, int padded) {
         float[][] holder = ROWS.get();
-        int padded = (m + 7) / 8 * 8, size = Math.multiplyExact(padded, k); // an array holds at most 2³¹ − 1 floats
+        int size = Math.multiplyExact(padded, k); // an array holds at most 2³¹ − 1 floats
         if (holder[0].length < size) holder[0] = new float[size];
         float[] xs = holder[0];
         for (int i = 0; i < m; i++) MemorySegment.copy(x, F, (xOffset + (long) i * ldx) * Float.BYTES, xs, i * k, k);
