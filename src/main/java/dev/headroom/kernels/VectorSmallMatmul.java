@@ -43,8 +43,9 @@ final class VectorSmallMatmul implements SmallMatmul {
      * memory-segment reads the eight-row kernel's compiled form was larger, and the larger a Vector
      * API method, the likelier C2 falls back to the API's Java implementation (FloatSpecies.rvOp in
      * profiles; 32 rows of the step then took 7-11 ms instead of 1.2); and the one- and four-row
-     * kernels, which are bound by reading W when it comes from memory, read it at half the
-     * streaming rate in that form ({@link #oneRow}).
+     * kernels, which are bound by reading W when it comes from memory, read it at well under the
+     * streaming rate in that form (one row at half of it, four rows at about 0.4: {@link #oneRow},
+     * {@link #fourRows}).
      */
     @Override
     public void apply(MemorySegment x, long xOffset, int ldx, int m, int k, MemorySegment packed, long packedOffset, int n,
@@ -201,10 +202,11 @@ final class VectorSmallMatmul implements SmallMatmul {
      * 240-260 in another). The loop walks the panel by its byte offset, as {@link #oneRow} does and
      * for the same reason: four rows of a step of SmolLM-135M's shape on one thread took
      * 47-54 ms with the panel indexed by c and x read from its segment, 18.3-19.0 in this form
-     * (about the one-row step's time: bound by reading W), the tiny decoder's 387-439 µs, 258-270;
-     * with 256-bit vectors eight rows (two blocks of four) 62.5 and 0.87 ms, now 41.9 and 0.58
-     * ({@code DecodeStepBoundBenchmark.packedOneThread -p rows=4 -p threads=1}, alternating JVMs,
-     * AMD EPYC Zen 4, a noisy phase; {@code docs/results/serve-smol/four-rows-ab/}).
+     * (about the one-row step's time: bound by reading W), the tiny decoder's 387-439 µs, 258-270
+     * ({@code DecodeStepBoundBenchmark.packedOneThread -p rows=4 -p threads=1}, two alternating
+     * pairs of JVMs, AMD EPYC Zen 4, a noisy phase); with 256-bit vectors eight rows (two blocks of
+     * four, {@code -p rows=8 -Dheadroom.vector.bits=256}, one run each) 62.5 and 0.87 ms, now 41.9
+     * and 0.58 ({@code docs/results/serve-smol/four-rows-ab/}).
      */
     private static void fourRows(float[] xs, int x0, int k, MemorySegment packed, long base, float[] acc) {
         int L = SPECIES.length(), P = 2 * L, V = SPECIES.vectorByteSize();
