@@ -168,9 +168,18 @@ public final class LlamaModel implements AutoCloseable {
         this.attention = Collections.unmodifiableList(layers);
         this.packedArena = TrackedArena.ofShared();
         List<Weights> w = new ArrayList<>();
-        for (LlamaWeights.Layer layer : weights.layers()) w.add(Weights.of(layer, packedArena));
+        Linear head;
+        try {
+            for (LlamaWeights.Layer layer : weights.layers()) w.add(Weights.of(layer, packedArena));
+            head = Linear.of(weights.lmHead().matrix(), null, packedArena);
+        } catch (RuntimeException | Error e) { // weights that cannot be read, or no memory for their packed copies
+            packedArena.close();
+            for (MultiHeadAttention m : layers) m.close();
+            pool.close();
+            throw e;
+        }
         this.layerWeights = Collections.unmodifiableList(w);
-        this.lmHead = Linear.of(weights.lmHead().matrix(), null, packedArena);
+        this.lmHead = head;
         this.ownedArena = ownedArena;
     }
 

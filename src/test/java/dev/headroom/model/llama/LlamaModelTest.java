@@ -200,6 +200,25 @@ class LlamaModelTest {
         }
     }
 
+    /** Weights that cannot be read while the model packs them: the error, and nothing left allocated or running. */
+    @Test
+    void aModelThatFailsToPackItsWeightsLeavesNothingBehind() {
+        LlamaConfig c = RandomLlama.config(48, 80, 2, 3, 1, 16, 64, false, false);
+        TrackedArena arena = TrackedArena.ofShared();
+        LlamaWeights w = LlamaWeights.fromStateDict(c, RandomLlama.stateDict(c, 9, arena));
+        arena.close(); // the model reads the weights first when it packs them for decode steps
+        long before = OffHeap.currentBytes(), workersBefore = workerThreads();
+        assertThrows(IllegalStateException.class, () -> new LlamaModel(w, MultiHeadAttention.Options.defaults().withThreads(2), null));
+        assertEquals(before, OffHeap.currentBytes(), "the packed copies made before the failure are freed");
+        long deadline = System.nanoTime() + 10_000_000_000L; // a closed pool's threads end once they see it closed
+        while (workerThreads() > workersBefore && System.nanoTime() < deadline) Thread.onSpinWait();
+        assertEquals(workersBefore, workerThreads(), "the model's worker thread ended");
+    }
+
+    private static long workerThreads() {
+        return Thread.getAllStackTraces().keySet().stream().filter(t -> t.isAlive() && t.getName().startsWith("headroom-worker")).count();
+    }
+
     @Test
     void logitRowsAndBatchesOfTheWholeForwardAgree() throws IOException {
         try (LlamaModel model = Models.tiny(2); TrackedArena arena = TrackedArena.ofShared();
