@@ -156,28 +156,22 @@ public final class LlamaModel implements AutoCloseable {
         }
         if (options.checkFinite()) checkWeightsFinite(weights);
         this.pool = new WorkerPool(threads);
-        List<MultiHeadAttention> layers = new ArrayList<>();
-        try {
-            // Every layer's attention runs on this model's pool: one set of threads for the model.
-            for (LlamaWeights.Layer layer : weights.layers()) layers.add(new MultiHeadAttention(layer.attention(), options, pool));
-        } catch (RuntimeException e) {
-            for (MultiHeadAttention m : layers) m.close();
-            pool.close();
-            throw e;
-        }
-        this.attention = Collections.unmodifiableList(layers);
         this.packedArena = TrackedArena.ofShared();
+        List<MultiHeadAttention> layers = new ArrayList<>();
         List<Weights> w = new ArrayList<>();
         Linear head;
         try {
+            // Every layer's attention runs on this model's pool: one set of threads for the model.
+            for (LlamaWeights.Layer layer : weights.layers()) layers.add(new MultiHeadAttention(layer.attention(), options, pool));
             for (LlamaWeights.Layer layer : weights.layers()) w.add(Weights.of(layer, packedArena));
             head = Linear.of(weights.lmHead().matrix(), null, packedArena);
-        } catch (RuntimeException | Error e) { // weights that cannot be read, or no memory for their packed copies
+        } catch (RuntimeException | Error e) { // a layer refused, weights that cannot be read, or no memory for their packed copies
             packedArena.close();
             for (MultiHeadAttention m : layers) m.close();
             pool.close();
             throw e;
         }
+        this.attention = Collections.unmodifiableList(layers);
         this.layerWeights = Collections.unmodifiableList(w);
         this.lmHead = head;
         this.ownedArena = ownedArena;
