@@ -68,6 +68,40 @@ class PositionEncodingTest {
         }
     }
 
+    /**
+     * The kept table (positions below {@link RotaryEmbedding#TABLE_POSITIONS}, in chunks) gives the
+     * same floats as computing each angle: at the chunks' edges, past the table, in any order of
+     * first use, and from threads filling the same chunks at once.
+     */
+    @Test
+    void anglesFromTheKeptTableEqualEachAngleComputedAlone() throws Exception {
+        int R = 12, pairs = R / 2, C = RotaryEmbedding.TABLE_CHUNK, P = RotaryEmbedding.TABLE_POSITIONS;
+        long[] positions = {P + 5, 0, 1, C - 1, C, C + 1, 3L * C + 17, P - 1, P, 1L << 40, 7, 2L * C - 1};
+        RotaryEmbedding rope = new RotaryEmbedding(10000, R, RotaryEmbedding.Layout.PAIRS);
+        java.util.concurrent.ExecutorService threads = java.util.concurrent.Executors.newFixedThreadPool(4);
+        try (Arena arena = TrackedArena.ofShared()) {
+            java.util.List<java.util.concurrent.Future<?>> done = new java.util.ArrayList<>();
+            for (int k = 0; k < 4; k++) {
+                done.add(threads.submit(() -> {
+                    MemorySegment cos = arena.allocate(4L * pairs * positions.length), sin = arena.allocate(4L * pairs * positions.length);
+                    rope.angles(c -> positions[c], positions.length, cos, sin);
+                    for (int t = 0; t < positions.length; t++) {
+                        for (int i = 0; i < pairs; i++) {
+                            double a = positions[t] * Math.pow(10000, -2.0 * i / R);
+                            assertEquals((float) Math.cos(a), cos.getAtIndex(ValueLayout.JAVA_FLOAT, (long) i * positions.length + t), 0f,
+                                    "cos, position " + positions[t] + ", pair " + i);
+                            assertEquals((float) Math.sin(a), sin.getAtIndex(ValueLayout.JAVA_FLOAT, (long) i * positions.length + t), 0f,
+                                    "sin, position " + positions[t] + ", pair " + i);
+                        }
+                    }
+                }));
+            }
+            for (java.util.concurrent.Future<?> f : done) f.get();
+        } finally {
+            threads.shutdown();
+        }
+    }
+
     @Test
     void alibiSlopesAreThePapers() {
         float[] eight = Alibi.slopes(8);

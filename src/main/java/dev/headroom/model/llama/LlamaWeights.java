@@ -1,5 +1,6 @@
 package dev.headroom.model.llama;
 
+import dev.headroom.attention.AttentionConfig;
 import dev.headroom.attention.AttentionWeights;
 import dev.headroom.io.SafeTensors;
 import dev.headroom.io.TensorFormatException;
@@ -134,6 +135,7 @@ public final class LlamaWeights {
         String q = "num_attention_heads " + H + " × head_dim " + d, kv = "num_key_value_heads " + G + " × head_dim " + d;
         String i = "intermediate_size " + I;
         List<Layer> layers = new ArrayList<>();
+        AttentionConfig attentionConfig = config.attention(); // one for every layer, so its RoPE table is computed once
         for (int l = 0; l < config.layers(); l++) {
             String p = "model.layers." + l + ".";
             Tensor inputNorm = tensor(sd, p + "input_layernorm.weight", new int[]{E}, e);
@@ -148,7 +150,7 @@ public final class LlamaWeights {
                 tensor(sd, a + "v_proj.bias", new int[]{G * d}, kv);
                 tensor(sd, a + "o_proj.bias", new int[]{E}, e);
             }
-            AttentionWeights attention = AttentionWeights.fromStateDict(config.attention(), sd, a);
+            AttentionWeights attention = AttentionWeights.fromStateDict(attentionConfig, sd, a);
             Tensor postNorm = tensor(sd, p + "post_attention_layernorm.weight", new int[]{E}, e);
             Matrix gate = tensor(sd, p + "mlp.gate_proj.weight", new int[]{I, E}, i + ", " + e).matrix();
             Matrix up = tensor(sd, p + "mlp.up_proj.weight", new int[]{I, E}, i + ", " + e).matrix();
