@@ -66,11 +66,12 @@ public final class DecoderOptions {
             }
             LlamaConfig c = CliFiles.read(config, "--config", () -> LlamaConfig.read(config));
             tokenizer(c);
-            long bytes = Float.BYTES * c.parameterCount(), budget = MemoryLimits.defaultBudget();
+            // the weights and the model's packed copy of them (LlamaModel#packedBytes), about as many bytes again
+            long bytes = Float.BYTES * c.parameterCount() + LlamaModel.packedBytesFor(c), budget = MemoryLimits.defaultBudget();
             if (dummy && bytes > budget) {
                 throw new IllegalArgumentException("--dummy-weights for --config " + config + " would take " + OffHeap.format(bytes) + " ("
-                        + c.parameterCount() + " parameters); this process can be given " + OffHeap.format(budget) + " ("
-                        + MemoryLimits.explain() + ")");
+                        + c.parameterCount() + " parameters, and their copy packed for decode steps); this process can be given "
+                        + OffHeap.format(budget) + " (" + MemoryLimits.explain() + ")");
             }
             if (dummy) return RandomLlama.model(c, 1, options);
             TrackedArena arena = TrackedArena.ofShared();

@@ -115,6 +115,19 @@ class GenerateCommandTest {
         assertEquals(2, r[0]);
         assertTrue(((String) r[2]).startsWith("headroom: --dummy-weights for --config " + huge + " would take "), (String) r[2]);
         assertTrue(((String) r[2]).contains("this process can be given"), (String) r[2]);
+        // weights that fit this process once but not with the copy the model packs for decode steps: refused up front
+        long budget = dev.headroom.memory.MemoryLimits.defaultBudget(), perLayer = 4L * 7 * 4096 * 4096; // 7 E² floats a layer
+        int layers = (int) (0.7 * budget / perLayer);
+        if (layers >= 2) {
+            Path twice = dir.resolve("twice.json");
+            Files.writeString(twice, "{\"hidden_size\": 4096, \"intermediate_size\": 4096, \"num_hidden_layers\": " + layers
+                    + ", \"num_attention_heads\": 32, \"num_key_value_heads\": 32, \"vocab_size\": 258, \"bos_token_id\": 256, "
+                    + "\"eos_token_id\": 257, \"tie_word_embeddings\": true}");
+            r = CliTest.run("generate", "--dummy-weights", "--config", twice.toString(), "x");
+            assertEquals(2, r[0], (String) r[2]);
+            assertTrue(((String) r[2]).contains("parameters, and their copy packed for decode steps); this process can be given"),
+                    (String) r[2]);
+        }
         r = CliTest.run("generate", "--mmap", "x");
         assertEquals("headroom: --mmap maps --weights; the built-in model is read from the jar" + System.lineSeparator(), r[2]);
     }

@@ -631,6 +631,22 @@ public final class LlamaModel implements AutoCloseable {
         return packedArena.allocatedBytes();
     }
 
+    /**
+     * The bytes {@link #packedBytes()} will be for a model of {@code config}, known before any
+     * weight is read: per layer the packed Q, K, V, O, gate, up and down, then the output layer.
+     */
+    public static long packedBytesFor(LlamaConfig config) {
+        int E = config.hiddenSize(), I = config.intermediateSize(), q = config.heads() * config.headDim();
+        int kv = config.kvHeads() * config.headDim();
+        long perLayer = packed(q, E) + 2 * packed(kv, E) + packed(E, q) + 2 * packed(I, E) + packed(E, I);
+        return config.layers() * perLayer + packed(config.vocabSize(), E);
+    }
+
+    /** Bytes of one packed (out, in) weight as {@link Linear#of} allocates it. */
+    private static long packed(int out, int in) {
+        return SmallMatmul.packedFloats(out, in) * Float.BYTES;
+    }
+
     @Override
     public void close() {
         for (MultiHeadAttention mha : attention) mha.close();

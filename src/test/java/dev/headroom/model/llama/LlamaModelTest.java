@@ -200,6 +200,22 @@ class LlamaModelTest {
         }
     }
 
+    /** What the CLI's budget check counts before loading (LlamaModel.packedBytesFor) is what a model then packs. */
+    @Test
+    void thePackedBytesOfAConfigAreKnownBeforeItsWeights() throws IOException {
+        try (LlamaModel tiny = Models.tiny(1)) {
+            assertEquals(tiny.packedBytes(), LlamaModel.packedBytesFor(tiny.config()), "tiny");
+            assertTrue(tiny.packedBytes() >= Float.BYTES * (tiny.config().parameterCount() - tiny.config().layers() * 2L * 256 - 256),
+                    "every matrix is packed, the tied output layer too: " + tiny.packedBytes());
+        }
+        for (LlamaConfig c : List.of(RandomLlama.config(72, 100, 2, 6, 2, 12, 64, false, false), // GQA, untied, widths off the panel
+                RandomLlama.config(40, 56, 1, 5, 5, 8, 64, true, true))) {                        // multi-head, tied, biases
+            try (LlamaModel model = RandomLlama.model(c, 1, MultiHeadAttention.Options.defaults().withThreads(1))) {
+                assertEquals(model.packedBytes(), LlamaModel.packedBytesFor(c), c.toString());
+            }
+        }
+    }
+
     /** Weights that cannot be read while the model packs them: the error, and nothing left allocated or running. */
     @Test
     void aModelThatFailsToPackItsWeightsLeavesNothingBehind() {
