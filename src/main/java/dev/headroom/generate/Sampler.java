@@ -55,14 +55,10 @@ public final class Sampler {
                 throw new IllegalArgumentException("cannot sample from logits holding " + logits[i] + " (id " + i + ")");
             }
         }
-        int[] order = byDecreasingLogit(logits);
-        int kept = V;
-        // top-k: every id whose logit is at least the k-th largest
-        if (sampling.topK() > 0 && sampling.topK() < V) {
-            float kth = logits[order[sampling.topK() - 1]];
-            kept = sampling.topK();
-            while (kept < V && logits[order[kept]] == kth) kept++;
-        }
+        // top-k: every id whose logit is at least the k-th largest (found without sorting the vocabulary)
+        boolean topK = sampling.topK() > 0 && sampling.topK() < V;
+        int[] order = topK ? topByDecreasingLogit(logits, sampling.topK()) : byDecreasingLogit(logits);
+        int kept = order.length;
         while (kept > 1 && logits[order[kept - 1]] == Float.NEGATIVE_INFINITY) kept--; // masked ids have probability 0
         // softmax of z / T over the kept ids
         double max = logits[order[0]] / sampling.temperature(), sum = 0;
@@ -96,15 +92,67 @@ public final class Sampler {
     static int[] byDecreasingLogit(float[] logits) {
         int V = logits.length;
         long[] keys = new long[V];
-        for (int i = 0; i < V; i++) {
-            int bits = Float.floatToRawIntBits(logits[i]);
-            int ascending = bits ^ ((bits >> 31) & 0x7fffffff); // signed-int order = Float.compare's (−0 before +0)
-            keys[i] = (long) ~ascending << 32 | i;              // ~ reverses it: larger logits first, then lower ids
+        for (int i = 0; i < V; i++) keys[i] = key(logits[i], i);
+        return ids(keys);
+    }
+
+    /**
+     * The first ids of {@link #byDecreasingLogit}'s order up to the k-th and every id after it
+     * whose logit equals the k-th's (top-k keeps ties), without sorting the vocabulary: a max-heap
+     * of the k smallest keys in one pass finds the k-th key, a second pass keeps every key up to
+     * it and every tie, and only those are sorted. A full sort cost 2.6 ms per token at a
+     * vocabulary of 49,152 and 7.1 ms at 128,256 (SamplerBenchmark, AMD EPYC Zen 4), on the
+     * serving engine's thread, for every running stream of every step. 0 &lt; k &lt; V.
+     */
+    static int[] topByDecreasingLogit(float[] logits, int k) {
+        int V = logits.length;
+        long[] heap = new long[k]; // the k smallest keys so far; heap[0] the largest of them
+        for (int i = 0; i < k; i++) {
+            heap[i] = key(logits[i], i);
+            for (int c = i; c > 0 && heap[(c - 1) / 2] < heap[c]; c = (c - 1) / 2) swap(heap, c, (c - 1) / 2);
         }
+        for (int i = k; i < V; i++) {
+            long key = key(logits[i], i);
+            if (key >= heap[0]) continue;
+            heap[0] = key;
+            for (int c = 0; ; ) { // sift down
+                int l = 2 * c + 1, r = l + 1, big = c;
+                if (l < k && heap[l] > heap[big]) big = l;
+                if (r < k && heap[r] > heap[big]) big = r;
+                if (big == c) break;
+                swap(heap, c, big);
+                c = big;
+            }
+        }
+        long kthKey = heap[0];
+        float kth = logits[(int) kthKey];
+        // the k keys, and the ids tied with the k-th (== also ties −0 with +0, as the sorted order's neighbours)
+        int n = 0;
+        for (int i = 0; i < V; i++) if (logits[i] == kth && key(logits[i], i) > kthKey) n++;
+        long[] keys = Arrays.copyOf(heap, k + n);
+        for (int i = 0, at = k; i < V; i++) if (logits[i] == kth && key(logits[i], i) > kthKey) keys[at++] = key(logits[i], i);
+        return ids(keys);
+    }
+
+    /** (descending order key of the logit) · 2³² + id: ascending keys are decreasing logits, lower ids first on ties. */
+    private static long key(float logit, int id) {
+        int bits = Float.floatToRawIntBits(logit);
+        int ascending = bits ^ ((bits >> 31) & 0x7fffffff); // signed-int order = Float.compare's (−0 before +0)
+        return (long) ~ascending << 32 | id;                // ~ reverses it: larger logits first, then lower ids
+    }
+
+    /** The ids of {@code keys}, sorted (in place) by key. */
+    private static int[] ids(long[] keys) {
         Arrays.sort(keys);
-        int[] order = new int[V];
-        for (int k = 0; k < V; k++) order[k] = (int) keys[k];
+        int[] order = new int[keys.length];
+        for (int k = 0; k < keys.length; k++) order[k] = (int) keys[k];
         return order;
+    }
+
+    private static void swap(long[] a, int i, int j) {
+        long t = a[i];
+        a[i] = a[j];
+        a[j] = t;
     }
 
     /** Ids and their probabilities, most probable first. */

@@ -96,6 +96,27 @@ class SamplerTest {
         }
     }
 
+    /** Top-k by a heap equals the sorted order's first k ids and the ties that follow them, ±0 and infinities among them. */
+    @Test
+    void topKWithoutASortEqualsTheSortedPrefixAndItsTies() {
+        java.util.SplittableRandom random = new java.util.SplittableRandom(13);
+        float[] values = {0f, -0f, 1.5f, -1.5f, Float.NEGATIVE_INFINITY, Float.POSITIVE_INFINITY, Float.MAX_VALUE, -Float.MAX_VALUE,
+                Float.MIN_VALUE, -Float.MIN_VALUE, 7f};
+        for (int trial = 0; trial < 300; trial++) {
+            int V = 2 + random.nextInt(trial < 250 ? 300 : 60_000);
+            float[] z = new float[V];
+            int spread = random.nextInt(3); // 0: few values, ties everywhere; 2: all Gaussian
+            for (int i = 0; i < V; i++) {
+                z[i] = random.nextInt(3) < spread ? (float) random.nextGaussian() : values[random.nextInt(values.length)];
+            }
+            int k = 1 + random.nextInt(Math.min(V - 1, trial % 2 == 0 ? 50 : V - 1));
+            int[] sorted = Sampler.byDecreasingLogit(z);
+            int kept = k;
+            while (kept < V && z[sorted[kept]] == z[sorted[k - 1]]) kept++;
+            assertArrayEquals(Arrays.copyOf(sorted, kept), Sampler.topByDecreasingLogit(z, k), "V " + V + ", k " + k);
+        }
+    }
+
     @Test
     void greedyIsTheArgmaxWithTheLowestIdOnTies() {
         assertEquals(4, new Sampler(Sampling.greedy()).next(LOGITS));

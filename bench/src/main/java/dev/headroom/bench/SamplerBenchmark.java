@@ -24,7 +24,10 @@ import java.util.concurrent.TimeUnit;
  * Gaussian with a spread like the model's. Measured (AMD EPYC Zen 5, {@code java -jar
  * bench/target/benchmarks.jar SamplerBenchmark -f 1}, twice): 1.87 µs with top-k 40, 3.4–3.7 µs
  * without; in a 32-stream server the same call, with its row's copy, took 6.7 µs on the engine
- * thread. Selecting the top k instead of sorting all 258 keys gave 1.56–1.70 µs: not kept.
+ * thread. Selecting the top k instead of sorting all 258 keys gave 1.56–1.70 µs: not kept then.
+ * At real vocabularies the sort was what a token cost (AMD EPYC Zen 4, {@code -p topK=40 -f 2 -wi 3
+ * -i 3}, docs/results/sampler/): 2,588 µs at 49,152 ids (SmolLM's), 7,106 at 128,256 (Llama 3's),
+ * 3.7 at 258; with top-k found by a heap of k (Sampler.topByDecreasingLogit), 112, 329 and 2.0.
  */
 @BenchmarkMode(Mode.AverageTime)
 @OutputTimeUnit(TimeUnit.MICROSECONDS)
@@ -33,7 +36,8 @@ import java.util.concurrent.TimeUnit;
 @Fork(value = 2)
 @State(Scope.Thread)
 public class SamplerBenchmark {
-    @Param({"258"})
+    /** The tiny decoder's, SmolLM's and Llama 3's vocabularies. */
+    @Param({"258", "49152", "128256"})
     public int vocabulary;
 
     @Param({"40", "0"})
