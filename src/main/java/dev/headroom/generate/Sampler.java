@@ -5,9 +5,10 @@ import java.util.SplittableRandom;
 
 /**
  * Chooses tokens from logits as a {@link Sampling} says, with the random numbers of one sequence
- * (so a sequence samples the same tokens whether it runs alone or in a batch). Works in double:
- * the distribution is computed once per token over the vocabulary, which is small next to the
- * forward pass that produced the logits.
+ * (so a sequence samples the same tokens whether it runs alone or in a batch). Works in double.
+ * No token sorts the whole vocabulary unless it must: top-k finds its k ids with a heap, and
+ * top-p alone or a plain draw take the sorted order's head only as far as they need (a sort of a
+ * real vocabulary cost more than a decode step's forward: 7 ms at 128,256 ids).
  */
 public final class Sampler {
     private final Sampling sampling;
@@ -26,8 +27,26 @@ public final class Sampler {
     public int next(float[] logits) {
         if (logits.length == 0) throw new IllegalArgumentException("no logits to sample from");
         if (sampling.isGreedy()) return argmax(logits);
-        Distribution d = distribution(sampling, logits);
-        double u = random.nextDouble(), cumulative = 0;
+        if (!truncates(sampling, logits.length) && logits.length > HEAD) {
+            // the whole vocabulary: one draw needs the sorted order only as far as the draw reaches
+            checkLogits(logits);
+            double u = random.nextDouble();
+            Head head = head(logits, sampling.temperature(), mass -> mass > u);
+            if (head != null) {
+                double cumulative = 0;
+                for (int k = 0; k < head.ids.length; k++) {
+                    cumulative += head.p[k];
+                    if (u < cumulative) return head.ids[k];
+                }
+            }
+            return draw(sortedDistribution(sampling, logits), u);
+        }
+        return draw(distribution(sampling, logits), random.nextDouble());
+    }
+
+    /** The id whose cumulative probability, in the distribution's order, first exceeds u. */
+    private static int draw(Distribution d, double u) {
+        double cumulative = 0;
         for (int k = 0; k < d.ids.length; k++) {
             cumulative += d.probabilities[k];
             if (u < cumulative) return d.ids[k];
@@ -50,11 +69,33 @@ public final class Sampler {
     public static Distribution distribution(Sampling sampling, float[] logits) {
         int V = logits.length;
         if (sampling.isGreedy()) return new Distribution(new int[]{argmax(logits)}, new double[]{1});
-        for (int i = 0; i < V; i++) {
-            if (Float.isNaN(logits[i]) || logits[i] == Float.POSITIVE_INFINITY) {
-                throw new IllegalArgumentException("cannot sample from logits holding " + logits[i] + " (id " + i + ")");
+        boolean topK = sampling.topK() > 0 && sampling.topK() < V;
+        double topP = sampling.topP();
+        if (!topK && topP < 1 && V > HEAD) {
+            // top-p alone: the smallest prefix of the sorted order whose mass reaches p, from its head only
+            checkLogits(logits);
+            Head head = head(logits, sampling.temperature(), mass -> mass >= topP);
+            if (head != null) {
+                double mass = 0, sum = 0;
+                int prefix = 0;
+                while (prefix < head.ids.length && mass < topP) mass += head.p[prefix++];
+                int kept = Math.max(1, prefix);
+                for (int k = 0; k < kept; k++) sum += head.p[k];
+                double[] p = new double[kept];
+                for (int k = 0; k < kept; k++) p[k] = head.p[k] / sum;
+                return new Distribution(Arrays.copyOf(head.ids, kept), p);
             }
         }
+        return sortedDistribution(sampling, logits);
+    }
+
+    /**
+     * {@link #distribution} from the vocabulary's sorted order (only the top k and their ties when
+     * top-k is on): the plain path, and the reference of the head's shortcuts.
+     */
+    static Distribution sortedDistribution(Sampling sampling, float[] logits) {
+        int V = logits.length;
+        checkLogits(logits);
         // top-k: every id whose logit is at least the k-th largest (found without sorting the vocabulary)
         boolean topK = sampling.topK() > 0 && sampling.topK() < V;
         int[] order = topK ? topByDecreasingLogit(logits, sampling.topK()) : byDecreasingLogit(logits);
@@ -153,6 +194,53 @@ public final class Sampler {
         long t = a[i];
         a[i] = a[j];
         a[j] = t;
+    }
+
+    private static void checkLogits(float[] logits) {
+        for (int i = 0; i < logits.length; i++) {
+            if (Float.isNaN(logits[i]) || logits[i] == Float.POSITIVE_INFINITY) {
+                throw new IllegalArgumentException("cannot sample from logits holding " + logits[i] + " (id " + i + ")");
+            }
+        }
+    }
+
+    /** Whether top-k or top-p cut the vocabulary. */
+    private static boolean truncates(Sampling sampling, int V) {
+        return (sampling.topK() > 0 && sampling.topK() < V) || sampling.topP() < 1;
+    }
+
+    /** Ids the head of the sorted order is first taken with; 8 times more each time they fall short. */
+    static final int HEAD = 64;
+
+    /** The first ids of the sorted order (with the ties of the last) and their probabilities over the whole vocabulary. */
+    private record Head(int[] ids, double[] p) {}
+
+    /**
+     * The head of the whole vocabulary's distribution, for a token that needs only its most
+     * probable ids (top-p alone, or one draw without top-k or top-p): the softmax's total over
+     * every id in one pass, then the first {@value #HEAD} ids of the sorted order by
+     * {@link #topByDecreasingLogit}, then 8 times more, until {@code enough} holds for their
+     * cumulative probability; null when that would take the whole vocabulary (the caller sorts it
+     * all). A language model's distribution puts most of its mass on few ids, so this is one pass
+     * of exp and a heap where sorting 128,256 ids took 7 ms. The probabilities are e^(z/T − max) /
+     * total as the sorted path's are; its total is summed in sorted order, this one in id order, so
+     * their last bits may differ.
+     */
+    private static Head head(float[] logits, double T, java.util.function.DoublePredicate enough) {
+        int V = logits.length;
+        double max = logits[argmax(logits)] / T, total = 0;
+        for (float z : logits) total += Math.exp(z / T - max);
+        for (int k = HEAD; k < V; k = (int) Math.min(8L * k, V)) {
+            int[] ids = topByDecreasingLogit(logits, k);
+            double[] p = new double[ids.length];
+            double mass = 0;
+            for (int i = 0; i < ids.length; i++) {
+                p[i] = Math.exp(logits[ids[i]] / T - max) / total;
+                mass += p[i];
+            }
+            if (enough.test(mass)) return new Head(ids, p);
+        }
+        return null;
     }
 
     /** Ids and their probabilities, most probable first. */

@@ -117,6 +117,65 @@ class SamplerTest {
         }
     }
 
+    /** Logits like a model's (peaked or flat), with ties and masked ids among them. */
+    static float[] modelLikeLogits(java.util.SplittableRandom random, int V, double spread) {
+        float[] z = new float[V];
+        for (int i = 0; i < V; i++) z[i] = (float) (spread * random.nextGaussian());
+        for (int i = 0; i < V / 50; i++) z[random.nextInt(V)] = z[random.nextInt(V)];            // ties
+        for (int i = 0; i < V / 100; i++) z[random.nextInt(V)] = Float.NEGATIVE_INFINITY;        // masked
+        return z;
+    }
+
+    /** Top-p without top-k from the head of the sorted order equals the sorted path: the same ids, the probabilities to 1e-12. */
+    @Test
+    void topPFromTheHeadEqualsTheSortedPath() {
+        java.util.SplittableRandom random = new java.util.SplittableRandom(14);
+        int heads = 0;
+        for (int V : new int[]{Sampler.HEAD + 1, 300, 5_000, 60_000}) {
+            for (double spread : new double[]{0.05, 1, 6}) {
+                float[] z = modelLikeLogits(random, V, spread);
+                for (double T : new double[]{0.7, 1.3}) {
+                    for (double topP : new double[]{0.3, 0.9, 0.99}) {
+                        Sampling s = new Sampling(T, 0, topP, 0);
+                        Sampler.Distribution mine = Sampler.distribution(s, z), ref = Sampler.sortedDistribution(s, z);
+                        String what = "V " + V + ", spread " + spread + ", " + s;
+                        assertArrayEquals(ref.ids(), mine.ids(), what);
+                        for (int k = 0; k < ref.ids().length; k++) assertEquals(ref.probabilities()[k], mine.probabilities()[k], 1e-12, what);
+                        if (mine.ids().length < V / 2) heads++;
+                    }
+                }
+            }
+        }
+        assertTrue(heads > 20, "most cases end within the head: " + heads);
+    }
+
+    /** A draw without top-k or top-p walks only the head it reaches: the same tokens as walking the whole sorted distribution. */
+    @Test
+    void aDrawFromTheHeadEqualsTheSortedWalk() {
+        java.util.SplittableRandom random = new java.util.SplittableRandom(15);
+        for (int V : new int[]{Sampler.HEAD + 1, 300, 20_000}) {
+            for (double spread : new double[]{0.05, 2, 6}) {
+                float[] z = modelLikeLogits(random, V, spread);
+                Sampling s = new Sampling(0.9, 0, 1, 77);
+                Sampler sampler = new Sampler(s);
+                java.util.SplittableRandom draws = new java.util.SplittableRandom(77); // the sampler's own stream
+                Sampler.Distribution whole = Sampler.sortedDistribution(s, z);
+                for (int t = 0; t < 200; t++) {
+                    double u = draws.nextDouble(), cumulative = 0;
+                    int expected = whole.ids()[whole.ids().length - 1];
+                    for (int k = 0; k < whole.ids().length; k++) {
+                        cumulative += whole.probabilities()[k];
+                        if (u < cumulative) {
+                            expected = whole.ids()[k];
+                            break;
+                        }
+                    }
+                    assertEquals(expected, sampler.next(z), "V " + V + ", spread " + spread + ", draw " + t);
+                }
+            }
+        }
+    }
+
     @Test
     void greedyIsTheArgmaxWithTheLowestIdOnTies() {
         assertEquals(4, new Sampler(Sampling.greedy()).next(LOGITS));
