@@ -32,7 +32,8 @@ import static dev.headroom.kernels.Vectors.SPECIES;
  * <p>The cos and sin of positions below {@value #TABLE_POSITIONS} are computed once and kept (as
  * Hugging Face's and vLLM's rotary layers keep a cos/sin cache): a decode step turns the queries
  * and keys of every layer at the same few positions, and computing 2·(R/2) sines and cosines per
- * token per layer again took about 6 % of the tiny decoder's 32-row step. The table is filled in
+ * token per layer again made RoPE 3.4 % of a profiled 32-row {@code DecoderBenchmark} (1.4 % with
+ * the table; docs/results/serve-bench-zen4-2/rope-profile.txt). The table is filled in
  * chunks of {@value #TABLE_CHUNK} positions as they are first used, so it holds (R/2)·8 bytes per
  * position up to the furthest position met; its values are the same expression's, bit for bit.
  * One instance serves every layer of a model.
