@@ -128,22 +128,33 @@ public final class RotaryEmbedding {
     /** As {@link #angles(ColumnPositions, int, MemorySegment, MemorySegment)} with rows {@code stride} floats apart. */
     public void angles(ColumnPositions positions, int columns, MemorySegment cos, MemorySegment sin, int stride) {
         int pairs = inverseFrequency.length;
+        float[] outside = null; // (R/2, 2): a position past the table's, computed here
         for (int t = 0; t < columns; t++) {
             long p = positions.of(t);
+            float[] row;
+            int at;
             if (p >= 0 && p < TABLE_POSITIONS) {
-                float[] chunk = tableChunk((int) (p / TABLE_CHUNK));
-                int at = (int) (p % TABLE_CHUNK) * pairs * 2;
-                for (int i = 0; i < pairs; i++) {
-                    cos.setAtIndex(F, (long) i * stride + t, chunk[at + 2 * i]);
-                    sin.setAtIndex(F, (long) i * stride + t, chunk[at + 2 * i + 1]);
-                }
+                row = tableChunk((int) (p / TABLE_CHUNK));
+                at = (int) (p % TABLE_CHUNK) * pairs * 2;
             } else {
-                for (int i = 0; i < pairs; i++) {
-                    double a = p * inverseFrequency[i];
-                    cos.setAtIndex(F, (long) i * stride + t, (float) Math.cos(a));
-                    sin.setAtIndex(F, (long) i * stride + t, (float) Math.sin(a));
-                }
+                if (outside == null) outside = new float[2 * pairs];
+                cosSin(p, outside, 0);
+                row = outside;
+                at = 0;
             }
+            for (int i = 0; i < pairs; i++) {
+                cos.setAtIndex(F, (long) i * stride + t, row[at + 2 * i]);
+                sin.setAtIndex(F, (long) i * stride + t, row[at + 2 * i + 1]);
+            }
+        }
+    }
+
+    /** The (float) cos and sin of position p's angles p·θ^(−2i/R), pair i's at out[at + 2i] and out[at + 2i + 1]. */
+    private void cosSin(long p, float[] out, int at) {
+        for (int i = 0; i < inverseFrequency.length; i++) {
+            double a = p * inverseFrequency[i];
+            out[at + 2 * i] = (float) Math.cos(a);
+            out[at + 2 * i + 1] = (float) Math.sin(a);
         }
     }
 
@@ -153,14 +164,7 @@ public final class RotaryEmbedding {
         if (chunk != null) return chunk;
         int pairs = inverseFrequency.length;
         chunk = new float[TABLE_CHUNK * pairs * 2];
-        for (int u = 0; u < TABLE_CHUNK; u++) {
-            long p = (long) k * TABLE_CHUNK + u;
-            for (int i = 0; i < pairs; i++) {
-                double a = p * inverseFrequency[i]; // as the direct path above: the same bits
-                chunk[(u * pairs + i) * 2] = (float) Math.cos(a);
-                chunk[(u * pairs + i) * 2 + 1] = (float) Math.sin(a);
-            }
-        }
+        for (int u = 0; u < TABLE_CHUNK; u++) cosSin((long) k * TABLE_CHUNK + u, chunk, u * pairs * 2);
         return table.compareAndSet(k, null, chunk) ? chunk : table.get(k);
     }
 

@@ -69,7 +69,7 @@ public final class Sampler {
     public static Distribution distribution(Sampling sampling, float[] logits) {
         int V = logits.length;
         if (sampling.isGreedy()) return new Distribution(new int[]{argmax(logits)}, new double[]{1});
-        boolean topK = sampling.topK() > 0 && sampling.topK() < V;
+        boolean topK = cutsTopK(sampling, V);
         double topP = sampling.topP();
         if (!topK && topP < 1 && V > HEAD) {
             // top-p alone: the smallest prefix of the sorted order whose mass reaches p, from its head only
@@ -97,7 +97,7 @@ public final class Sampler {
         int V = logits.length;
         checkLogits(logits);
         // top-k: every id whose logit is at least the k-th largest (found without sorting the vocabulary)
-        boolean topK = sampling.topK() > 0 && sampling.topK() < V;
+        boolean topK = cutsTopK(sampling, V);
         int[] order = topK ? topByDecreasingLogit(logits, sampling.topK()) : byDecreasingLogit(logits);
         int kept = order.length;
         while (kept > 1 && logits[order[kept - 1]] == Float.NEGATIVE_INFINITY) kept--; // masked ids have probability 0
@@ -206,7 +206,12 @@ public final class Sampler {
 
     /** Whether top-k or top-p cut the vocabulary. */
     private static boolean truncates(Sampling sampling, int V) {
-        return (sampling.topK() > 0 && sampling.topK() < V) || sampling.topP() < 1;
+        return cutsTopK(sampling, V) || sampling.topP() < 1;
+    }
+
+    /** Whether top-k keeps fewer ids than the vocabulary's V. */
+    private static boolean cutsTopK(Sampling sampling, int V) {
+        return sampling.topK() > 0 && sampling.topK() < V;
     }
 
     /** Ids the head of the sorted order is first taken with; 8 times more each time they fall short. */
